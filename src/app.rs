@@ -1,0 +1,54 @@
+//! The state every route handler shares: the streams, the configuration and the
+//! shutdown signal. Cheap to clone.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::stream::buffer::BufferLimits;
+use crate::stream::registry::RegistryLimits;
+use crate::stream::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct App {
+    pub registry: Arc<Registry>,
+    pub config: Arc<Config>,
+    pub shutdown: Shutdown,
+}
+
+impl App {
+    pub fn new(config: Config, shutdown: Shutdown) -> App {
+        let limits = RegistryLimits {
+            max_streams: config.max_streams,
+            max_viewers: config.max_viewers,
+            buffer: BufferLimits {
+                max_generation_bytes: config.max_buffer,
+            },
+        };
+        App {
+            registry: Registry::new(limits, Arc::new(Metrics::default())),
+            config: Arc::new(config),
+            shutdown,
+        }
+    }
+
+    /// Compares in constant time, so the key cannot be guessed byte by byte.
+    pub fn publish_key_matches(&self, given: Option<&str>) -> bool {
+        let Some(expected) = &self.config.publish_key else {
+            return true;
+        };
+        let given = given.unwrap_or_default().as_bytes();
+        let expected = expected.as_bytes();
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.send_timeout_secs)
+    }
+}

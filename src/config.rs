@@ -1,0 +1,119 @@
+//! Command-line flags and their environment variables, with the defaults that let
+//! `cargo run --release` serve a useful local instance with no setup.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "blobcast",
+    version,
+    about = "Live WebM relay: browser MediaRecorder in, many viewers out"
+)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, env = "BLOBCAST_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Folder of the browser pages.
+    #[arg(long, env = "BLOBCAST_PUBLIC_DIR", default_value = "public")]
+    pub public_dir: PathBuf,
+
+    /// Publishers must pass ?key= with this value.
+    #[arg(long, env = "BLOBCAST_PUBLISH_KEY", hide_env_values = true)]
+    pub publish_key: Option<String>,
+
+    /// Allow anyone to publish on a non-loopback address without a key.
+    #[arg(long, env = "BLOBCAST_OPEN_PUBLISH")]
+    pub open_publish: bool,
+
+    /// Largest media payload of one frame (bytes; K, M, G suffixes are 1024-based).
+    #[arg(long, env = "BLOBCAST_MAX_FRAME", default_value = "16M", value_parser = parse_size)]
+    pub max_frame: u64,
+
+    /// Largest generation the server buffers; a publisher past it is told to restart.
+    #[arg(long, env = "BLOBCAST_MAX_BUFFER", default_value = "64M", value_parser = parse_size)]
+    pub max_buffer: u64,
+
+    /// How far a viewer may fall behind the live edge before it is disconnected.
+    #[arg(long, env = "BLOBCAST_MAX_VIEWER_LAG", default_value = "8M", value_parser = parse_size)]
+    pub max_viewer_lag: u64,
+
+    /// Streams the server holds at once.
+    #[arg(long, env = "BLOBCAST_MAX_STREAMS", default_value_t = 100)]
+    pub max_streams: usize,
+
+    /// Viewers per stream.
+    #[arg(long, env = "BLOBCAST_MAX_VIEWERS", default_value_t = 2000)]
+    pub max_viewers: usize,
+
+    /// Seconds a viewer socket may take to accept one write before it is dropped as dead.
+    #[arg(long, env = "BLOBCAST_SEND_TIMEOUT", default_value_t = 10)]
+    pub send_timeout_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("refusing to listen on {0} with no publish key: anyone who can reach it could publish. Set --publish-key (or BLOBCAST_PUBLISH_KEY), or pass --open-publish to allow it")]
+    OpenPublish(SocketAddr),
+}
+
+impl Config {
+    /// The defaults, for tests and embedding.
+    pub fn local() -> Config {
+        Config::parse_from(["blobcast", "--listen", "127.0.0.1:0"])
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && self.publish_key.is_none() && !self.open_publish {
+            return Err(ConfigError::OpenPublish(self.listen));
+        }
+        Ok(())
+    }
+}
+
+/// "16M", "512K", "1G" or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 10),
+        Some((i, 'M' | 'm')) => (&text[..i], 20),
+        Some((i, 'G' | 'g')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 16M, 512K or 1048576"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn public_addresses_need_a_key_or_explicit_consent() {
+        let mut config = Config::local();
+        assert!(config.validate().is_ok());
+        config.listen = "0.0.0.0:8000".parse().unwrap();
+        assert!(config.validate().is_err());
+        config.open_publish = true;
+        assert!(config.validate().is_ok());
+        config.open_publish = false;
+        config.publish_key = Some("k".into());
+        assert!(config.validate().is_ok());
+    }
+}

@@ -1,0 +1,21 @@
+//! Blobcast: a live WebM relay. A browser's MediaRecorder publishes over two WebSockets
+//! (a blob per recorder generation, then its chunks); any number of viewers receive the
+//! current generation and then every live chunk, with no gap and no duplicate.
+//!
+//! `server::run` serves on a bound listener, so tests start it on port 0.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod publish;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod stream;
+pub mod watch;
+pub mod ws;
+
+pub use config::Config;
+pub use server::run;

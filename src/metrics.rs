@@ -1,0 +1,96 @@
+//! Server-wide counters, rendered in the Prometheus text format for `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    frames_in: AtomicU64,
+    frames_dropped: AtomicU64,
+    viewers_lagged: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+impl Metrics {
+    pub fn frame_in(&self, bytes: u64, dropped: bool) {
+        self.bytes_in.fetch_add(bytes, Relaxed);
+        self.frames_in.fetch_add(1, Relaxed);
+        if dropped {
+            self.frames_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn bytes_out(&self, bytes: u64) {
+        self.bytes_out.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn viewer_lagged(&self) {
+        self.viewers_lagged.fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus exposition, with the gauges the registry knows.
+    pub fn render(&self, streams: usize, viewers: usize) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "blobcast_streams",
+            "gauge",
+            "Streams with a publisher or viewer attached.",
+            streams as u64,
+        );
+        metric(
+            "blobcast_viewers",
+            "gauge",
+            "Viewer chunk sockets open.",
+            viewers as u64,
+        );
+        metric(
+            "blobcast_bytes_in_total",
+            "counter",
+            "Frame bytes received from publishers.",
+            self.bytes_in.load(Relaxed),
+        );
+        metric(
+            "blobcast_bytes_out_total",
+            "counter",
+            "Frame bytes sent to viewers.",
+            self.bytes_out.load(Relaxed),
+        );
+        metric(
+            "blobcast_frames_in_total",
+            "counter",
+            "Binary frames received from publishers.",
+            self.frames_in.load(Relaxed),
+        );
+        metric(
+            "blobcast_frames_dropped_total",
+            "counter",
+            "Publisher frames dropped as duplicate or stale.",
+            self.frames_dropped.load(Relaxed),
+        );
+        metric(
+            "blobcast_viewers_lagged_total",
+            "counter",
+            "Viewers disconnected for falling behind.",
+            self.viewers_lagged.load(Relaxed),
+        );
+        metric(
+            "blobcast_connections_refused_total",
+            "counter",
+            "Sockets closed for bad input or a limit.",
+            self.connections_refused.load(Relaxed),
+        );
+        out
+    }
+}

@@ -1,0 +1,188 @@
+//! The wire protocol v1 (docs/protocol.md): the 16-byte frame header, stream names,
+//! the JSON control messages and the close codes.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Bytes before the media payload in every binary frame: generation and offset, u64 BE.
+pub const HEADER_LEN: usize = 16;
+
+/// Close codes sent with a reason; see the table in docs/protocol.md.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const TOO_BIG: u16 = 1009;
+    pub const MALFORMED: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const TOO_SLOW: u16 = 4408;
+    pub const PUBLISHER_BUSY: u16 = 4409;
+    pub const BUFFER_FULL: u16 = 4413;
+    pub const GAP: u16 = 4422;
+    pub const LIMIT: u16 = 4429;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("frame of {0} bytes is shorter than the 16-byte header")]
+    ShortFrame(usize),
+    #[error("blob frame has offset {0}; a blob always starts a generation at offset 0")]
+    BlobOffset(u64),
+    #[error("control message is not valid: {0}")]
+    BadControl(String),
+    #[error(
+        "stream name must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-' (got {0} characters)"
+    )]
+    BadName(usize),
+}
+
+/// Where a frame's payload belongs: `offset` bytes into generation `generation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub generation: u64,
+    pub offset: u64,
+}
+
+impl FrameHeader {
+    pub fn parse(frame: &[u8]) -> Result<FrameHeader, ProtocolError> {
+        if frame.len() < HEADER_LEN {
+            return Err(ProtocolError::ShortFrame(frame.len()));
+        }
+        let (generation, offset) = frame[..HEADER_LEN].split_at(8);
+        Ok(FrameHeader {
+            generation: u64::from_be_bytes(generation.try_into().expect("8 bytes")),
+            offset: u64::from_be_bytes(offset.try_into().expect("8 bytes")),
+        })
+    }
+
+    /// A new frame carrying `payload` (a copy: only for frames cut from buffered ones).
+    pub fn frame(self, payload: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
+        out.put_u64(self.generation);
+        out.put_u64(self.offset);
+        out.put_slice(payload);
+        out.freeze()
+    }
+}
+
+/// A validated stream name: safe in URLs, file names and log lines.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct StreamName(String);
+
+impl StreamName {
+    pub fn parse(name: &str) -> Result<StreamName, ProtocolError> {
+        if is_token(name) {
+            Ok(StreamName(name.to_owned()))
+        } else {
+            Err(ProtocolError::BadName(name.chars().count()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 1-64 of `[A-Za-z0-9_-]`: the shape of stream names and publisher session ids.
+pub fn is_token(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Text frames a publisher sends on its blob socket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum PublisherControl {
+    Start { mime: String },
+    Stop,
+}
+
+impl PublisherControl {
+    pub fn parse(text: &str) -> Result<PublisherControl, ProtocolError> {
+        serde_json::from_str(text).map_err(|e| ProtocolError::BadControl(e.to_string()))
+    }
+}
+
+/// Which part of the buffer a viewer's blob socket started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Join {
+    /// The whole current generation from offset 0.
+    Start,
+}
+
+/// Text frames the server sends on a viewer's blob socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ViewerControl {
+    Stream {
+        stream: StreamName,
+        mime: Option<String>,
+        generation: Option<u64>,
+        live: bool,
+        join: Join,
+        resumed: bool,
+    },
+    End,
+}
+
+impl ViewerControl {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("control messages always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_short_frames_are_refused() {
+        let header = FrameHeader {
+            generation: 0x0102_0304_0506_0708,
+            offset: 42,
+        };
+        let frame = header.frame(b"webm");
+        assert_eq!(&frame[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(FrameHeader::parse(&frame), Ok(header));
+        assert_eq!(&frame[HEADER_LEN..], b"webm");
+        assert_eq!(
+            FrameHeader::parse(&frame[..15]),
+            Err(ProtocolError::ShortFrame(15))
+        );
+    }
+
+    #[test]
+    fn stream_names_follow_the_protocol() {
+        for ok in ["a", "cam-1", "Room_42", &"x".repeat(64)] {
+            assert!(StreamName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "../etc", "é", "a.b", &"x".repeat(65)] {
+            assert!(StreamName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn control_messages_parse_and_serialize() {
+        assert_eq!(
+            PublisherControl::parse(r#"{"type":"start","mime":"video/webm"}"#),
+            Ok(PublisherControl::Start {
+                mime: "video/webm".into()
+            })
+        );
+        assert_eq!(
+            PublisherControl::parse(r#"{"type":"stop"}"#),
+            Ok(PublisherControl::Stop)
+        );
+        assert!(PublisherControl::parse(r#"{"type":"dance"}"#).is_err());
+        assert_eq!(ViewerControl::End.to_json(), r#"{"type":"end"}"#);
+    }
+}

@@ -1,0 +1,194 @@
+//! The route table: read it as the map of the API. Handlers live in `publish`, `watch`
+//! and `api`; this module only parses requests into them and refuses bad ones with
+//! HTTP 400 before any upgrade.
+
+use crate::api::{self, HttpError};
+use crate::app::App;
+use crate::protocol::{is_token, StreamName, HEADER_LEN};
+use crate::publish::{self, PublishRequest, PublisherSocket};
+use crate::stream::registry::ViewerSocket;
+use crate::watch::{self, ChunkSubscription, WatchRequest};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use warp::filters::ws::Ws;
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+/// Headroom over the payload limit, so that an oversize frame reaches our own check
+/// and its close reason rather than the WebSocket library's.
+const FRAME_SLACK: usize = 64 * 1024;
+/// Viewers send nothing but close frames and pings.
+const VIEWER_MAX_MESSAGE: usize = 64 * 1024;
+
+pub fn routes(
+    app: App,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+    let publish = warp::path!("ws" / "publish" / String / String)
+        .and(warp::ws())
+        .and(warp::query::<PublishQuery>())
+        .and(warp::addr::remote())
+        .and(with(app.clone()))
+        .and_then(publish_upgrade);
+
+    let watch = warp::path!("ws" / "watch" / String / String)
+        .and(warp::ws())
+        .and(warp::query::<WatchQuery>())
+        .and(warp::addr::remote())
+        .and(with(app.clone()))
+        .and_then(watch_upgrade);
+
+    let streams = warp::path!("api" / "streams")
+        .and(warp::get())
+        .and(with(app.clone()))
+        .map(api::list_streams);
+    let stream = warp::path!("api" / "streams" / String)
+        .and(warp::get())
+        .and(with(app.clone()))
+        .and_then(|name, app| async move { api::get_stream(name, app) });
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| "ok".into_response());
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with(app.clone()))
+        .map(api::metrics);
+
+    let public = app.config.public_dir.clone();
+    let index = warp::path::end().and(warp::fs::file(public.join("index.html")));
+    let record = warp::path!("record").and(warp::fs::file(public.join("record.html")));
+    let watch_page = warp::path!("watch" / String)
+        .and(warp::fs::file(public.join("watch.html")))
+        .map(|_stream: String, page| page);
+    let files = warp::fs::dir(public);
+    let pages = warp::get().and(
+        index
+            .or(record)
+            .unify()
+            .or(watch_page)
+            .unify()
+            .or(files)
+            .unify(),
+    );
+
+    publish
+        .or(watch)
+        .unify()
+        .or(streams)
+        .unify()
+        .or(stream)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(pages.map(Reply::into_response))
+        .unify()
+        .recover(api::recover)
+        .unify()
+}
+
+fn with(app: App) -> impl Filter<Extract = (App,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || app.clone())
+}
+
+#[derive(Debug, Deserialize)]
+struct PublishQuery {
+    session: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WatchQuery {
+    gen: Option<u64>,
+    offset: Option<u64>,
+}
+
+fn stream_name(name: &str) -> Result<StreamName, Rejection> {
+    StreamName::parse(name).map_err(|e| HttpError::bad_request(e.to_string()))
+}
+
+async fn publish_upgrade(
+    name: String,
+    socket: String,
+    ws: Ws,
+    query: PublishQuery,
+    peer: Option<SocketAddr>,
+    app: App,
+) -> Result<Response, Rejection> {
+    let stream = stream_name(&name)?;
+    let socket = match socket.as_str() {
+        "blob" => PublisherSocket::Blob,
+        "chunk" => PublisherSocket::Chunk,
+        _ => return Err(warp::reject::not_found()),
+    };
+    let session = match query.session {
+        Some(session) if is_token(&session) => session,
+        _ => {
+            return Err(HttpError::bad_request(
+                "?session= is required: 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            ))
+        }
+    };
+    let request = PublishRequest {
+        stream,
+        socket,
+        session,
+        key: query.key,
+        peer,
+    };
+    let limit = app.config.max_frame as usize + HEADER_LEN + FRAME_SLACK;
+    Ok(ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |ws| publish::serve(ws, app, request))
+        .into_response())
+}
+
+async fn watch_upgrade(
+    name: String,
+    socket: String,
+    ws: Ws,
+    query: WatchQuery,
+    peer: Option<SocketAddr>,
+    app: App,
+) -> Result<Response, Rejection> {
+    let stream = stream_name(&name)?;
+    let resume = match (query.gen, query.offset) {
+        (Some(generation), Some(offset)) => Some((generation, offset)),
+        (None, None) => None,
+        _ => return Err(HttpError::bad_request("?gen= and ?offset= go together")),
+    };
+    let request = WatchRequest {
+        stream,
+        peer,
+        resume,
+    };
+    let ws = ws
+        .max_message_size(VIEWER_MAX_MESSAGE)
+        .max_frame_size(VIEWER_MAX_MESSAGE);
+    let reply = match socket.as_str() {
+        "chunk" => {
+            // Subscribe before answering the upgrade: the viewer connects its blob
+            // socket only after this one is open, so its snapshot and these chunks meet.
+            let guard = app
+                .registry
+                .attach_viewer(&request.stream, ViewerSocket::Chunk);
+            let cursor = guard
+                .as_ref()
+                .ok()
+                .map(|g| g.stream().chunk_cursor(request.resume));
+            let sub = ChunkSubscription { guard, cursor };
+            ws.on_upgrade(move |ws| watch::serve_chunks(ws, app, request, sub))
+                .into_response()
+        }
+        "blob" => {
+            let guard = app
+                .registry
+                .attach_viewer(&request.stream, ViewerSocket::Blob);
+            ws.on_upgrade(move |ws| watch::serve_blob(ws, app, request, guard))
+                .into_response()
+        }
+        _ => return Err(warp::reject::not_found()),
+    };
+    Ok(reply)
+}

@@ -1,0 +1,579 @@
+//! A stream's media state: the current generation's frames (blob first, then chunks),
+//! the previous generation kept open for a late tail, and chunks held until their blob
+//! arrives. Pure and synchronous: the caller holds the lock, nothing here awaits.
+//!
+//! Frames are stored as the publisher's whole wire frames (header included), so what a
+//! viewer is sent is the very `Bytes` the publisher sent, shared, never copied.
+
+use crate::protocol::{FrameHeader, HEADER_LEN};
+use bytes::Bytes;
+
+/// Chunks that may wait for their generation's blob (the two publisher sockets race).
+const MAX_HELD_FRAMES: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BufferLimits {
+    /// Media bytes one generation may hold.
+    pub max_generation_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("gap: chunk starts at offset {got} but generation {generation} has {expected} bytes")]
+    Gap {
+        generation: u64,
+        expected: u64,
+        got: u64,
+    },
+    #[error("chunk at offset {got} overlaps generation {generation}, which has {expected} bytes")]
+    Overlap {
+        generation: u64,
+        expected: u64,
+        got: u64,
+    },
+    #[error("generation {generation} would exceed the {limit}-byte buffer limit; start a new generation (restart the recorder)")]
+    BufferFull { generation: u64, limit: u64 },
+}
+
+/// What became of a publisher frame that was not refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A blob that started a new generation; `held_applied` earlier chunks joined it.
+    NewGeneration { held_applied: usize },
+    /// A chunk appended to the current (or, as a late tail, the previous) generation.
+    Appended,
+    /// A chunk waiting for its generation's blob.
+    Held,
+    /// A frame the buffer already has, or of a generation that is over.
+    Dropped,
+}
+
+#[derive(Debug, Clone)]
+struct Frame {
+    offset: u64,
+    bytes: Bytes,
+}
+
+impl Frame {
+    fn end(&self) -> u64 {
+        self.offset + (self.bytes.len() - HEADER_LEN) as u64
+    }
+}
+
+#[derive(Debug)]
+struct Generation {
+    id: u64,
+    frames: Vec<Frame>,
+    len: u64,
+}
+
+impl Generation {
+    /// Appends `frames[..]` from media offset `from`, cutting the first frame if `from`
+    /// falls inside it.
+    fn frames_from(&self, generation: u64, from: u64, out: &mut Vec<Bytes>) {
+        let first = self.frames.partition_point(|f| f.end() <= from);
+        for frame in &self.frames[first..] {
+            if frame.offset < from {
+                let skip = HEADER_LEN + (from - frame.offset) as usize;
+                let header = FrameHeader {
+                    generation,
+                    offset: from,
+                };
+                out.push(header.frame(&frame.bytes[skip..]));
+            } else {
+                out.push(frame.bytes.clone());
+            }
+        }
+    }
+
+    fn blob_end(&self) -> u64 {
+        self.frames[0].end()
+    }
+}
+
+/// Where a viewer's chunk socket is: the next media byte it is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkCursor {
+    generation: Option<u64>,
+    offset: u64,
+}
+
+/// A chunk viewer is this many bytes behind the live edge, past its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagging {
+    pub behind: u64,
+}
+
+#[derive(Debug)]
+pub struct Buffer {
+    limits: BufferLimits,
+    current: Option<Generation>,
+    previous: Option<Generation>,
+    /// The newest generation this publisher session has started: blobs must exceed it.
+    last_generation: Option<u64>,
+    held: Vec<(FrameHeader, Bytes)>,
+    mime: Option<String>,
+}
+
+impl Buffer {
+    pub fn new(limits: BufferLimits) -> Buffer {
+        Buffer {
+            limits,
+            current: None,
+            previous: None,
+            last_generation: None,
+            held: Vec::new(),
+            mime: None,
+        }
+    }
+
+    pub fn generation(&self) -> Option<u64> {
+        self.current.as_ref().map(|g| g.id)
+    }
+
+    /// Media bytes of the current generation.
+    pub fn len(&self) -> u64 {
+        self.current.as_ref().map_or(0, |g| g.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn mime(&self) -> Option<&str> {
+        self.mime.as_deref()
+    }
+
+    pub fn set_mime(&mut self, mime: String) {
+        self.mime = Some(mime);
+    }
+
+    /// Forgets all media: the publisher stopped. Generations must still grow after it.
+    pub fn clear(&mut self) {
+        self.current = None;
+        self.previous = None;
+        self.held.clear();
+    }
+
+    /// A new publisher session: it may number its generations from anywhere.
+    pub fn reset_session(&mut self) {
+        self.clear();
+        self.last_generation = None;
+        self.mime = None;
+    }
+
+    pub fn accept_blob(&mut self, frame: Bytes) -> Result<Accepted, FrameError> {
+        let header = FrameHeader::parse(&frame).expect("caller checked the header");
+        if self
+            .last_generation
+            .is_some_and(|last| header.generation <= last)
+        {
+            return Ok(Accepted::Dropped);
+        }
+        let len = (frame.len() - HEADER_LEN) as u64;
+        if len > self.limits.max_generation_bytes {
+            return Err(FrameError::BufferFull {
+                generation: header.generation,
+                limit: self.limits.max_generation_bytes,
+            });
+        }
+        self.last_generation = Some(header.generation);
+        self.previous = self.current.take();
+        self.current = Some(Generation {
+            id: header.generation,
+            frames: vec![Frame {
+                offset: 0,
+                bytes: frame,
+            }],
+            len,
+        });
+
+        let mut held: Vec<_> = std::mem::take(&mut self.held)
+            .into_iter()
+            .filter(|(h, _)| h.generation >= header.generation)
+            .collect();
+        held.sort_by_key(|(h, _)| (h.generation, h.offset));
+        let mut held_applied = 0;
+        for (h, bytes) in held {
+            if h.generation > header.generation {
+                self.held.push((h, bytes));
+            } else if self.append_current(h, bytes) == Ok(Accepted::Appended) {
+                held_applied += 1;
+            }
+            // A held chunk that no longer fits is dropped: the publisher's next chunk on
+            // its own socket then meets the gap and is told so.
+        }
+        Ok(Accepted::NewGeneration { held_applied })
+    }
+
+    pub fn accept_chunk(&mut self, frame: Bytes) -> Result<Accepted, FrameError> {
+        let header = FrameHeader::parse(&frame).expect("caller checked the header");
+        match (&self.current, &self.previous) {
+            (Some(current), _) if header.generation == current.id => {
+                self.append_current(header, frame)
+            }
+            (Some(_), Some(previous)) if header.generation == previous.id => {
+                Ok(self.append_late_tail(header, frame))
+            }
+            _ if self
+                .last_generation
+                .is_none_or(|last| header.generation > last) =>
+            {
+                Ok(self.hold(header, frame))
+            }
+            _ => Ok(Accepted::Dropped),
+        }
+    }
+
+    fn append_current(
+        &mut self,
+        header: FrameHeader,
+        frame: Bytes,
+    ) -> Result<Accepted, FrameError> {
+        let limit = self.limits.max_generation_bytes;
+        let current = self
+            .current
+            .as_mut()
+            .expect("caller matched the generation");
+        let end = header.offset + (frame.len() - HEADER_LEN) as u64;
+        if end <= current.len {
+            return Ok(Accepted::Dropped);
+        }
+        if header.offset < current.len {
+            return Err(FrameError::Overlap {
+                generation: current.id,
+                expected: current.len,
+                got: header.offset,
+            });
+        }
+        if header.offset > current.len {
+            return Err(FrameError::Gap {
+                generation: current.id,
+                expected: current.len,
+                got: header.offset,
+            });
+        }
+        if end > limit {
+            return Err(FrameError::BufferFull {
+                generation: current.id,
+                limit,
+            });
+        }
+        current.frames.push(Frame {
+            offset: header.offset,
+            bytes: frame,
+        });
+        current.len = end;
+        Ok(Accepted::Appended)
+    }
+
+    /// The old recorder's last piece may reach us after the new recorder's blob.
+    fn append_late_tail(&mut self, header: FrameHeader, frame: Bytes) -> Accepted {
+        let previous = self
+            .previous
+            .as_mut()
+            .expect("caller matched the generation");
+        let end = header.offset + (frame.len() - HEADER_LEN) as u64;
+        if header.offset != previous.len || end > self.limits.max_generation_bytes {
+            return Accepted::Dropped;
+        }
+        previous.frames.push(Frame {
+            offset: header.offset,
+            bytes: frame,
+        });
+        previous.len = end;
+        Accepted::Appended
+    }
+
+    fn hold(&mut self, header: FrameHeader, frame: Bytes) -> Accepted {
+        let payload = |b: &Bytes| (b.len() - HEADER_LEN) as u64;
+        let held_bytes: u64 = self.held.iter().map(|(_, b)| payload(b)).sum();
+        if self.held.len() >= MAX_HELD_FRAMES
+            || held_bytes + payload(&frame) > self.limits.max_generation_bytes
+        {
+            return Accepted::Dropped;
+        }
+        self.held.push((header, frame));
+        Accepted::Held
+    }
+
+    /// The current generation's frames for a joining viewer: cheap clones of shared bytes.
+    pub fn snapshot(&self) -> Vec<Bytes> {
+        self.current
+            .as_ref()
+            .map(|g| g.frames.iter().map(|f| f.bytes.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The blob of the current generation, for blob viewers following a restart.
+    pub fn current_blob(&self) -> Option<(u64, Bytes)> {
+        self.current
+            .as_ref()
+            .map(|g| (g.id, g.frames[0].bytes.clone()))
+    }
+
+    /// Whether a viewer holding `generation` up to `offset` can carry on from there.
+    pub fn can_resume(&self, generation: u64, offset: u64) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|g| g.id == generation && offset <= g.len)
+    }
+
+    /// A chunk viewer joining now: owed everything appended from this moment on, or
+    /// from `resume` when that is still buffered.
+    pub fn cursor(&self, resume: Option<(u64, u64)>) -> ChunkCursor {
+        match (resume, &self.current) {
+            (Some((generation, offset)), _) if self.can_resume(generation, offset) => ChunkCursor {
+                generation: Some(generation),
+                offset,
+            },
+            (_, Some(current)) => ChunkCursor {
+                generation: Some(current.id),
+                offset: current.len,
+            },
+            (_, None) => ChunkCursor {
+                generation: None,
+                offset: 0,
+            },
+        }
+    }
+
+    /// Moves `cursor` to the live edge, pushing the frames it passes onto `out`. Refuses
+    /// (pushing nothing) when the viewer is more than `max_behind` bytes behind.
+    pub fn read_chunks(
+        &self,
+        cursor: &mut ChunkCursor,
+        max_behind: u64,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), Lagging> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        let in_previous = self
+            .previous
+            .as_ref()
+            .filter(|p| cursor.generation == Some(p.id));
+        // Leave the previous generation only once the new one has a chunk: the
+        // publisher's chunk socket is ordered, so the old tail has arrived by then.
+        let moving_on = current.frames.len() > 1;
+        let behind = match in_previous {
+            Some(previous) if !moving_on => previous.len - cursor.offset,
+            Some(previous) => previous.len - cursor.offset + current.len - current.blob_end(),
+            None if cursor.generation == Some(current.id) => current.len - cursor.offset,
+            None => current.len - current.blob_end(),
+        };
+        if behind > max_behind {
+            return Err(Lagging { behind });
+        }
+        if let Some(previous) = in_previous {
+            previous.frames_from(previous.id, cursor.offset, out);
+            cursor.offset = previous.len;
+            if !moving_on {
+                return Ok(());
+            }
+        }
+        if cursor.generation != Some(current.id) {
+            // A new generation; its blob goes out on the viewer's blob socket.
+            *cursor = ChunkCursor {
+                generation: Some(current.id),
+                offset: current.blob_end(),
+            };
+        }
+        current.frames_from(current.id, cursor.offset, out);
+        cursor.offset = current.len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: BufferLimits = BufferLimits {
+        max_generation_bytes: 1000,
+    };
+
+    fn frame(generation: u64, offset: u64, payload: &[u8]) -> Bytes {
+        FrameHeader { generation, offset }.frame(payload)
+    }
+
+    fn payloads(frames: &[Bytes]) -> Vec<u8> {
+        frames
+            .iter()
+            .flat_map(|f| f[HEADER_LEN..].to_vec())
+            .collect()
+    }
+
+    fn read(buffer: &Buffer, cursor: &mut ChunkCursor) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        buffer.read_chunks(cursor, u64::MAX, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn blob_then_contiguous_chunks_append_and_snapshot_is_the_same_bytes() {
+        let mut b = Buffer::new(LIMITS);
+        let blob = frame(5, 0, b"head");
+        assert_eq!(
+            b.accept_blob(blob.clone()),
+            Ok(Accepted::NewGeneration { held_applied: 0 })
+        );
+        assert_eq!(b.accept_chunk(frame(5, 4, b"ab")), Ok(Accepted::Appended));
+        assert_eq!(b.accept_chunk(frame(5, 6, b"cd")), Ok(Accepted::Appended));
+        let snapshot = b.snapshot();
+        assert_eq!(payloads(&snapshot), b"headabcd");
+        assert_eq!(snapshot[0].as_ptr(), blob.as_ptr(), "shared, not copied");
+        assert_eq!(b.len(), 8);
+    }
+
+    #[test]
+    fn duplicates_and_stale_frames_are_dropped_gaps_and_overlaps_refused() {
+        let mut b = Buffer::new(LIMITS);
+        b.accept_blob(frame(5, 0, b"head")).unwrap();
+        b.accept_chunk(frame(5, 4, b"ab")).unwrap();
+        assert_eq!(b.accept_chunk(frame(5, 4, b"ab")), Ok(Accepted::Dropped));
+        assert_eq!(b.accept_blob(frame(5, 0, b"head")), Ok(Accepted::Dropped));
+        assert_eq!(b.accept_blob(frame(4, 0, b"old")), Ok(Accepted::Dropped));
+        assert_eq!(b.accept_chunk(frame(3, 9, b"old")), Ok(Accepted::Dropped));
+        assert_eq!(
+            b.accept_chunk(frame(5, 9, b"x")),
+            Err(FrameError::Gap {
+                generation: 5,
+                expected: 6,
+                got: 9
+            })
+        );
+        assert_eq!(
+            b.accept_chunk(frame(5, 5, b"xyz")),
+            Err(FrameError::Overlap {
+                generation: 5,
+                expected: 6,
+                got: 5
+            })
+        );
+        assert_eq!(payloads(&b.snapshot()), b"headab");
+    }
+
+    #[test]
+    fn chunks_that_beat_their_blob_are_held_then_applied_in_order() {
+        let mut b = Buffer::new(LIMITS);
+        b.accept_blob(frame(1, 0, b"one")).unwrap();
+        assert_eq!(b.accept_chunk(frame(2, 6, b"gh")), Ok(Accepted::Held));
+        assert_eq!(b.accept_chunk(frame(2, 4, b"ef")), Ok(Accepted::Held));
+        assert_eq!(
+            b.accept_blob(frame(2, 0, b"abcd")),
+            Ok(Accepted::NewGeneration { held_applied: 2 })
+        );
+        assert_eq!(payloads(&b.snapshot()), b"abcdefgh");
+    }
+
+    #[test]
+    fn held_chunks_are_bounded() {
+        let mut b = Buffer::new(LIMITS);
+        for i in 0..MAX_HELD_FRAMES as u64 {
+            assert_eq!(b.accept_chunk(frame(1, 10 + i, b"x")), Ok(Accepted::Held));
+        }
+        assert_eq!(b.accept_chunk(frame(1, 999, b"x")), Ok(Accepted::Dropped));
+        let big = vec![0u8; 990];
+        let mut b = Buffer::new(LIMITS);
+        assert_eq!(b.accept_chunk(frame(1, 10, &big)), Ok(Accepted::Held));
+        assert_eq!(b.accept_chunk(frame(1, 1000, &big)), Ok(Accepted::Dropped));
+    }
+
+    #[test]
+    fn generation_limit_is_enforced() {
+        let mut b = Buffer::new(LIMITS);
+        assert!(matches!(
+            b.accept_blob(frame(1, 0, &[0; 1001])),
+            Err(FrameError::BufferFull { limit: 1000, .. })
+        ));
+        b.accept_blob(frame(1, 0, &[0; 600])).unwrap();
+        assert!(matches!(
+            b.accept_chunk(frame(1, 600, &[0; 401])),
+            Err(FrameError::BufferFull { .. })
+        ));
+        assert_eq!(
+            b.accept_chunk(frame(1, 600, &[0; 400])),
+            Ok(Accepted::Appended)
+        );
+    }
+
+    #[test]
+    fn a_joining_chunk_viewer_gets_only_what_comes_after_it() {
+        let mut b = Buffer::new(LIMITS);
+        let mut early = b.cursor(None);
+        b.accept_blob(frame(7, 0, b"head")).unwrap();
+        b.accept_chunk(frame(7, 4, b"c1")).unwrap();
+        let mut late = b.cursor(None);
+        b.accept_chunk(frame(7, 6, b"c2")).unwrap();
+        assert_eq!(
+            payloads(&read(&b, &mut early)),
+            b"c1c2",
+            "blob goes on the blob socket"
+        );
+        assert_eq!(payloads(&read(&b, &mut late)), b"c2");
+        assert!(read(&b, &mut late).is_empty());
+    }
+
+    #[test]
+    fn resume_from_the_middle_of_a_frame_cuts_it() {
+        let mut b = Buffer::new(LIMITS);
+        b.accept_blob(frame(7, 0, b"head")).unwrap();
+        b.accept_chunk(frame(7, 4, b"abcdef")).unwrap();
+        b.accept_chunk(frame(7, 10, b"gh")).unwrap();
+        assert!(b.can_resume(7, 10) && !b.can_resume(7, 13) && !b.can_resume(6, 0));
+        let mut cursor = b.cursor(Some((7, 6)));
+        let frames = read(&b, &mut cursor);
+        assert_eq!(FrameHeader::parse(&frames[0]).unwrap().offset, 6);
+        assert_eq!(payloads(&frames), b"cdefgh");
+        let mut stale = b.cursor(Some((6, 2)));
+        assert!(
+            read(&b, &mut stale).is_empty(),
+            "unknown generation: live only"
+        );
+    }
+
+    #[test]
+    fn a_viewer_drains_the_previous_generation_including_its_late_tail() {
+        let mut b = Buffer::new(LIMITS);
+        b.accept_blob(frame(1, 0, b"one")).unwrap();
+        let mut cursor = b.cursor(None);
+        b.accept_chunk(frame(1, 3, b"-a")).unwrap();
+        b.accept_blob(frame(2, 0, b"two")).unwrap();
+        assert_eq!(payloads(&read(&b, &mut cursor)), b"-a");
+        assert_eq!(b.accept_chunk(frame(1, 5, b"-z")), Ok(Accepted::Appended));
+        assert_eq!(b.accept_chunk(frame(1, 9, b"-?")), Ok(Accepted::Dropped));
+        b.accept_chunk(frame(2, 3, b"-b")).unwrap();
+        let frames = read(&b, &mut cursor);
+        assert_eq!(payloads(&frames), b"-z-b");
+        assert_eq!(FrameHeader::parse(&frames[1]).unwrap().generation, 2);
+    }
+
+    #[test]
+    fn a_viewer_too_far_behind_is_refused_and_sent_nothing() {
+        let mut b = Buffer::new(LIMITS);
+        b.accept_blob(frame(1, 0, b"head")).unwrap();
+        let mut cursor = b.cursor(None);
+        b.accept_chunk(frame(1, 4, &[0; 100])).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            b.read_chunks(&mut cursor, 99, &mut out),
+            Err(Lagging { behind: 100 })
+        );
+        assert!(out.is_empty());
+        assert!(b.read_chunks(&mut cursor, 100, &mut out).is_ok());
+    }
+
+    #[test]
+    fn a_new_session_may_restart_generation_numbers() {
+        let mut b = Buffer::new(LIMITS);
+        b.accept_blob(frame(9, 0, b"x")).unwrap();
+        b.clear();
+        assert_eq!(b.accept_blob(frame(3, 0, b"y")), Ok(Accepted::Dropped));
+        b.reset_session();
+        assert!(matches!(
+            b.accept_blob(frame(3, 0, b"y")),
+            Ok(Accepted::NewGeneration { .. })
+        ));
+    }
+}

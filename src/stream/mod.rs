@@ -1,0 +1,262 @@
+//! One live stream: its `Buffer` behind a short-held lock, the signals that wake its
+//! viewers, and who is attached to it. `registry` owns the set of streams.
+
+pub mod buffer;
+pub mod registry;
+
+use crate::metrics::Metrics;
+use crate::protocol::StreamName;
+use buffer::{Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, Lagging};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::watch;
+
+pub use registry::{Refusal, Registry};
+
+/// What blob viewers follow: they are woken when it changes, not for every chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    pub live: bool,
+    pub generation: Option<u64>,
+    pub mime: Option<String>,
+}
+
+/// The publisher session holding a stream, and how many of its two sockets are open.
+#[derive(Debug, Clone)]
+pub(crate) struct PublisherSession {
+    pub id: String,
+    pub sockets: u8,
+    pub since: SystemTime,
+}
+
+/// Attachment counts; changed only under the registry lock so that a stream is dropped
+/// exactly when its last user leaves.
+#[derive(Debug, Default)]
+pub(crate) struct Presence {
+    pub publisher: Option<PublisherSession>,
+    pub chunk_viewers: usize,
+    pub blob_viewers: usize,
+}
+
+impl Presence {
+    fn is_idle(&self) -> bool {
+        self.publisher.is_none() && self.chunk_viewers == 0 && self.blob_viewers == 0
+    }
+}
+
+/// Ingest rate over the last few seconds, for the API.
+#[derive(Debug)]
+struct RateMeter {
+    window_start: Instant,
+    window_bytes: u64,
+    last_rate: f64,
+}
+
+const RATE_WINDOW_SECS: f64 = 5.0;
+
+impl RateMeter {
+    fn new() -> RateMeter {
+        RateMeter {
+            window_start: Instant::now(),
+            window_bytes: 0,
+            last_rate: 0.0,
+        }
+    }
+
+    fn add(&mut self, bytes: u64) {
+        self.roll();
+        self.window_bytes += bytes;
+    }
+
+    fn roll(&mut self) {
+        let elapsed = self.window_start.elapsed().as_secs_f64();
+        if elapsed >= RATE_WINDOW_SECS {
+            self.last_rate = self.window_bytes as f64 * 8.0 / elapsed;
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+        }
+    }
+
+    fn bits_per_second(&mut self) -> f64 {
+        self.roll();
+        let elapsed = self.window_start.elapsed().as_secs_f64();
+        if elapsed >= 1.0 {
+            self.window_bytes as f64 * 8.0 / elapsed
+        } else {
+            self.last_rate
+        }
+    }
+}
+
+pub struct Stream {
+    name: StreamName,
+    buffer: Mutex<Buffer>,
+    /// Bumped on every change to the media; chunk viewers wait on it.
+    media_changed: watch::Sender<u64>,
+    status: watch::Sender<Status>,
+    pub(crate) presence: Mutex<Presence>,
+    ingest: Mutex<RateMeter>,
+    metrics: Arc<Metrics>,
+}
+
+/// A snapshot of one stream for `/api/streams`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamInfo {
+    pub name: StreamName,
+    pub live: bool,
+    pub mime: Option<String>,
+    pub generation: Option<u64>,
+    pub buffered_bytes: u64,
+    pub viewers: usize,
+    pub publisher_connected_since: Option<u64>,
+    pub ingest_bits_per_second: u64,
+}
+
+impl Stream {
+    pub(crate) fn new(name: StreamName, limits: BufferLimits, metrics: Arc<Metrics>) -> Stream {
+        Stream {
+            name,
+            buffer: Mutex::new(Buffer::new(limits)),
+            media_changed: watch::Sender::new(0),
+            status: watch::Sender::new(Status::default()),
+            presence: Mutex::new(Presence::default()),
+            ingest: Mutex::new(RateMeter::new()),
+            metrics,
+        }
+    }
+
+    pub fn name(&self) -> &StreamName {
+        &self.name
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    pub fn watch_media(&self) -> watch::Receiver<u64> {
+        self.media_changed.subscribe()
+    }
+
+    pub fn start(&self, mime: String) {
+        self.buffer.lock().set_mime(mime.clone());
+        self.status.send_if_modified(|s| {
+            let changed = s.mime.as_deref() != Some(&mime);
+            s.mime = Some(mime);
+            changed
+        });
+    }
+
+    /// The publisher stopped or is gone: viewers are told the stream ended.
+    pub fn end(&self) {
+        self.buffer.lock().clear();
+        self.media_changed.send_modify(|v| *v += 1);
+        self.status.send_if_modified(|s| {
+            let was_live = s.live;
+            s.live = false;
+            s.generation = None;
+            was_live
+        });
+    }
+
+    pub(crate) fn reset_session(&self) {
+        self.buffer.lock().reset_session();
+        *self.ingest.lock() = RateMeter::new();
+    }
+
+    pub fn accept_blob(&self, frame: Bytes) -> Result<Accepted, FrameError> {
+        self.accept(frame, true)
+    }
+
+    pub fn accept_chunk(&self, frame: Bytes) -> Result<Accepted, FrameError> {
+        self.accept(frame, false)
+    }
+
+    fn accept(&self, frame: Bytes, is_blob: bool) -> Result<Accepted, FrameError> {
+        let len = frame.len() as u64;
+        let (accepted, generation, mime) = {
+            let mut buffer = self.buffer.lock();
+            let accepted = if is_blob {
+                buffer.accept_blob(frame)?
+            } else {
+                buffer.accept_chunk(frame)?
+            };
+            (
+                accepted,
+                buffer.generation(),
+                buffer.mime().map(str::to_owned),
+            )
+        };
+        self.metrics.frame_in(len, accepted == Accepted::Dropped);
+        match accepted {
+            Accepted::NewGeneration { .. } => {
+                self.ingest.lock().add(len);
+                self.media_changed.send_modify(|v| *v += 1);
+                self.status.send_replace(Status {
+                    live: true,
+                    generation,
+                    mime,
+                });
+            }
+            Accepted::Appended => {
+                self.ingest.lock().add(len);
+                self.media_changed.send_modify(|v| *v += 1);
+            }
+            Accepted::Held | Accepted::Dropped => {}
+        }
+        Ok(accepted)
+    }
+
+    /// Frames a joining blob viewer needs, unless it already holds them (`resume`).
+    pub fn snapshot(&self, resume: Option<(u64, u64)>) -> (Option<u64>, Vec<Bytes>) {
+        let buffer = self.buffer.lock();
+        match resume {
+            Some((g, o)) if buffer.can_resume(g, o) => (Some(g), Vec::new()),
+            _ => (buffer.generation(), buffer.snapshot()),
+        }
+    }
+
+    pub fn current_blob(&self) -> Option<(u64, Bytes)> {
+        self.buffer.lock().current_blob()
+    }
+
+    pub fn chunk_cursor(&self, resume: Option<(u64, u64)>) -> ChunkCursor {
+        self.buffer.lock().cursor(resume)
+    }
+
+    pub fn read_chunks(
+        &self,
+        cursor: &mut ChunkCursor,
+        max_behind: u64,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), Lagging> {
+        self.buffer.lock().read_chunks(cursor, max_behind, out)
+    }
+
+    pub fn info(&self) -> StreamInfo {
+        let (generation, buffered_bytes, mime) = {
+            let b = self.buffer.lock();
+            (b.generation(), b.len(), b.mime().map(str::to_owned))
+        };
+        let presence = self.presence.lock();
+        StreamInfo {
+            name: self.name.clone(),
+            live: self.status.borrow().live,
+            mime,
+            generation,
+            buffered_bytes,
+            viewers: presence.chunk_viewers.max(presence.blob_viewers),
+            publisher_connected_since: presence.publisher.as_ref().map(|p| {
+                p.since
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            }),
+            ingest_bits_per_second: self.ingest.lock().bits_per_second() as u64,
+        }
+    }
+}

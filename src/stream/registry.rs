@@ -1,0 +1,295 @@
+//! The set of streams. A stream appears when its first publisher or viewer attaches and
+//! is dropped when the last one detaches; attaching hands out a guard whose drop is the
+//! detach, so no path can leak a stream.
+
+use super::{PublisherSession, Stream, StreamInfo};
+use crate::metrics::Metrics;
+use crate::protocol::StreamName;
+use crate::stream::buffer::BufferLimits;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryLimits {
+    pub max_streams: usize,
+    pub max_viewers: usize,
+    pub buffer: BufferLimits,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("the server already has {0} streams, its limit")]
+    TooManyStreams(usize),
+    #[error("this stream already has {0} viewers, its limit")]
+    TooManyViewers(usize),
+    #[error("another publisher session is live on this stream; stop it first")]
+    PublisherBusy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerSocket {
+    Blob,
+    Chunk,
+}
+
+pub struct Registry {
+    streams: Mutex<HashMap<StreamName, Arc<Stream>>>,
+    limits: RegistryLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    pub fn new(limits: RegistryLimits, metrics: Arc<Metrics>) -> Arc<Registry> {
+        Arc::new(Registry {
+            streams: Mutex::new(HashMap::new()),
+            limits,
+            metrics,
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn get(&self, name: &StreamName) -> Option<Arc<Stream>> {
+        self.streams.lock().get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<StreamInfo> {
+        let streams: Vec<_> = self.streams.lock().values().cloned().collect();
+        let mut infos: Vec<_> = streams.iter().map(|s| s.info()).collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        infos
+    }
+
+    /// (streams, viewers) for the metrics page.
+    pub fn counts(&self) -> (usize, usize) {
+        let streams = self.streams.lock();
+        let viewers = streams
+            .values()
+            .map(|s| s.presence.lock().chunk_viewers)
+            .sum();
+        (streams.len(), viewers)
+    }
+
+    fn stream_entry(
+        &self,
+        streams: &mut HashMap<StreamName, Arc<Stream>>,
+        name: &StreamName,
+    ) -> Result<Arc<Stream>, Refusal> {
+        if let Some(stream) = streams.get(name) {
+            return Ok(stream.clone());
+        }
+        if streams.len() >= self.limits.max_streams {
+            return Err(Refusal::TooManyStreams(self.limits.max_streams));
+        }
+        let stream = Arc::new(Stream::new(
+            name.clone(),
+            self.limits.buffer,
+            self.metrics.clone(),
+        ));
+        streams.insert(name.clone(), stream.clone());
+        Ok(stream)
+    }
+
+    pub fn attach_publisher(
+        self: &Arc<Self>,
+        name: &StreamName,
+        session: &str,
+    ) -> Result<PublisherGuard, Refusal> {
+        let mut streams = self.streams.lock();
+        let stream = self.stream_entry(&mut streams, name)?;
+        let mut presence = stream.presence.lock();
+        match &mut presence.publisher {
+            Some(current) if current.id == session => current.sockets += 1,
+            Some(_) => {
+                let idle = presence.is_idle();
+                drop(presence);
+                if idle {
+                    streams.remove(name);
+                }
+                return Err(Refusal::PublisherBusy);
+            }
+            None => {
+                stream.reset_session();
+                presence.publisher = Some(PublisherSession {
+                    id: session.to_owned(),
+                    sockets: 1,
+                    since: SystemTime::now(),
+                });
+            }
+        }
+        drop(presence);
+        Ok(PublisherGuard {
+            registry: self.clone(),
+            stream,
+        })
+    }
+
+    pub fn attach_viewer(
+        self: &Arc<Self>,
+        name: &StreamName,
+        socket: ViewerSocket,
+    ) -> Result<ViewerGuard, Refusal> {
+        let mut streams = self.streams.lock();
+        let stream = self.stream_entry(&mut streams, name)?;
+        let mut presence = stream.presence.lock();
+        let count = match socket {
+            ViewerSocket::Blob => &mut presence.blob_viewers,
+            ViewerSocket::Chunk => &mut presence.chunk_viewers,
+        };
+        if *count >= self.limits.max_viewers {
+            let idle = presence.is_idle();
+            drop(presence);
+            if idle {
+                streams.remove(name);
+            }
+            return Err(Refusal::TooManyViewers(self.limits.max_viewers));
+        }
+        *count += 1;
+        drop(presence);
+        Ok(ViewerGuard {
+            registry: self.clone(),
+            stream,
+            socket,
+        })
+    }
+
+    /// Runs `detach` on the stream's presence and drops the stream if it left it idle.
+    fn detach(&self, stream: &Arc<Stream>, detach: impl FnOnce(&mut super::Presence)) {
+        let mut streams = self.streams.lock();
+        let mut presence = stream.presence.lock();
+        detach(&mut presence);
+        if presence.is_idle() {
+            streams.remove(stream.name());
+        }
+    }
+
+    /// Ends every stream: the server is shutting down.
+    pub fn end_all(&self) {
+        let streams: Vec<_> = self.streams.lock().values().cloned().collect();
+        for stream in streams {
+            stream.end();
+        }
+    }
+}
+
+/// One open publisher socket. Dropping it detaches; the last socket of the session
+/// ends the stream.
+pub struct PublisherGuard {
+    registry: Arc<Registry>,
+    stream: Arc<Stream>,
+}
+
+impl PublisherGuard {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+}
+
+impl Drop for PublisherGuard {
+    fn drop(&mut self) {
+        let stream = self.stream.clone();
+        self.registry.detach(&self.stream, |presence| {
+            if let Some(session) = &mut presence.publisher {
+                session.sockets -= 1;
+                if session.sockets == 0 {
+                    presence.publisher = None;
+                    stream.end();
+                }
+            }
+        });
+    }
+}
+
+/// One open viewer socket. Dropping it detaches.
+pub struct ViewerGuard {
+    registry: Arc<Registry>,
+    stream: Arc<Stream>,
+    socket: ViewerSocket,
+}
+
+impl ViewerGuard {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        let socket = self.socket;
+        self.registry.detach(&self.stream, |presence| match socket {
+            ViewerSocket::Blob => presence.blob_viewers -= 1,
+            ViewerSocket::Chunk => presence.chunk_viewers -= 1,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(max_streams: usize, max_viewers: usize) -> Arc<Registry> {
+        Registry::new(
+            RegistryLimits {
+                max_streams,
+                max_viewers,
+                buffer: BufferLimits {
+                    max_generation_bytes: 1 << 20,
+                },
+            },
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn name(s: &str) -> StreamName {
+        StreamName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn streams_live_exactly_as_long_as_their_users() {
+        let r = registry(10, 10);
+        let viewer = r.attach_viewer(&name("a"), ViewerSocket::Chunk).unwrap();
+        let publisher = r.attach_publisher(&name("a"), "s1").unwrap();
+        drop(viewer);
+        assert!(r.get(&name("a")).is_some());
+        drop(publisher);
+        assert!(r.get(&name("a")).is_none());
+    }
+
+    #[test]
+    fn one_publisher_session_per_stream() {
+        let r = registry(10, 10);
+        let blob = r.attach_publisher(&name("a"), "s1").unwrap();
+        let chunk = r.attach_publisher(&name("a"), "s1").unwrap();
+        assert_eq!(
+            r.attach_publisher(&name("a"), "s2").err(),
+            Some(Refusal::PublisherBusy)
+        );
+        drop(blob);
+        assert!(
+            r.attach_publisher(&name("a"), "s2").is_err(),
+            "s1 still has a socket"
+        );
+        drop(chunk);
+        assert!(r.attach_publisher(&name("a"), "s2").is_ok());
+    }
+
+    #[test]
+    fn limits_refuse_without_leaking_streams() {
+        let r = registry(1, 1);
+        let _a = r.attach_viewer(&name("a"), ViewerSocket::Chunk).unwrap();
+        assert_eq!(
+            r.attach_viewer(&name("b"), ViewerSocket::Chunk).err(),
+            Some(Refusal::TooManyStreams(1))
+        );
+        assert_eq!(
+            r.attach_viewer(&name("a"), ViewerSocket::Chunk).err(),
+            Some(Refusal::TooManyViewers(1))
+        );
+        assert!(r.attach_viewer(&name("a"), ViewerSocket::Blob).is_ok());
+        assert_eq!(r.counts(), (1, 1));
+    }
+}

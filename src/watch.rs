@@ -1,0 +1,259 @@
+//! A viewer's two sockets. The chunk socket sends every frame appended after the viewer
+//! subscribed, reading straight from the shared `Buffer` with its own cursor, so a
+//! viewer has no queue of its own: falling too far behind the live edge, or taking too
+//! long to accept a write, disconnects it with a reason. The blob socket sends the hello,
+//! the snapshot and each new generation's blob, and `end`.
+
+use crate::app::App;
+use crate::protocol::{close, Join, StreamName, ViewerControl};
+use crate::stream::buffer::{ChunkCursor, Lagging};
+use crate::stream::registry::ViewerGuard;
+use crate::stream::{Refusal, Stream};
+use crate::ws::{close_with, Closing, Sender, Socket};
+use bytes::Bytes;
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use warp::ws::{Message, WebSocket};
+
+/// The chunk socket's subscription, taken before the upgrade is answered.
+pub struct ChunkSubscription {
+    pub guard: Result<ViewerGuard, Refusal>,
+    pub cursor: Option<ChunkCursor>,
+}
+
+pub struct WatchRequest {
+    pub stream: StreamName,
+    pub peer: Option<SocketAddr>,
+    pub resume: Option<(u64, u64)>,
+}
+
+/// Why a viewer's loop ended.
+enum Ended {
+    /// The viewer closed or vanished.
+    ByViewer,
+    /// We close it, with this code and reason.
+    Closing(Closing),
+}
+
+pub async fn serve_chunks(ws: WebSocket, app: App, request: WatchRequest, sub: ChunkSubscription) {
+    let who = format!(
+        "viewer {} on {}/chunk",
+        Socket(request.peer),
+        request.stream
+    );
+    let (mut tx, mut rx) = ws.split();
+    let guard = match sub.guard {
+        Ok(guard) => guard,
+        Err(refusal) => return refuse(&app, &who, &mut tx, &refusal).await,
+    };
+    log::info!("{who} connected");
+    let stream = guard.stream().clone();
+    let mut cursor = sub.cursor.expect("a cursor comes with every guard");
+    let ended = send_chunks(&app, &stream, &mut cursor, &mut tx, &mut rx).await;
+    finish(&who, &mut tx, ended).await;
+    drop(guard);
+}
+
+async fn send_chunks(
+    app: &App,
+    stream: &Stream,
+    cursor: &mut ChunkCursor,
+    tx: &mut Sender,
+    rx: &mut SplitStream<WebSocket>,
+) -> Ended {
+    let max_lag = app.config.max_viewer_lag;
+    let mut shutdown = app.shutdown.clone();
+    let mut media = stream.watch_media();
+    let mut batch = Vec::new();
+    loop {
+        media.borrow_and_update();
+        batch.clear();
+        if let Err(Lagging { behind }) = stream.read_chunks(cursor, max_lag, &mut batch) {
+            app.registry.metrics().viewer_lagged();
+            return Ended::Closing(Closing::new(
+                close::TOO_SLOW,
+                format!("fell {behind} bytes behind the live edge (limit {max_lag}); reconnect"),
+            ));
+        }
+        if let Err(ended) = send_frames(app, tx, &batch).await {
+            return ended;
+        }
+        tokio::select! {
+            changed = media.changed() => if changed.is_err() { return Ended::ByViewer },
+            ended = viewer_gone(rx) => return ended,
+            _ = shutdown.recv() => return shutting_down(),
+        }
+    }
+}
+
+pub async fn serve_blob(
+    ws: WebSocket,
+    app: App,
+    request: WatchRequest,
+    guard: Result<ViewerGuard, Refusal>,
+) {
+    let who = format!("viewer {} on {}/blob", Socket(request.peer), request.stream);
+    let (mut tx, mut rx) = ws.split();
+    let guard = match guard {
+        Ok(guard) => guard,
+        Err(refusal) => return refuse(&app, &who, &mut tx, &refusal).await,
+    };
+    log::info!("{who} connected");
+    let stream = guard.stream().clone();
+    let ended = send_blobs(&app, &stream, request.resume, &mut tx, &mut rx).await;
+    finish(&who, &mut tx, ended).await;
+    drop(guard);
+}
+
+async fn send_blobs(
+    app: &App,
+    stream: &Arc<Stream>,
+    resume: Option<(u64, u64)>,
+    tx: &mut Sender,
+    rx: &mut SplitStream<WebSocket>,
+) -> Ended {
+    let mut shutdown = app.shutdown.clone();
+    let mut status = stream.watch_status();
+    let live = status.borrow_and_update().live;
+
+    let (mut sent_generation, frames) = if live {
+        stream.snapshot(resume)
+    } else {
+        (None, Vec::new())
+    };
+    let resumed = sent_generation.is_some() && frames.is_empty();
+    let hello = hello_message(
+        stream,
+        live && sent_generation.is_some(),
+        sent_generation,
+        resumed,
+    );
+    if let Err(ended) = send_control(app, tx, &hello).await {
+        return ended;
+    }
+    if let Err(ended) = send_frames(app, tx, &frames).await {
+        return ended;
+    }
+    let mut was_live = live && sent_generation.is_some();
+
+    loop {
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return Ended::ByViewer },
+            ended = viewer_gone(rx) => return ended,
+            _ = shutdown.recv() => {
+                let _ = send_control(app, tx, &ViewerControl::End).await;
+                return shutting_down();
+            }
+        }
+        let live = status.borrow_and_update().live;
+        if live {
+            let Some((generation, blob)) = stream.current_blob() else {
+                continue;
+            };
+            if sent_generation != Some(generation) {
+                let hello = hello_message(stream, true, Some(generation), false);
+                if let Err(ended) = send_control(app, tx, &hello).await {
+                    return ended;
+                }
+                if let Err(ended) = send_frames(app, tx, &[blob]).await {
+                    return ended;
+                }
+                sent_generation = Some(generation);
+            }
+            was_live = true;
+        } else if was_live {
+            if let Err(ended) = send_control(app, tx, &ViewerControl::End).await {
+                return ended;
+            }
+            sent_generation = None;
+            was_live = false;
+        }
+    }
+}
+
+fn hello_message(
+    stream: &Stream,
+    live: bool,
+    generation: Option<u64>,
+    resumed: bool,
+) -> ViewerControl {
+    ViewerControl::Stream {
+        stream: stream.name().clone(),
+        mime: stream.status().mime,
+        generation,
+        live,
+        join: Join::Start,
+        resumed,
+    }
+}
+
+/// Writes `frames` as one batch; a viewer that cannot take them in time is dead to us.
+async fn send_frames(app: &App, tx: &mut Sender, frames: &[Bytes]) -> Result<(), Ended> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let bytes: usize = frames.iter().map(Bytes::len).sum();
+    let write = async {
+        for frame in frames {
+            tx.feed(Message::binary(frame.clone())).await?;
+        }
+        tx.flush().await
+    };
+    match tokio::time::timeout(app.send_timeout(), write).await {
+        Ok(Ok(())) => {
+            app.registry.metrics().bytes_out(bytes as u64);
+            Ok(())
+        }
+        Ok(Err(_)) => Err(Ended::ByViewer),
+        Err(_) => {
+            app.registry.metrics().viewer_lagged();
+            Err(Ended::Closing(Closing::new(
+                close::TOO_SLOW,
+                format!("did not accept a write within {:?}", app.send_timeout()),
+            )))
+        }
+    }
+}
+
+async fn send_control(app: &App, tx: &mut Sender, control: &ViewerControl) -> Result<(), Ended> {
+    let write = tx.send(Message::text(control.to_json()));
+    match tokio::time::timeout(app.send_timeout(), write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Ended::ByViewer),
+    }
+}
+
+/// Resolves when the viewer closes or breaks its socket; anything it sends is ignored.
+async fn viewer_gone(rx: &mut SplitStream<WebSocket>) -> Ended {
+    loop {
+        match rx.next().await {
+            None => return Ended::ByViewer,
+            Some(Ok(message)) if message.is_close() => return Ended::ByViewer,
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return Ended::Closing(Closing::read_error(&err)),
+        }
+    }
+}
+
+fn shutting_down() -> Ended {
+    Ended::Closing(Closing::new(close::GOING_AWAY, "server shutting down"))
+}
+
+async fn refuse(app: &App, who: &str, tx: &mut Sender, refusal: &Refusal) {
+    app.registry.metrics().connection_refused();
+    let closing = Closing::refusal(refusal);
+    log::info!("{who} refused: {}", closing.reason);
+    close_with(tx, closing).await;
+}
+
+async fn finish(who: &str, tx: &mut Sender, ended: Ended) {
+    match ended {
+        Ended::ByViewer => log::info!("{who} disconnected"),
+        Ended::Closing(closing) => {
+            log::info!("{who} closed: {} {}", closing.code, closing.reason);
+            close_with(tx, closing).await;
+        }
+    }
+}
