@@ -1,0 +1,395 @@
+//! Test harness: a real server on an ephemeral port, and real WebSocket clients that
+//! publish and watch the way docs/protocol.md says a browser does.
+
+#![allow(dead_code)]
+
+use blobcast::protocol::{FrameHeader, HEADER_LEN};
+use blobcast::Config;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long any single expected event may take before a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A real WebM recording (VP8 + Opus, 4 s) made with ffmpeg.
+pub const CLIP: &[u8] = include_bytes!("../fixtures/clip.webm");
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with(|_| {}).await
+    }
+
+    pub async fn with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let mut config = Config::local();
+        config.public_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/public").into();
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(blobcast::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals shutdown and waits for the server to finish.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("server shut down in time")
+                .unwrap();
+        }
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::get(self.http_url(path)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(self.http_url(path)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+}
+
+pub async fn connect(url: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    ws
+}
+
+/// The HTTP status a refused upgrade got.
+pub async fn connect_refused(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("{url}: expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("{url}: expected an HTTP refusal, the upgrade was accepted"),
+    }
+}
+
+pub fn frame(generation: u64, offset: u64, payload: &[u8]) -> Bytes {
+    FrameHeader { generation, offset }.frame(payload)
+}
+
+/// Reads until the server closes the socket; returns its close code and reason.
+pub async fn closed_with(ws: &mut Ws) -> (u16, String) {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("server closed the socket in time");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) | None => return (0, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => panic!("socket failed instead of closing cleanly: {err}"),
+        }
+    }
+}
+
+/// Cuts a recording the way Chrome's MediaRecorder does: at arbitrary byte positions,
+/// not at element boundaries. Deterministic for a given seed.
+pub fn cut(data: &[u8], pieces: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut cuts: Vec<usize> = (1..pieces)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            1 + (state >> 33) as usize % (data.len() - 1)
+        })
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for c in cuts.into_iter().chain([data.len()]) {
+        out.push(data[start..c].to_vec());
+        start = c;
+    }
+    out
+}
+
+/// A publisher: two sockets of one session.
+pub struct Publisher {
+    pub blob: Ws,
+    pub chunk: Ws,
+    pub generation: u64,
+    pub offset: u64,
+}
+
+impl Publisher {
+    pub async fn connect(server: &TestServer, stream: &str, query: &str) -> Publisher {
+        let blob = connect(&server.ws_url(&format!("/ws/publish/{stream}/blob?{query}"))).await;
+        let chunk = connect(&server.ws_url(&format!("/ws/publish/{stream}/chunk?{query}"))).await;
+        Publisher {
+            blob,
+            chunk,
+            generation: 0,
+            offset: 0,
+        }
+    }
+
+    pub async fn start(&mut self, mime: &str) {
+        let text = format!(r#"{{"type":"start","mime":"{mime}"}}"#);
+        self.blob.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn stop(&mut self) {
+        self.blob
+            .send(Message::text(r#"{"type":"stop"}"#))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_blob(&mut self, generation: u64, payload: &[u8]) {
+        self.generation = generation;
+        self.offset = payload.len() as u64;
+        self.blob
+            .send(Message::binary(frame(generation, 0, payload)))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_chunk(&mut self, payload: &[u8]) {
+        let f = frame(self.generation, self.offset, payload);
+        self.offset += payload.len() as u64;
+        self.chunk.send(Message::binary(f)).await.unwrap();
+    }
+
+    /// Publishes a whole generation: its first piece as the blob, the rest as chunks.
+    pub async fn publish_generation(&mut self, generation: u64, pieces: &[Vec<u8>]) {
+        self.send_blob(generation, &pieces[0]).await;
+        for piece in &pieces[1..] {
+            self.send_chunk(piece).await;
+        }
+    }
+}
+
+/// A viewer that reassembles frames from both sockets as docs/protocol.md says.
+pub struct Viewer {
+    pub chunk: Ws,
+    pub blob: Ws,
+    pub generation: Option<u64>,
+    pub data: Vec<u8>,
+    /// Generations this viewer has moved past, by number.
+    pub generations: BTreeMap<u64, Vec<u8>>,
+    held: Vec<(FrameHeader, Bytes)>,
+    pub controls: Vec<serde_json::Value>,
+    pub binary_frames: usize,
+    pub received_bytes: usize,
+}
+
+impl Viewer {
+    pub async fn connect(server: &TestServer, stream: &str) -> Viewer {
+        Viewer::connect_with(server, stream, "").await
+    }
+
+    /// Chunk socket first, then blob socket, as the protocol requires.
+    pub async fn connect_with(server: &TestServer, stream: &str, query: &str) -> Viewer {
+        let chunk = connect(&server.ws_url(&format!("/ws/watch/{stream}/chunk?{query}"))).await;
+        let blob = connect(&server.ws_url(&format!("/ws/watch/{stream}/blob?{query}"))).await;
+        Viewer {
+            chunk,
+            blob,
+            generation: None,
+            data: Vec::new(),
+            generations: BTreeMap::new(),
+            held: Vec::new(),
+            controls: Vec::new(),
+            binary_frames: 0,
+            received_bytes: 0,
+        }
+    }
+
+    /// Continues a viewer's state on new sockets, resuming from what it holds.
+    pub async fn reconnect(mut self, server: &TestServer, stream: &str) -> Viewer {
+        let query = match self.generation {
+            Some(g) => format!("gen={g}&offset={}", self.data.len()),
+            None => String::new(),
+        };
+        let _ = self.chunk.close(None).await;
+        let _ = self.blob.close(None).await;
+        let fresh = Viewer::connect_with(server, stream, &query).await;
+        self.chunk = fresh.chunk;
+        self.blob = fresh.blob;
+        self.controls.clear();
+        self.binary_frames = 0;
+        self.received_bytes = 0;
+        self
+    }
+
+    fn accept(&mut self, frame: Bytes, from_blob_socket: bool) {
+        self.binary_frames += 1;
+        self.received_bytes += frame.len();
+        let header = FrameHeader::parse(&frame).expect("server frames have headers");
+        if from_blob_socket && header.offset == 0 && Some(header.generation) != self.generation {
+            if let Some(g) = self.generation {
+                self.generations.insert(g, std::mem::take(&mut self.data));
+            }
+            self.generation = Some(header.generation);
+            self.data.clear();
+        }
+        match self.generation {
+            Some(g) if header.generation == g => self.append(header, &frame),
+            Some(g) if header.generation < g => {}
+            _ => self.held.push((header, frame)),
+        }
+        self.apply_held();
+    }
+
+    /// What this viewer holds of generation `generation`.
+    pub fn holds(&self, generation: u64) -> Option<&[u8]> {
+        if self.generation == Some(generation) {
+            Some(&self.data)
+        } else {
+            self.generations.get(&generation).map(Vec::as_slice)
+        }
+    }
+
+    fn append(&mut self, header: FrameHeader, frame: &[u8]) {
+        let payload = &frame[HEADER_LEN..];
+        let have = self.data.len() as u64;
+        let end = header.offset + payload.len() as u64;
+        if end <= have {
+            return;
+        }
+        if header.offset <= have {
+            self.data
+                .extend_from_slice(&payload[(have - header.offset) as usize..]);
+        } else {
+            self.held.push((header, Bytes::copy_from_slice(frame)));
+        }
+    }
+
+    fn apply_held(&mut self) {
+        loop {
+            let Some(g) = self.generation else { return };
+            let have = self.data.len() as u64;
+            self.held.retain(|(h, _)| h.generation >= g);
+            let Some(i) = self
+                .held
+                .iter()
+                .position(|(h, _)| h.generation == g && h.offset <= have)
+            else {
+                return;
+            };
+            let (h, f) = self.held.remove(i);
+            self.append(h, &f);
+        }
+    }
+
+    /// Processes whatever arrives on either socket for `wait`.
+    pub async fn pump_for(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::timeout_at(deadline, self.pump_one())
+            .await
+            .is_ok()
+        {}
+    }
+
+    /// Processes messages until `done` holds, failing the test after PATIENCE.
+    pub async fn pump_until(&mut self, what: &str, done: impl Fn(&Viewer) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !done(self) {
+            if tokio::time::timeout_at(deadline, self.pump_one())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "viewer waited too long for {what}: generation {:?}, {} bytes, controls {:?}",
+                    self.generation,
+                    self.data.len(),
+                    self.controls
+                );
+            }
+        }
+    }
+
+    /// Until this viewer holds `bytes` as generation `generation`.
+    pub async fn pump_until_holds(&mut self, generation: u64, bytes: &[u8]) {
+        self.pump_until(
+            &format!("generation {generation} of {} bytes", bytes.len()),
+            |v| v.holds(generation).map(<[u8]>::len) == Some(bytes.len()),
+        )
+        .await;
+        assert!(
+            self.holds(generation) == Some(bytes),
+            "generation {generation} reassembled differently from what was published"
+        );
+    }
+
+    async fn pump_one(&mut self) {
+        tokio::select! {
+            message = self.chunk.next() => self.handle(message, false),
+            message = self.blob.next() => self.handle(message, true),
+        }
+    }
+
+    fn handle(
+        &mut self,
+        message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        from_blob_socket: bool,
+    ) {
+        match message {
+            Some(Ok(Message::Binary(bytes))) => self.accept(bytes, from_blob_socket),
+            Some(Ok(Message::Text(text))) => self
+                .controls
+                .push(serde_json::from_str(text.as_str()).expect("control messages are JSON")),
+            Some(Ok(Message::Close(frame))) => {
+                panic!("server closed a viewer socket: {frame:?}")
+            }
+            Some(Ok(_)) => {}
+            Some(Err(err)) => panic!("viewer socket failed: {err}"),
+            None => panic!("viewer socket ended"),
+        }
+    }
+
+    pub fn saw_control(&self, kind: &str) -> bool {
+        self.controls.iter().any(|c| c["type"] == kind)
+    }
+}
+
+pub fn close_code(frame: &CloseCode) -> u16 {
+    u16::from(*frame)
+}
