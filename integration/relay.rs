@@ -10,22 +10,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const MIME: &str = "video/webm;codecs=vp8,opus";
 
-/// Waits until the server's API shows `check` true for `stream`.
-async fn until_api(server: &TestServer, stream: &str, check: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (status, info) = server.get_json(&format!("/api/streams/{stream}")).await;
-        if status == 200 && check(&info) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "API never showed it: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn viewers_joining_at_any_moment_reassemble_every_generation_exactly() {
     let server = TestServer::start().await;
@@ -66,10 +50,11 @@ async fn a_viewer_that_stops_reading_for_generations_jumps_to_the_latest_one() {
     for g in 1..=4 {
         publisher.publish_generation(g, &cut(CLIP, 12, g)).await;
     }
-    until_api(&server, "jump", |s| {
-        s["generation"] == 4 && s["buffered_bytes"] == CLIP.len()
-    })
-    .await;
+    server
+        .until_api("jump", |s| {
+            s["generation"] == 4 && s["buffered_bytes"] == CLIP.len()
+        })
+        .await;
     stalled.pump_until_holds(4, CLIP).await;
 }
 
@@ -81,7 +66,7 @@ async fn a_chunk_that_beats_its_blob_is_held_until_the_blob_arrives() {
     let mut publisher = Publisher::connect(&server, "race", "session=s1").await;
     publisher.start(MIME).await;
     publisher.send_blob(1, &[0x1a, 0x45]).await; // a first generation to follow
-    until_api(&server, "race", |s| s["generation"] == 1).await;
+    server.until_api("race", |s| s["generation"] == 1).await;
 
     // Generation 2's chunks go out on the chunk socket before its blob.
     let blob_len = pieces[0].len() as u64;
@@ -95,11 +80,13 @@ async fn a_chunk_that_beats_its_blob_is_held_until_the_blob_arrives() {
         offset += piece.len() as u64;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    until_api(&server, "race", |s| s["generation"] == 1).await;
+    server.until_api("race", |s| s["generation"] == 1).await;
     publisher.send_blob(2, &pieces[0]).await;
 
     viewer.pump_until_holds(2, CLIP).await;
-    until_api(&server, "race", |s| s["buffered_bytes"] == CLIP.len()).await;
+    server
+        .until_api("race", |s| s["buffered_bytes"] == CLIP.len())
+        .await;
 }
 
 #[tokio::test]
@@ -124,7 +111,9 @@ async fn a_viewer_resumes_by_offset_without_downloading_again() {
     for piece in &pieces[10..] {
         publisher.send_chunk(piece).await;
     }
-    until_api(&server, "blip", |s| s["buffered_bytes"] == CLIP.len()).await;
+    server
+        .until_api("blip", |s| s["buffered_bytes"] == CLIP.len())
+        .await;
     let mut viewer = viewer.reconnect(&server, "blip").await;
     viewer.pump_until_holds(5, CLIP).await;
 
@@ -151,7 +140,9 @@ async fn a_resume_after_the_generation_moved_on_gets_the_new_snapshot() {
     let _ = viewer.blob.close(None).await;
     let pieces = cut(CLIP, 5, 9);
     publisher.publish_generation(2, &pieces).await;
-    until_api(&server, "moved", |s| s["buffered_bytes"] == CLIP.len()).await;
+    server
+        .until_api("moved", |s| s["buffered_bytes"] == CLIP.len())
+        .await;
     let mut viewer = viewer.reconnect(&server, "moved").await;
     viewer.pump_until_holds(2, CLIP).await;
     assert_eq!(viewer.controls[0]["resumed"], false);
@@ -395,7 +386,7 @@ async fn stop_ends_the_stream_for_viewers_and_the_api_follows() {
 
     publisher.stop().await;
     viewer.pump_until("end", |v| v.saw_control("end")).await;
-    until_api(&server, "show", |s| s["live"] == false).await;
+    server.until_api("show", |s| s["live"] == false).await;
     assert_eq!(server.get_json("/api/streams/nothing").await.0, 404);
     assert_eq!(server.get_json("/api/streams/no.pe").await.0, 400);
 }

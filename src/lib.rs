@@ -15,6 +15,7 @@ pub mod server;
 pub mod shutdown;
 pub mod stream;
 pub mod watch;
+pub mod webm;
 pub mod ws;
 
 pub use config::Config;

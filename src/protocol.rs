@@ -111,12 +111,15 @@ impl PublisherControl {
     }
 }
 
-/// Which part of the buffer a viewer's blob socket started with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Which part of the buffer a viewer's blob socket starts with (`?join=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Join {
     /// The whole current generation from offset 0.
+    #[default]
     Start,
+    /// The init segment, then the newest cluster that opens with a video keyframe.
+    Live,
 }
 
 /// Text frames the server sends on a viewer's blob socket.

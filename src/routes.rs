@@ -4,7 +4,7 @@
 
 use crate::api::{self, HttpError};
 use crate::app::App;
-use crate::protocol::{is_token, StreamName, HEADER_LEN};
+use crate::protocol::{is_token, Join, StreamName, HEADER_LEN};
 use crate::publish::{self, PublishRequest, PublisherSocket};
 use crate::stream::registry::ViewerSocket;
 use crate::watch::{self, ChunkSubscription, WatchRequest};
@@ -101,6 +101,8 @@ struct PublishQuery {
 struct WatchQuery {
     gen: Option<u64>,
     offset: Option<u64>,
+    #[serde(default)]
+    join: Join,
 }
 
 fn stream_name(name: &str) -> Result<StreamName, Rejection> {
@@ -162,6 +164,7 @@ async fn watch_upgrade(
         stream,
         peer,
         resume,
+        join: query.join,
     };
     let ws = ws
         .max_message_size(VIEWER_MAX_MESSAGE)

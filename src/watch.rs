@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::protocol::{close, Join, StreamName, ViewerControl};
 use crate::stream::buffer::{ChunkCursor, Lagging};
 use crate::stream::registry::ViewerGuard;
-use crate::stream::{Refusal, Stream};
+use crate::stream::{Refusal, Snapshot, Stream};
 use crate::ws::{close_with, Closing, Sender, Socket};
 use bytes::Bytes;
 use futures_util::stream::SplitStream;
@@ -27,6 +27,7 @@ pub struct WatchRequest {
     pub stream: StreamName,
     pub peer: Option<SocketAddr>,
     pub resume: Option<(u64, u64)>,
+    pub join: Join,
 }
 
 /// Why a viewer's loop ended.
@@ -102,7 +103,7 @@ pub async fn serve_blob(
     };
     log::info!("{who} connected");
     let stream = guard.stream().clone();
-    let ended = send_blobs(&app, &stream, request.resume, &mut tx, &mut rx).await;
+    let ended = send_blobs(&app, &stream, &request, &mut tx, &mut rx).await;
     finish(&who, &mut tx, ended).await;
     drop(guard);
 }
@@ -110,7 +111,7 @@ pub async fn serve_blob(
 async fn send_blobs(
     app: &App,
     stream: &Arc<Stream>,
-    resume: Option<(u64, u64)>,
+    request: &WatchRequest,
     tx: &mut Sender,
     rx: &mut SplitStream<WebSocket>,
 ) -> Ended {
@@ -118,25 +119,32 @@ async fn send_blobs(
     let mut status = stream.watch_status();
     let live = status.borrow_and_update().live;
 
-    let (mut sent_generation, frames) = if live {
-        stream.snapshot(resume)
+    let snapshot = if live {
+        stream.snapshot(request.resume, request.join)
     } else {
-        (None, Vec::new())
+        Snapshot {
+            generation: None,
+            join: Join::Start,
+            resumed: false,
+            frames: Vec::new(),
+        }
     };
-    let resumed = sent_generation.is_some() && frames.is_empty();
-    let hello = hello_message(
-        stream,
-        live && sent_generation.is_some(),
-        sent_generation,
-        resumed,
-    );
+    let mut sent_generation = snapshot.generation;
+    let mut was_live = live && sent_generation.is_some();
+    let hello = ViewerControl::Stream {
+        stream: stream.name().clone(),
+        mime: stream.status().mime,
+        generation: sent_generation,
+        live: was_live,
+        join: snapshot.join,
+        resumed: snapshot.resumed,
+    };
     if let Err(ended) = send_control(app, tx, &hello).await {
         return ended;
     }
-    if let Err(ended) = send_frames(app, tx, &frames).await {
+    if let Err(ended) = send_frames(app, tx, &snapshot.frames).await {
         return ended;
     }
-    let mut was_live = live && sent_generation.is_some();
 
     loop {
         tokio::select! {
@@ -153,7 +161,15 @@ async fn send_blobs(
                 continue;
             };
             if sent_generation != Some(generation) {
-                let hello = hello_message(stream, true, Some(generation), false);
+                // A new generation always starts at its blob, whatever the first join was.
+                let hello = ViewerControl::Stream {
+                    stream: stream.name().clone(),
+                    mime: stream.status().mime,
+                    generation: Some(generation),
+                    live: true,
+                    join: Join::Start,
+                    resumed: false,
+                };
                 if let Err(ended) = send_control(app, tx, &hello).await {
                     return ended;
                 }
@@ -170,22 +186,6 @@ async fn send_blobs(
             sent_generation = None;
             was_live = false;
         }
-    }
-}
-
-fn hello_message(
-    stream: &Stream,
-    live: bool,
-    generation: Option<u64>,
-    resumed: bool,
-) -> ViewerControl {
-    ViewerControl::Stream {
-        stream: stream.name().clone(),
-        mime: stream.status().mime,
-        generation,
-        live,
-        join: Join::Start,
-        resumed,
     }
 }
 

@@ -5,7 +5,9 @@
 //! Frames are stored as the publisher's whole wire frames (header included), so what a
 //! viewer is sent is the very `Bytes` the publisher sent, shared, never copied.
 
+use super::index::{mime_matches, MediaIndex};
 use crate::protocol::{FrameHeader, HEADER_LEN};
+use crate::webm::StreamInfo;
 use bytes::Bytes;
 
 /// Chunks that may wait for their generation's blob (the two publisher sockets race).
@@ -65,9 +67,31 @@ struct Generation {
     id: u64,
     frames: Vec<Frame>,
     len: u64,
+    index: MediaIndex,
 }
 
 impl Generation {
+    fn push(&mut self, frame: Frame, end: u64) -> super::index::Learned {
+        let learned = self.index.feed(&frame.bytes[HEADER_LEN..]);
+        self.frames.push(frame);
+        self.len = end;
+        learned
+    }
+
+    /// A copy of media bytes `0..end`, which lie in the first frames.
+    fn head(&self, end: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(end as usize);
+        for frame in &self.frames {
+            let want = (end - out.len() as u64) as usize;
+            if want == 0 {
+                break;
+            }
+            let payload = &frame.bytes[HEADER_LEN..];
+            out.extend_from_slice(&payload[..want.min(payload.len())]);
+        }
+        out
+    }
+
     /// Appends `frames[..]` from media offset `from`, cutting the first frame if `from`
     /// falls inside it.
     fn frames_from(&self, generation: u64, from: u64, out: &mut Vec<Bytes>) {
@@ -113,6 +137,8 @@ pub struct Buffer {
     last_generation: Option<u64>,
     held: Vec<(FrameHeader, Bytes)>,
     mime: Option<String>,
+    /// Something about the media worth a log line, for the caller to take.
+    notice: Option<String>,
 }
 
 impl Buffer {
@@ -124,7 +150,33 @@ impl Buffer {
             last_generation: None,
             held: Vec::new(),
             mime: None,
+            notice: None,
         }
+    }
+
+    pub fn take_notice(&mut self) -> Option<String> {
+        self.notice.take()
+    }
+
+    fn learned(&mut self, learned: super::index::Learned) {
+        if let Some(problem) = learned.problem {
+            self.notice = Some(format!("relaying without a WebM index: {problem}"));
+        } else if learned.tracks {
+            let info = self.current.as_ref().and_then(|g| g.index.info());
+            if let (Some(mime), Some(info)) = (&self.mime, info) {
+                if !mime_matches(mime, info) {
+                    self.notice = Some(format!(
+                        "declared mime {mime:?} does not match the tracks it carries ({})",
+                        describe(info)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The codecs and sizes of the current generation, once its Tracks arrived.
+    pub fn media_info(&self) -> Option<&StreamInfo> {
+        self.current.as_ref().and_then(|g| g.index.info())
     }
 
     pub fn generation(&self) -> Option<u64> {
@@ -179,14 +231,21 @@ impl Buffer {
         }
         self.last_generation = Some(header.generation);
         self.previous = self.current.take();
-        self.current = Some(Generation {
+        let mut generation = Generation {
             id: header.generation,
-            frames: vec![Frame {
+            frames: Vec::new(),
+            len: 0,
+            index: MediaIndex::new(),
+        };
+        let learned = generation.push(
+            Frame {
                 offset: 0,
                 bytes: frame,
-            }],
+            },
             len,
-        });
+        );
+        self.current = Some(generation);
+        self.learned(learned);
 
         let mut held: Vec<_> = std::mem::take(&mut self.held)
             .into_iter()
@@ -259,11 +318,14 @@ impl Buffer {
                 limit,
             });
         }
-        current.frames.push(Frame {
-            offset: header.offset,
-            bytes: frame,
-        });
-        current.len = end;
+        let learned = current.push(
+            Frame {
+                offset: header.offset,
+                bytes: frame,
+            },
+            end,
+        );
+        self.learned(learned);
         Ok(Accepted::Appended)
     }
 
@@ -277,11 +339,13 @@ impl Buffer {
         if header.offset != previous.len || end > self.limits.max_generation_bytes {
             return Accepted::Dropped;
         }
-        previous.frames.push(Frame {
-            offset: header.offset,
-            bytes: frame,
-        });
-        previous.len = end;
+        previous.push(
+            Frame {
+                offset: header.offset,
+                bytes: frame,
+            },
+            end,
+        );
         Accepted::Appended
     }
 
@@ -303,6 +367,21 @@ impl Buffer {
             .as_ref()
             .map(|g| g.frames.iter().map(|f| f.bytes.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// A live-edge join: the init segment as frame (G, 0), then the buffered bytes from
+    /// the newest cluster that opens with a video keyframe, at their true offset. None
+    /// until the generation has such a cluster (or is not WebM).
+    pub fn live_snapshot(&self) -> Option<Vec<Bytes>> {
+        let current = self.current.as_ref()?;
+        let (init_end, start) = current.index.live_start()?;
+        let init = FrameHeader {
+            generation: current.id,
+            offset: 0,
+        };
+        let mut out = vec![init.frame(&current.head(init_end))];
+        current.frames_from(current.id, start, &mut out);
+        Some(out)
     }
 
     /// The blob of the current generation, for blob viewers following a restart.
@@ -383,6 +462,19 @@ impl Buffer {
         cursor.offset = current.len;
         Ok(())
     }
+}
+
+fn describe(info: &StreamInfo) -> String {
+    let video = info
+        .video
+        .as_ref()
+        .map(|v| format!("{} {}x{}", v.codec_id, v.width, v.height));
+    let audio = info.audio.as_ref().map(|a| a.codec_id.clone());
+    [video, audio]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -562,6 +654,31 @@ mod tests {
         );
         assert!(out.is_empty());
         assert!(b.read_chunks(&mut cursor, 100, &mut out).is_ok());
+    }
+
+    #[test]
+    fn a_live_snapshot_is_the_init_then_the_newest_keyframe_cluster_onwards() {
+        const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+        let mut b = Buffer::new(BufferLimits {
+            max_generation_bytes: 1 << 20,
+        });
+        assert!(b.live_snapshot().is_none());
+        b.accept_blob(frame(3, 0, &CHROME[..5000])).unwrap();
+        let mut offset = 5000;
+        for piece in CHROME[5000..].chunks(7000) {
+            b.accept_chunk(frame(3, offset, piece)).unwrap();
+            offset += piece.len() as u64;
+        }
+        let frames = b.live_snapshot().expect("a keyframe cluster");
+        let init = FrameHeader::parse(&frames[0]).unwrap();
+        assert_eq!(init.offset, 0);
+        let init_len = frames[0].len() - HEADER_LEN;
+        let jump = FrameHeader::parse(&frames[1]).unwrap().offset;
+        assert!(jump > init_len as u64);
+        assert_eq!(&frames[0][HEADER_LEN..], &CHROME[..init_len]);
+        assert_eq!(payloads(&frames[1..]), &CHROME[jump as usize..]);
+        assert!(b.media_info().unwrap().video.is_some());
+        assert!(b.take_notice().is_none());
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! viewers, and who is attached to it. `registry` owns the set of streams.
 
 pub mod buffer;
+pub mod index;
 pub mod registry;
 
 use crate::metrics::Metrics;
-use crate::protocol::StreamName;
+use crate::protocol::{Join, StreamName};
 use buffer::{Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, Lagging};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -112,6 +113,41 @@ pub struct StreamInfo {
     pub viewers: usize,
     pub publisher_connected_since: Option<u64>,
     pub ingest_bits_per_second: u64,
+    /// What the WebM itself says, once its Tracks have arrived.
+    pub media: Option<MediaInfo>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MediaInfo {
+    pub video_codec: Option<String>,
+    pub width: Option<u64>,
+    pub height: Option<u64>,
+    pub audio_codec: Option<String>,
+    pub audio_sample_rate: Option<f64>,
+    pub audio_channels: Option<u64>,
+}
+
+impl From<&crate::webm::StreamInfo> for MediaInfo {
+    fn from(info: &crate::webm::StreamInfo) -> MediaInfo {
+        MediaInfo {
+            video_codec: info.video.as_ref().map(|v| v.codec_id.clone()),
+            width: info.video.as_ref().map(|v| v.width),
+            height: info.video.as_ref().map(|v| v.height),
+            audio_codec: info.audio.as_ref().map(|a| a.codec_id.clone()),
+            audio_sample_rate: info.audio.as_ref().map(|a| a.sampling_frequency),
+            audio_channels: info.audio.as_ref().map(|a| a.channels),
+        }
+    }
+}
+
+/// What a joining blob viewer is sent first.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: Option<u64>,
+    pub join: Join,
+    /// The viewer already holds the current generation up to its offset.
+    pub resumed: bool,
+    pub frames: Vec<Bytes>,
 }
 
 impl Stream {
@@ -213,11 +249,35 @@ impl Stream {
     }
 
     /// Frames a joining blob viewer needs, unless it already holds them (`resume`).
-    pub fn snapshot(&self, resume: Option<(u64, u64)>) -> (Option<u64>, Vec<Bytes>) {
+    /// A live join falls back to the whole generation until a keyframe cluster is known.
+    pub fn snapshot(&self, resume: Option<(u64, u64)>, join: Join) -> Snapshot {
         let buffer = self.buffer.lock();
-        match resume {
-            Some((g, o)) if buffer.can_resume(g, o) => (Some(g), Vec::new()),
-            _ => (buffer.generation(), buffer.snapshot()),
+        let generation = buffer.generation();
+        if let Some((g, _)) = resume.filter(|&(g, o)| buffer.can_resume(g, o)) {
+            return Snapshot {
+                generation: Some(g),
+                join: Join::Start,
+                resumed: true,
+                frames: Vec::new(),
+            };
+        }
+        let live = match join {
+            Join::Live => buffer.live_snapshot(),
+            Join::Start => None,
+        };
+        match live {
+            Some(frames) => Snapshot {
+                generation,
+                join: Join::Live,
+                resumed: false,
+                frames,
+            },
+            None => Snapshot {
+                generation,
+                join: Join::Start,
+                resumed: false,
+                frames: buffer.snapshot(),
+            },
         }
     }
 
@@ -239,9 +299,10 @@ impl Stream {
     }
 
     pub fn info(&self) -> StreamInfo {
-        let (generation, buffered_bytes, mime) = {
+        let (generation, buffered_bytes, mime, media) = {
             let b = self.buffer.lock();
-            (b.generation(), b.len(), b.mime().map(str::to_owned))
+            let media = b.media_info().map(MediaInfo::from);
+            (b.generation(), b.len(), b.mime().map(str::to_owned), media)
         };
         let presence = self.presence.lock();
         StreamInfo {
@@ -257,6 +318,7 @@ impl Stream {
                     .map_or(0, |d| d.as_secs())
             }),
             ingest_bits_per_second: self.ingest.lock().bits_per_second() as u64,
+            media,
         }
     }
 }

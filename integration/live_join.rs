@@ -1,0 +1,188 @@
+//! Instant join at the live edge, on a real Chrome MediaRecorder recording (clusters that
+//! open with audio, keyframes every second, unknown sizes) published in the very pieces
+//! Chrome cut it into; what a joiner receives must decode with ffmpeg.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+const CHROME: &[u8] = include_bytes!("fixtures/chrome-vp8-opus.webm");
+const CHROME_PIECES: &str = include_str!("fixtures/chrome-vp8-opus.pieces.json");
+const MIME: &str = "video/webm;codecs=vp8,opus";
+
+/// The recording in the pieces Chrome's `dataavailable` handed out.
+fn chrome_pieces() -> Vec<Vec<u8>> {
+    let lengths: Vec<usize> = serde_json::from_str(CHROME_PIECES).unwrap();
+    let mut start = 0;
+    let pieces: Vec<_> = lengths
+        .iter()
+        .map(|len| {
+            let piece = CHROME[start..start + len].to_vec();
+            start += len;
+            piece
+        })
+        .collect();
+    assert_eq!(start, CHROME.len());
+    pieces
+}
+
+/// Fails the test unless ffmpeg decodes `webm` without a single error.
+fn assert_decodes(webm: &[u8], what: &str) {
+    let dir = std::env::temp_dir().join(format!("blobcast-join-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.webm", what.replace(' ', "-")));
+    std::fs::write(&path, webm).unwrap();
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs (apt-get install ffmpeg; .ci/run installs it)");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && errors.trim().is_empty(),
+        "{what} does not decode cleanly: {errors}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+fn hello(viewer: &Viewer) -> &serde_json::Value {
+    viewer
+        .controls
+        .iter()
+        .find(|c| c["type"] == "stream")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_live_joiner_gets_the_init_then_a_keyframe_cluster_and_it_decodes() {
+    let server = TestServer::start().await;
+    let pieces = chrome_pieces();
+    let mut publisher = Publisher::connect(&server, "cam", "session=s").await;
+    publisher.start(MIME).await;
+    // Most of the recording is out before the viewer arrives.
+    let split = pieces.len() * 2 / 3;
+    publisher.publish_generation(77, &pieces[..split]).await;
+    let published: usize = pieces[..split].iter().map(Vec::len).sum();
+    let mut full = Viewer::connect(&server, "cam").await;
+    full.pump_until("the whole buffer", |v| v.length() == published as u64)
+        .await;
+
+    let mut live = Viewer::connect_with(&server, "cam", "join=live").await;
+    live.pump_until("the live edge", |v| v.length() == published as u64)
+        .await;
+    assert_eq!(hello(&live)["join"], "live");
+    assert!(live.skipped > 0, "jumped past the old clusters");
+
+    // The rest arrives live and contiguous.
+    for piece in &pieces[split..] {
+        publisher.send_chunk(piece).await;
+    }
+    live.pump_until("the end of the recording", |v| {
+        v.length() == CHROME.len() as u64
+    })
+    .await;
+    let skipped = live.skipped as usize;
+    let received = &live.data;
+    // What the joiner holds is the recording's head up to the init's end, then
+    // everything from the keyframe cluster on.
+    let head_len = live.jumped_at as usize;
+    assert_eq!(&received[..head_len], &CHROME[..head_len], "init segment");
+    assert_eq!(
+        &received[head_len..],
+        &CHROME[head_len + skipped..],
+        "from the keyframe cluster on"
+    );
+    assert_eq!(
+        &CHROME[head_len + skipped..head_len + skipped + 4],
+        &[0x1F, 0x43, 0xB6, 0x75],
+        "a Cluster"
+    );
+    assert!(
+        live.received_bytes < full.received_bytes,
+        "live join {} bytes, full join {}",
+        live.received_bytes,
+        full.received_bytes
+    );
+    assert_decodes(received, "live join");
+}
+
+#[tokio::test]
+async fn a_live_join_without_a_keyframe_cluster_yet_falls_back_to_the_whole_blob() {
+    let server = TestServer::start().await;
+    let pieces = chrome_pieces();
+    let mut publisher = Publisher::connect(&server, "early", "session=s").await;
+    publisher.start(MIME).await;
+    // The first piece holds the init and the start of the first cluster only.
+    publisher.send_blob(1, &pieces[0][..300]).await;
+    let mut viewer = Viewer::connect_with(&server, "early", "join=live").await;
+    viewer.pump_until_holds(1, &pieces[0][..300]).await;
+    assert_eq!(hello(&viewer)["join"], "start");
+}
+
+#[tokio::test]
+async fn a_live_joiner_follows_the_next_generation_from_its_blob() {
+    let server = TestServer::start().await;
+    let pieces = chrome_pieces();
+    let mut publisher = Publisher::connect(&server, "gen", "session=s").await;
+    publisher.start(MIME).await;
+    publisher.publish_generation(1, &pieces).await;
+    server
+        .until_api("gen", |s| s["buffered_bytes"] == CHROME.len())
+        .await;
+    let mut viewer = Viewer::connect_with(&server, "gen", "join=live").await;
+    viewer
+        .pump_until("the first generation's end", |v| {
+            v.length() == CHROME.len() as u64
+        })
+        .await;
+    assert!(viewer.skipped > 0, "{:?}", viewer.controls);
+    publisher.publish_generation(2, &pieces).await;
+    viewer.pump_until_holds(2, CHROME).await;
+    assert_decodes(viewer.holds(2).unwrap(), "next generation");
+}
+
+#[tokio::test]
+async fn payloads_that_are_not_webm_are_relayed_without_an_index() {
+    let server = TestServer::start().await;
+    let mp4ish: Vec<u8> = b"\0\0\0\x20ftypiso5"
+        .iter()
+        .chain(CHROME.iter())
+        .copied()
+        .take(20_000)
+        .collect();
+    let mut publisher = Publisher::connect(&server, "safari", "session=s").await;
+    publisher.start("video/mp4").await;
+    publisher.publish_generation(1, &cut(&mp4ish, 5, 1)).await;
+    let mut viewer = Viewer::connect_with(&server, "safari", "join=live").await;
+    viewer.pump_until_holds(1, &mp4ish).await;
+    assert_eq!(hello(&viewer)["join"], "start");
+    let (_, info) = server.get_json("/api/streams/safari").await;
+    assert!(info["media"].is_null(), "{info}");
+}
+
+#[tokio::test]
+async fn the_api_reports_what_the_tracks_say() {
+    let server = TestServer::start().await;
+    let mut publisher = Publisher::connect(&server, "facts", "session=s").await;
+    publisher.start(MIME).await;
+    publisher.publish_generation(1, &chrome_pieces()[..3]).await;
+    server.until_api("facts", |s| !s["media"].is_null()).await;
+    let (_, info) = server.get_json("/api/streams/facts").await;
+    let media = &info["media"];
+    assert_eq!(media["video_codec"], "V_VP8");
+    assert_eq!(
+        (media["width"].as_u64(), media["height"].as_u64()),
+        (Some(192), Some(144))
+    );
+    assert_eq!(media["audio_codec"], "A_OPUS");
+    assert_eq!(media["audio_sample_rate"], 48000.0);
+    assert_eq!(info["mime"], MIME);
+}
+
+#[test]
+fn the_whole_fixture_decodes() {
+    // Guards the fixture itself, so a failure above is about the relay, not the file.
+    assert_decodes(CHROME, "fixture");
+}
