@@ -1,9 +1,12 @@
 //! Command-line flags and their environment variables, with the defaults that let
 //! `cargo run --release` serve a useful local instance with no setup.
 
+use crate::client_addr::TrustedProxy;
+use crate::tls::Identity;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -51,6 +54,42 @@ pub struct Config {
     /// Seconds a viewer socket may take to accept one write before it is dropped as dead.
     #[arg(long, env = "BLOBCAST_SEND_TIMEOUT", default_value_t = 10)]
     pub send_timeout_secs: u64,
+
+    /// PEM certificate chain (leaf first): serve https and wss on --listen. Needs --tls-key.
+    #[arg(
+        long,
+        env = "BLOBCAST_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "BLOBCAST_TLS_KEY",
+        requires = "tls_cert",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve https and wss with a certificate generated at start-up (its SHA-256
+    /// fingerprint is printed): for a quick test on a LAN, not for production.
+    #[arg(long, env = "BLOBCAST_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
+
+    /// A proxy (IP or network, e.g. 10.0.0.0/8) whose X-Forwarded-For is believed for
+    /// logs; repeat or comma-separate. Loopback is always trusted.
+    #[arg(
+        long = "trusted-proxy",
+        env = "BLOBCAST_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<TrustedProxy>,
+
+    /// The certificate in use, once read or generated (see `tls::prepare`).
+    #[arg(skip)]
+    pub tls_identity: Option<Arc<Identity>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,5 +154,29 @@ mod tests {
         config.open_publish = false;
         config.publish_key = Some("k".into());
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn tls_and_proxy_flags_parse_and_conflict() {
+        let config = Config::parse_from([
+            "blobcast",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--trusted-proxy",
+            "10.0.0.0/8,192.0.2.7",
+            "--trusted-proxy",
+            "fd00::/8",
+        ]);
+        assert_eq!(config.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(config.trusted_proxies.len(), 3);
+        assert!(Config::local().trusted_proxies.is_empty());
+        let parse = |args: &[&str]| Config::try_parse_from([&["blobcast"], args].concat());
+        assert!(parse(&["--tls-self-signed"]).unwrap().tls_self_signed);
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["--tls-key", "k.pem"]).is_err());
+        assert!(parse(&["--tls-self-signed", "--tls-cert", "c", "--tls-key", "k"]).is_err());
+        assert!(parse(&["--trusted-proxy", "somewhere"]).is_err());
     }
 }

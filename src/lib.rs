@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod client_addr;
 pub mod config;
 pub mod metrics;
 pub mod protocol;
@@ -14,6 +15,7 @@ pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod stream;
+pub mod tls;
 pub mod watch;
 pub mod webm;
 pub mod ws;

@@ -7,14 +7,23 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let config = Config::parse();
+    let mut config = Config::parse();
     config.validate()?;
+    // Before binding, so that a bad certificate fails before anything listens.
+    let tls = blobcast::tls::prepare(&mut config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Printed, not logged: scripts and tests read the address from here.
-    println!("blobcast listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("blobcast listening on {scheme}://{addr}");
+    if let Some(identity) = tls.filter(|identity| identity.is_self_signed()) {
+        println!(
+            "self-signed TLS certificate, SHA-256 fingerprint {}",
+            identity.fingerprint()
+        );
+    }
     blobcast::run(listener, config, shutdown_signal()).await;
     Ok(())
 }

@@ -26,14 +26,14 @@ pub fn routes(
     let publish = warp::path!("ws" / "publish" / String / String)
         .and(warp::ws())
         .and(warp::query::<PublishQuery>())
-        .and(warp::addr::remote())
+        .and(crate::client_addr::remote(&app.config))
         .and(with(app.clone()))
         .and_then(publish_upgrade);
 
     let watch = warp::path!("ws" / "watch" / String / String)
         .and(warp::ws())
         .and(warp::query::<WatchQuery>())
-        .and(warp::addr::remote())
+        .and(crate::client_addr::remote(&app.config))
         .and(with(app.clone()))
         .and_then(watch_upgrade);
 

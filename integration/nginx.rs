@@ -1,0 +1,270 @@
+//! Blobcast behind a real nginx configured from docs/deploy/nginx.conf: WebSockets
+//! publish and watch through it with exact reassembly, the API answers through it, and
+//! the client address in the logs is the one nginx forwards, never one a client claims.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, Once};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const MIME: &str = "video/webm;codecs=vp8,opus";
+const TEMPLATE: &str = include_str!("../docs/deploy/nginx.conf");
+
+/// The template's upstream and listen lines, which the test replaces.
+const UPSTREAM_LINE: &str = "    server 127.0.0.1:8000;\n";
+const LISTEN_LINE: &str = "    listen 80;\n";
+
+/// Every log line of the server, so the test can see which client address it logged.
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.target().starts_with("blobcast")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            LINES.lock().unwrap().push(record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger yet");
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+fn logged(needle: &str) -> Vec<String> {
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains(needle))
+        .cloned()
+        .collect()
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    let known = |p: &Path| p.is_file().then(|| p.to_path_buf());
+    let search = || {
+        known(Path::new("/usr/sbin/nginx")).or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths).find_map(|dir| known(&dir.join("nginx")))
+            })
+        })
+    };
+    if let Some(found) = search() {
+        return Some(found);
+    }
+    eprintln!("nginx not found: trying `apt-get install -y nginx` once");
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", "nginx"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    search()
+}
+
+/// An nginx master process serving the template on an ephemeral port; stopped on drop.
+struct Nginx {
+    addr: SocketAddr,
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start(binary: &Path, upstream: SocketAddr) -> Nginx {
+        // An ephemeral port: bind, note it, release it for nginx.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let dir =
+            std::env::temp_dir().join(format!("blobcast-nginx-{}-{}", std::process::id(), port));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        assert_eq!(
+            TEMPLATE.matches(UPSTREAM_LINE).count(),
+            1,
+            "template upstream"
+        );
+        assert_eq!(TEMPLATE.matches(LISTEN_LINE).count(), 1, "template listen");
+        let site = TEMPLATE
+            .replace(UPSTREAM_LINE, &format!("    server {upstream};\n"))
+            .replace(LISTEN_LINE, &format!("    listen {addr};\n"));
+        let d = dir.display();
+        let config = format!(
+            "worker_processes 1;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+             access_log {d}/access.log;\n\
+             client_body_temp_path {d}/client_body;\n\
+             proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi;\n\
+             scgi_temp_path {d}/scgi;\n\
+             {site}\n\
+             }}\n"
+        );
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config).unwrap();
+
+        let args = |extra: &[&str]| {
+            let mut command = Command::new(binary);
+            command
+                .arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-g")
+                .arg(format!(
+                    "daemon off; pid {}; error_log stderr;",
+                    dir.join("nginx.pid").display()
+                ))
+                .args(extra);
+            command
+        };
+        let test = args(&["-t"]).output().unwrap();
+        assert!(
+            test.status.success(),
+            "nginx -t rejects the generated config: {}",
+            String::from_utf8_lossy(&test.stderr)
+        );
+        let child = args(&[]).stdout(Stdio::null()).spawn().unwrap();
+        Nginx { addr, child, dir }
+    }
+
+    /// Until nginx accepts connections on its port.
+    async fn ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("nginx exited at start-up: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nginx never listened"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers and exits; SIGKILL if it lingers.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn streams_and_the_api_pass_through_nginx_and_logs_show_the_forwarded_client() {
+    capture_logs();
+    let Some(binary) = find_nginx() else {
+        eprintln!();
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        eprintln!("!!! SKIPPED: nginx is not installed and `apt-get install nginx` failed. !!!");
+        eprintln!("!!! docs/deploy/nginx.conf was NOT tested.                           !!!");
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        return;
+    };
+    let mut server = TestServer::start().await;
+    let upstream = server.addr;
+    let mut nginx = Nginx::start(&binary, upstream);
+    nginx.ready().await;
+    // From here on the harness's URLs lead through nginx.
+    server.addr = nginx.addr;
+
+    let mut viewers = vec![Viewer::connect(&server, "cam").await];
+    let mut publisher = Publisher::connect(&server, "cam", "session=nginx1").await;
+    publisher.start(MIME).await;
+    for g in [2000, 2001] {
+        // Small pieces and large ones (a quarter of the clip in one frame).
+        let pieces = cut(CLIP, if g == 2000 { 40 } else { 4 }, g);
+        publisher.send_blob(g, &pieces[0]).await;
+        for (i, piece) in pieces[1..].iter().enumerate() {
+            publisher.send_chunk(piece).await;
+            if i == pieces.len() / 2 {
+                viewers.push(Viewer::connect(&server, "cam").await);
+            }
+        }
+        for viewer in &mut viewers {
+            viewer.pump_until_holds(g, CLIP).await;
+        }
+    }
+
+    let (status, list) = server.get_json("/api/streams").await;
+    assert_eq!(status, 200);
+    let cam = list
+        .as_array()
+        .and_then(|streams| streams.iter().find(|s| s["name"] == "cam"))
+        .unwrap_or_else(|| panic!("cam in {list}"));
+    assert_eq!(cam["live"], true);
+    assert_eq!(cam["generation"], 2001);
+    assert_eq!(server.get_text("/healthz").await, (200, "ok".to_string()));
+
+    // A client that claims another address through nginx is logged as nginx saw it.
+    let mut request = server
+        .ws_url("/ws/watch/spoof/chunk")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", "203.0.113.66".parse().unwrap());
+    let (mut spoofer, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let _ = spoofer.close(None).await;
+    // Straight to blobcast from loopback (a trusted peer), the header is believed.
+    let mut request = format!("ws://{upstream}/ws/watch/direct/chunk")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "x-forwarded-for",
+        "198.51.100.77, 10.0.0.1".parse().unwrap(),
+    );
+    let (mut direct, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let _ = direct.close(None).await;
+
+    let proxied = logged("/ws/watch/cam/chunk: client 127.0.0.1:0 via proxy 127.0.0.1:");
+    assert!(!proxied.is_empty(), "no forwarded viewer in the logs");
+    assert!(proxied.iter().all(|line| line.ends_with("over http")));
+    assert!(
+        !logged("/ws/publish/cam/blob: client 127.0.0.1:0 via proxy").is_empty(),
+        "the publisher is forwarded too"
+    );
+    assert!(
+        logged("203.0.113.66").is_empty(),
+        "a client chose its own address"
+    );
+    assert_eq!(
+        logged("/ws/watch/direct/chunk: client 198.51.100.77:0 via proxy").len(),
+        1
+    );
+
+    publisher.stop().await;
+    drop(nginx);
+    server.addr = upstream;
+    server.shutdown().await;
+}

@@ -1,0 +1,468 @@
+//! Native TLS: the relay over wss and the API over https, on one port, with a
+//! certificate generated the way `--tls-self-signed` does; and the binary's own output.
+
+mod common;
+
+use blobcast::protocol::{FrameHeader, HEADER_LEN};
+use blobcast::tls::Identity;
+use blobcast::Config;
+use common::{cut, frame, CLIP, PATIENCE};
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Wss = WebSocketStream<TlsStream<TcpStream>>;
+
+const MIME: &str = "video/webm;codecs=vp8,opus";
+
+struct TlsServer {
+    addr: SocketAddr,
+    identity: Arc<Identity>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TlsServer {
+    /// As `blobcast --listen 127.0.0.1:0 --tls-self-signed`.
+    async fn start() -> TlsServer {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::local();
+        config.public_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/public").into();
+        config.listen = addr;
+        config.tls_self_signed = true;
+        let identity = blobcast::tls::prepare(&mut config)
+            .unwrap()
+            .expect("TLS is on");
+        assert!(identity.is_self_signed());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(blobcast::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        TlsServer {
+            addr,
+            identity,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A client that trusts exactly this server's certificate.
+    fn connector(&self) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.identity.cert_der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// A TLS connection verified for `name` (a DNS name or an IP in the certificate).
+    async fn tls(&self, name: &str) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        tokio::time::timeout(PATIENCE, self.connector().connect(name, tcp))
+            .await
+            .expect("TLS handshake in time")
+            .expect("TLS handshake")
+    }
+
+    async fn wss(&self, path: &str) -> Wss {
+        let tls = self.tls("localhost").await;
+        let url = format!("wss://localhost:{}{path}", self.addr.port());
+        let (ws, response) = tokio_tungstenite::client_async(url.as_str(), tls)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        assert_eq!(response.status().as_u16(), 101);
+        ws
+    }
+
+    /// One HTTP/1.1 request over https (to the IP, the other name the certificate has).
+    async fn get(&self, path: &str) -> (u16, String) {
+        let mut tls = self.tls("127.0.0.1").await;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.addr.port()
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut response)).await;
+        assert!(read.is_ok(), "response in time");
+        let text = String::from_utf8(response).unwrap();
+        let status = text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, body.to_string())
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(PATIENCE, self.task.take().unwrap())
+            .await
+            .expect("server shut down in time")
+            .unwrap();
+    }
+}
+
+/// A viewer over wss: chunk socket first, then blob socket, reassembling by offset as
+/// docs/protocol.md says (one generation is enough here).
+struct Viewer {
+    chunk: Wss,
+    blob: Wss,
+    generation: Option<u64>,
+    data: Vec<u8>,
+    held: Vec<(FrameHeader, Vec<u8>)>,
+    controls: Vec<serde_json::Value>,
+}
+
+impl Viewer {
+    async fn connect(server: &TlsServer, stream: &str) -> Viewer {
+        let chunk = server.wss(&format!("/ws/watch/{stream}/chunk")).await;
+        let blob = server.wss(&format!("/ws/watch/{stream}/blob")).await;
+        Viewer {
+            chunk,
+            blob,
+            generation: None,
+            data: Vec::new(),
+            held: Vec::new(),
+            controls: Vec::new(),
+        }
+    }
+
+    fn accept(&mut self, frame: &[u8], from_blob: bool) {
+        let header = FrameHeader::parse(frame).expect("server frames have headers");
+        if from_blob && header.offset == 0 && Some(header.generation) != self.generation {
+            self.generation = Some(header.generation);
+            self.data.clear();
+        }
+        self.held.push((header, frame[HEADER_LEN..].to_vec()));
+        while let Some(g) = self.generation {
+            let have = self.data.len() as u64;
+            self.held.retain(|(h, _)| h.generation >= g);
+            let Some(i) = self
+                .held
+                .iter()
+                .position(|(h, _)| h.generation == g && h.offset <= have)
+            else {
+                break;
+            };
+            let (h, payload) = self.held.remove(i);
+            if h.offset + payload.len() as u64 > have {
+                self.data
+                    .extend_from_slice(&payload[(have - h.offset) as usize..]);
+            }
+        }
+    }
+
+    async fn pump_until_holds(&mut self, generation: u64, expected: &[u8]) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !(self.generation == Some(generation) && self.data.len() >= expected.len()) {
+            let next = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    m = self.chunk.next() => (m, false),
+                    m = self.blob.next() => (m, true),
+                }
+            })
+            .await;
+            let Ok((message, from_blob)) = next else {
+                panic!(
+                    "viewer waited too long: generation {:?}, {} of {} bytes",
+                    self.generation,
+                    self.data.len(),
+                    expected.len()
+                );
+            };
+            match message {
+                Some(Ok(Message::Binary(bytes))) => self.accept(&bytes, from_blob),
+                Some(Ok(Message::Text(text))) => {
+                    self.controls.push(serde_json::from_str(&text).unwrap())
+                }
+                Some(Ok(_)) => {}
+                other => panic!("viewer socket ended: {other:?}"),
+            }
+        }
+        assert!(
+            self.data == expected,
+            "generation {generation} reassembled differently from what was published"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_clip_published_over_wss_is_watched_over_wss_exactly_and_https_serves_the_api() {
+    let mut server = TlsServer::start().await;
+    assert_eq!(server.get("/healthz").await, (200, "ok".to_string()));
+
+    let mut early = Viewer::connect(&server, "cam").await;
+    let mut blob = server.wss("/ws/publish/cam/blob?session=tls1").await;
+    let mut chunk = server.wss("/ws/publish/cam/chunk?session=tls1").await;
+    let start = format!(r#"{{"type":"start","mime":"{MIME}"}}"#);
+    blob.send(Message::text(start)).await.unwrap();
+
+    // The clip cut at arbitrary bytes, as MediaRecorder does; a viewer joins halfway.
+    let generation = 1_700_000_000_000;
+    let pieces = cut(CLIP, 40, 7);
+    blob.send(Message::binary(frame(generation, 0, &pieces[0])))
+        .await
+        .unwrap();
+    let mut offset = pieces[0].len() as u64;
+    let mut late = None;
+    for (i, piece) in pieces[1..].iter().enumerate() {
+        chunk
+            .send(Message::binary(frame(generation, offset, piece)))
+            .await
+            .unwrap();
+        offset += piece.len() as u64;
+        if i == 20 {
+            late = Some(Viewer::connect(&server, "cam").await);
+        }
+    }
+    let mut late = late.unwrap();
+    early.pump_until_holds(generation, CLIP).await;
+    late.pump_until_holds(generation, CLIP).await;
+    assert_eq!(late.controls[0]["type"], "stream");
+
+    let (status, body) = server.get("/api/streams/cam").await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["live"], true);
+    assert_eq!(info["buffered_bytes"], CLIP.len());
+
+    // Shutdown over TLS too: viewers get "end" and a 1001 close.
+    server.shutdown().await;
+    let mut ended = false;
+    loop {
+        match tokio::time::timeout(PATIENCE, early.blob.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Text(text))) => ended |= text.contains(r#""end""#),
+            Some(Ok(Message::Close(Some(close)))) => {
+                assert_eq!(u16::from(close.code), 1001);
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a 1001 close, got {other:?}"),
+        }
+    }
+    assert!(ended, "viewer was told the stream ended");
+}
+
+#[tokio::test]
+async fn stalled_or_plaintext_handshakes_do_not_hold_up_other_clients_or_shutdown() {
+    let mut server = TlsServer::start().await;
+    // A client that connects and never says anything...
+    let _stalled = TcpStream::connect(server.addr).await.unwrap();
+    // ...and one that speaks plain HTTP to the TLS port.
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, plain.read_to_end(&mut answer))
+        .await
+        .expect("the plaintext client is dropped");
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "no plaintext service");
+
+    // Meanwhile everyone else is served at once.
+    let started = tokio::time::Instant::now();
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A client that never completes its handshake does not delay shutdown either.
+    let started = tokio::time::Instant::now();
+    server.shutdown().await;
+    assert!(
+        started.elapsed() < blobcast::tls::HANDSHAKE_TIMEOUT,
+        "shutdown waited for the stalled handshake"
+    );
+}
+
+/// Accepts exactly one certificate by SHA-256, as a person comparing the printed
+/// fingerprint with the browser's does.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    seen: Mutex<Option<String>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let seen = blobcast::tls::fingerprint(end_entity);
+        let ok = seen == self.fingerprint;
+        *self.seen.lock().unwrap() = Some(seen);
+        if ok {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("fingerprint mismatch".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Kills the child process this test started, whatever happens.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_prints_an_https_address_and_the_fingerprint_it_serves() {
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_blobcast"))
+            .args(["--listen", "127.0.0.1:0", "--tls-self-signed"])
+            .env_remove("BLOBCAST_PUBLISH_KEY")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let lines = tokio::time::timeout(PATIENCE, lines)
+        .await
+        .expect("the binary prints its address")
+        .unwrap()
+        .unwrap();
+    let addr = lines[0]
+        .strip_prefix("blobcast listening on https://")
+        .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]));
+    let addr: SocketAddr = addr.parse().unwrap();
+    let fingerprint = lines[1]
+        .strip_prefix("self-signed TLS certificate, SHA-256 fingerprint ")
+        .unwrap_or_else(|| panic!("unexpected second line {:?}", lines[1]))
+        .to_string();
+    assert_eq!(fingerprint.len(), 95, "32 bytes as AB:CD:…");
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pinned = Arc::new(Pinned {
+        fingerprint,
+        seen: Mutex::new(None),
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(pinned.clone())
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: saw {:?}", pinned.seen.lock().unwrap()));
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("ok"), "{response}");
+}
+
+#[test]
+fn the_binary_refuses_half_a_certificate_pair_and_a_conflict() {
+    for args in [
+        &["--tls-cert", "cert.pem"][..],
+        &[
+            "--tls-self-signed",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_blobcast"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(out.stdout.is_empty(), "{args:?} started listening");
+    }
+    // A certificate file that does not exist fails before anything listens.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_blobcast"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+        ])
+        .args(["--tls-key", "/nonexistent/k.pem"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/c.pem"), "{err}");
+}

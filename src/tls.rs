@@ -1,0 +1,366 @@
+//! Native TLS: https and wss on the listening port, with rustls (ring provider).
+//!
+//! warp 0.4 has no TLS of its own, so [`serve`] is our accept loop: each TCP connection
+//! gets its own task, which does the TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], so
+//! a slow or broken client never holds up the next accept) and then serves the warp
+//! filter on the encrypted stream with hyper, WebSocket upgrades included. Shutdown
+//! follows warp's own graceful runner: stop accepting, tell every connection to finish,
+//! wait for them.
+
+use crate::client_addr::PeerAddr;
+use crate::config::Config;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::fmt;
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use warp::reply::Response;
+use warp::Filter;
+
+/// How long a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read the TLS certificate {path}: {source}")]
+    Cert {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("no certificate in {0}: expected a PEM file with -----BEGIN CERTIFICATE-----")]
+    NoCert(PathBuf),
+    #[error("cannot read the TLS private key {path}: {source}")]
+    Key {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("--tls-cert and --tls-key go together: give both, or --tls-self-signed")]
+    Incomplete,
+    #[error("--tls-self-signed cannot be combined with --tls-cert/--tls-key")]
+    Conflict,
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the certificate and key are not usable together: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A certificate chain and its private key, ready to serve.
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    self_signed: bool,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("certificates", &self.chain.len())
+            .field("fingerprint", &self.fingerprint())
+            .field("self_signed", &self.self_signed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1
+    /// or SEC1).
+    pub fn load(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|source| TlsError::Cert {
+                path: cert.into(),
+                source,
+            })?;
+        if chain.is_empty() {
+            return Err(TlsError::NoCert(cert.into()));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+            path: key.into(),
+            source,
+        })?;
+        let identity = Identity {
+            chain,
+            key,
+            self_signed: false,
+        };
+        identity.server_config()?; // a key that does not match fails here, at start-up
+        Ok(identity)
+    }
+
+    /// A fresh self-signed certificate (ECDSA P-256) for the listen address, localhost,
+    /// 127.0.0.1 and ::1; on an unspecified address (0.0.0.0) also this host's name.
+    pub fn self_signed(listen: SocketAddr) -> Result<Identity, TlsError> {
+        let mut names = vec![
+            "localhost".to_string(),
+            Ipv4Addr::LOCALHOST.to_string(),
+            Ipv6Addr::LOCALHOST.to_string(),
+        ];
+        let ip = listen.ip();
+        if ip.is_unspecified() {
+            if let Some(host) = host_name() {
+                names.push(host);
+            }
+        } else if !names.contains(&ip.to_string()) {
+            names.push(ip.to_string());
+        }
+        let mut params = rcgen::CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "blobcast self-signed");
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Identity {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            self_signed: true,
+        })
+    }
+
+    /// The identity the configuration asks for, if any: read from --tls-cert/--tls-key,
+    /// or generated for --tls-self-signed.
+    pub fn from_config(config: &Config) -> Result<Option<Identity>, TlsError> {
+        match (&config.tls_cert, &config.tls_key, config.tls_self_signed) {
+            (None, None, false) => Ok(None),
+            (Some(_), _, true) | (_, Some(_), true) => Err(TlsError::Conflict),
+            (Some(cert), Some(key), false) => Identity::load(cert, key).map(Some),
+            (None, None, true) => Identity::self_signed(config.listen).map(Some),
+            _ => Err(TlsError::Incomplete),
+        }
+    }
+
+    /// The leaf certificate, DER.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    pub fn is_self_signed(&self) -> bool {
+        self.self_signed
+    }
+
+    /// SHA-256 of the leaf certificate as colon-separated hex, the form browsers show.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.cert_der())
+    }
+
+    /// HTTP/1.1 only over ALPN: WebSockets need the HTTP/1.1 upgrade.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Fills `config.tls_identity` from the TLS flags (reading or generating the
+/// certificate once) and returns it; `None` when TLS is off. Idempotent: `main` calls it
+/// before binding so that a bad certificate fails early, and [`crate::run`] calls it again.
+pub fn prepare(config: &mut Config) -> Result<Option<Arc<Identity>>, TlsError> {
+    if config.tls_identity.is_none() {
+        config.tls_identity = Identity::from_config(config)?.map(Arc::new);
+    }
+    Ok(config.tls_identity.clone())
+}
+
+/// SHA-256 of DER bytes, "AB:CD:…".
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// Serves `filter` over TLS on `listener` until `signal`, then waits for the open HTTP
+/// connections to finish (upgraded WebSockets are closed by the app's own shutdown).
+pub async fn serve<F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    filter: F,
+    signal: impl Future<Output = ()> + Send + 'static,
+) where
+    F: Filter<Extract = (Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    accept_error(err).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        let acceptor = acceptor.clone();
+        let service = PeerService {
+            inner: warp::service(filter.clone()),
+            peer,
+        };
+        let watcher = graceful.watcher();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let stream = tokio::select! {
+                result = handshake => match result {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        log::debug!("TLS handshake with {peer} failed: {err}");
+                        return;
+                    }
+                    Err(_) => {
+                        log::debug!("TLS handshake with {peer} timed out");
+                        return;
+                    }
+                },
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            if let Err(err) = watcher.watch(connection).await {
+                log::debug!("connection from {peer} failed: {err}");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    graceful.shutdown().await;
+}
+
+/// As warp's loop: connection errors at accept are the client's; anything else (such as
+/// running out of file descriptors) gets a pause before the next try.
+async fn accept_error(err: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        err.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    log::error!("accept error: {err}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Puts the TCP peer address in each request's extensions, where
+/// [`crate::client_addr::remote`] finds it (warp's own `RemoteAddr` is private to warp).
+#[derive(Clone)]
+struct PeerService<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> tower_service::Service<warp::http::Request<B>> for PeerService<S>
+where
+    S: tower_service::Service<warp::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: warp::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(PeerAddr(self.peer));
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_identity_serves_and_has_a_stable_fingerprint() {
+        let identity = Identity::self_signed("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(identity.server_config().is_ok());
+        let fp = identity.fingerprint();
+        assert_eq!(fp.len(), 32 * 3 - 1);
+        assert_eq!(fp, fingerprint(identity.cert_der()));
+    }
+
+    #[test]
+    fn cert_files_load_and_a_missing_or_empty_file_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("blobcast-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key, empty) = (dir.join("c.pem"), dir.join("k.pem"), dir.join("e.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        let identity = Identity::load(&cert, &key).unwrap();
+        assert_eq!(identity.cert_der(), made.cert.der());
+        assert!(!identity.is_self_signed());
+        assert!(matches!(
+            Identity::load(&empty, &key),
+            Err(TlsError::NoCert(_))
+        ));
+        assert!(matches!(
+            Identity::load(&cert, &empty),
+            Err(TlsError::Key { .. })
+        ));
+        assert!(Identity::load(&dir.join("absent.pem"), &key).is_err());
+        // A key that belongs to another certificate.
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
+        assert!(Identity::load(&cert, &key).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_flags_choose_the_identity() {
+        let mut config = Config::local();
+        assert!(prepare(&mut config).unwrap().is_none());
+        config.tls_self_signed = true;
+        let first = prepare(&mut config).unwrap().unwrap();
+        assert!(first.is_self_signed());
+        let again = prepare(&mut config).unwrap().unwrap();
+        assert_eq!(first.fingerprint(), again.fingerprint(), "generated once");
+
+        let mut config = Config::local();
+        config.tls_cert = Some("c.pem".into());
+        assert!(matches!(
+            Identity::from_config(&config),
+            Err(TlsError::Incomplete)
+        ));
+        config.tls_key = Some("k.pem".into());
+        config.tls_self_signed = true;
+        assert!(matches!(
+            Identity::from_config(&config),
+            Err(TlsError::Conflict)
+        ));
+    }
+}
