@@ -1,8 +1,10 @@
-//! The state every route handler shares: the streams, the configuration and the
-//! shutdown signal. Cheap to clone.
+//! The state every route handler shares: the streams, the recordings, the HTTP
+//! publishers, the configuration and the shutdown signal. Cheap to clone.
 
 use crate::config::Config;
+use crate::ingest::HttpPublishers;
 use crate::metrics::Metrics;
+use crate::recording::Recorder;
 use crate::shutdown::Shutdown;
 use crate::stream::buffer::BufferLimits;
 use crate::stream::registry::RegistryLimits;
@@ -15,6 +17,9 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub config: Arc<Config>,
     pub shutdown: Shutdown,
+    /// The record directory's catalog (recording itself is off with `--no-record`).
+    pub recorder: Arc<Recorder>,
+    pub http_publishers: Arc<HttpPublishers>,
 }
 
 impl App {
@@ -26,10 +31,14 @@ impl App {
                 max_generation_bytes: config.max_buffer,
             },
         };
+        let recorder = Recorder::open(config.record_dir.clone());
+        let recording = (!config.no_record).then(|| recorder.clone());
         App {
-            registry: Registry::new(limits, Arc::new(Metrics::default())),
+            registry: Registry::with_recorder(limits, Arc::new(Metrics::default()), recording),
             config: Arc::new(config),
             shutdown,
+            recorder,
+            http_publishers: Arc::new(HttpPublishers::default()),
         }
     }
 

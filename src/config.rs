@@ -87,6 +87,18 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<TrustedProxy>,
 
+    /// Folder where every published stream is recorded (created when first needed).
+    #[arg(long, env = "BLOBCAST_RECORD_DIR", default_value = "rec")]
+    pub record_dir: PathBuf,
+
+    /// Do not record streams (what --record-dir holds is still listed and served).
+    #[arg(long, env = "BLOBCAST_NO_RECORD")]
+    pub no_record: bool,
+
+    /// Seconds without a POST after which an HTTP publisher counts as gone.
+    #[arg(long, env = "BLOBCAST_INGEST_TIMEOUT", default_value_t = 10)]
+    pub ingest_timeout_secs: u64,
+
     /// The certificate in use, once read or generated (see `tls::prepare`).
     #[arg(skip)]
     pub tls_identity: Option<Arc<Identity>>,
@@ -154,6 +166,17 @@ mod tests {
         config.open_publish = false;
         config.publish_key = Some("k".into());
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn recording_flags_parse() {
+        let config = Config::local();
+        assert_eq!(config.record_dir, PathBuf::from("rec"));
+        assert!(!config.no_record);
+        assert_eq!(config.ingest_timeout_secs, 10);
+        let config = Config::parse_from(["blobcast", "--record-dir", "/srv/rec", "--no-record"]);
+        assert_eq!(config.record_dir, PathBuf::from("/srv/rec"));
+        assert!(config.no_record);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 
 use crate::app::App;
 use crate::protocol::{close, FrameHeader, PublisherControl, StreamName, HEADER_LEN};
-use crate::stream::buffer::FrameError;
+use crate::stream::buffer::{Accepted, FrameError};
 use crate::stream::Stream;
 use crate::ws::{close_with, Closing, Socket};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use std::net::SocketAddr;
 use warp::ws::{Message, WebSocket};
@@ -33,6 +34,8 @@ pub struct PublishRequest {
     pub session: String,
     pub key: Option<String>,
     pub peer: Option<SocketAddr>,
+    /// `?name_prefix=` on the blob socket: the start of the recording's file name.
+    pub name_prefix: Option<String>,
 }
 
 pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
@@ -66,6 +69,9 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
     };
     log::info!("{who} connected");
     let stream = guard.stream().clone();
+    if request.socket == PublisherSocket::Blob {
+        stream.set_name_prefix(request.name_prefix.clone());
+    }
     let mut shutdown = app.shutdown.clone();
     let closing = loop {
         tokio::select! {
@@ -119,23 +125,68 @@ fn handle(
     if !message.is_binary() {
         return Ok(());
     }
-    let frame = message.into_bytes();
-    let header =
-        FrameHeader::parse(&frame).map_err(|e| Closing::new(close::MALFORMED, e.to_string()))?;
+    accept_frame(stream, app.config.max_frame, socket, message.into_bytes())
+        .map(|_| ())
+        .map_err(|refused| Closing::new(refused.close_code(), refused.reason))
+}
+
+/// Why a publisher frame was refused, whichever way it came (WebSocket or HTTP POST).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub kind: RefusedKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedKind {
+    /// Shorter than its header, or a blob not at offset 0.
+    Malformed,
+    /// Payload over `--max-frame`.
+    TooBig,
+    /// A chunk past the buffer's end, or overlapping it.
+    Gap,
+    /// The generation would exceed `--max-buffer`.
+    BufferFull,
+}
+
+impl Refused {
+    fn new(kind: RefusedKind, reason: impl Into<String>) -> Refused {
+        Refused {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn close_code(&self) -> u16 {
+        match self.kind {
+            RefusedKind::Malformed => close::MALFORMED,
+            RefusedKind::TooBig => close::TOO_BIG,
+            RefusedKind::Gap => close::GAP,
+            RefusedKind::BufferFull => close::BUFFER_FULL,
+        }
+    }
+}
+
+/// The rules every publisher frame goes through (docs/protocol.md), for both transports.
+pub fn accept_frame(
+    stream: &Stream,
+    max_frame: u64,
+    socket: PublisherSocket,
+    frame: Bytes,
+) -> Result<Accepted, Refused> {
+    let header = FrameHeader::parse(&frame)
+        .map_err(|e| Refused::new(RefusedKind::Malformed, e.to_string()))?;
     let payload = (frame.len() - HEADER_LEN) as u64;
-    if payload > app.config.max_frame {
-        return Err(Closing::new(
-            close::TOO_BIG,
-            format!(
-                "frame payload of {payload} bytes exceeds the {}-byte limit",
-                app.config.max_frame
-            ),
+    if payload > max_frame {
+        return Err(Refused::new(
+            RefusedKind::TooBig,
+            format!("frame payload of {payload} bytes exceeds the {max_frame}-byte limit"),
         ));
     }
     let accepted = match socket {
         PublisherSocket::Blob if header.offset != 0 => {
-            return Err(Closing::new(
-                close::MALFORMED,
+            return Err(Refused::new(
+                RefusedKind::Malformed,
                 format!(
                     "blob frame has offset {}; blobs start a generation at 0",
                     header.offset
@@ -145,11 +196,11 @@ fn handle(
         PublisherSocket::Blob => stream.accept_blob(frame),
         PublisherSocket::Chunk => stream.accept_chunk(frame),
     };
-    accepted.map(|_| ()).map_err(|err| {
-        let code = match err {
-            FrameError::Gap { .. } | FrameError::Overlap { .. } => close::GAP,
-            FrameError::BufferFull { .. } => close::BUFFER_FULL,
+    accepted.map_err(|err| {
+        let kind = match err {
+            FrameError::Gap { .. } | FrameError::Overlap { .. } => RefusedKind::Gap,
+            FrameError::BufferFull { .. } => RefusedKind::BufferFull,
         };
-        Closing::new(code, err.to_string())
+        Refused::new(kind, err.to_string())
     })
 }

@@ -1,11 +1,13 @@
-//! The route table: read it as the map of the API. Handlers live in `publish`, `watch`
-//! and `api`; this module only parses requests into them and refuses bad ones with
-//! HTTP 400 before any upgrade.
+//! The route table: read it as the map of the API. Handlers live in `publish`, `watch`,
+//! `ingest`, `recording::http` and `api`; this module only parses requests into them and
+//! refuses bad ones with HTTP 400 before any upgrade.
 
 use crate::api::{self, HttpError};
 use crate::app::App;
+use crate::ingest;
 use crate::protocol::{is_token, Join, StreamName, HEADER_LEN};
 use crate::publish::{self, PublishRequest, PublisherSocket};
+use crate::recording::http as recordings;
 use crate::stream::registry::ViewerSocket;
 use crate::watch::{self, ChunkSubscription, WatchRequest};
 use serde::Deserialize;
@@ -45,6 +47,28 @@ pub fn routes(
         .and(warp::get())
         .and(with(app.clone()))
         .and_then(|name, app| async move { api::get_stream(name, app) });
+    // HTTP upload ingest: one frame per POST (blob, chunk), or stop.
+    let ingest = warp::path!("api" / "streams" / String / String)
+        .and(warp::post())
+        .and(warp::query::<ingest::IngestQuery>())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(with(app.clone()))
+        .then(ingest::post);
+    let recording_list = warp::path!("api" / "recordings")
+        .and(warp::get())
+        .and(with(app.clone()))
+        .map(recordings::list);
+    let recording_delete = warp::path!("api" / "recordings" / String)
+        .and(warp::delete())
+        .and(warp::query::<KeyQuery>())
+        .and(with(app.clone()))
+        .map(|id, query: KeyQuery, app| recordings::delete(id, query.key, app));
+    let recording_file = warp::path!("recordings" / String)
+        .and(warp::get())
+        .and(warp::header::optional::<String>("range"))
+        .and(with(app.clone()))
+        .then(recordings::file);
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| "ok".into_response());
@@ -56,6 +80,8 @@ pub fn routes(
     let public = app.config.public_dir.clone();
     let index = warp::path::end().and(warp::fs::file(public.join("index.html")));
     let record = warp::path!("record").and(warp::fs::file(public.join("record.html")));
+    let recordings_page =
+        warp::path!("recordings").and(warp::fs::file(public.join("recordings.html")));
     let watch_page = warp::path!("watch" / String)
         .and(warp::fs::file(public.join("watch.html")))
         .map(|_stream: String, page| page);
@@ -63,6 +89,8 @@ pub fn routes(
     let pages = warp::get().and(
         index
             .or(record)
+            .unify()
+            .or(recordings_page)
             .unify()
             .or(watch_page)
             .unify()
@@ -76,6 +104,14 @@ pub fn routes(
         .or(streams)
         .unify()
         .or(stream)
+        .unify()
+        .or(ingest)
+        .unify()
+        .or(recording_list)
+        .unify()
+        .or(recording_delete)
+        .unify()
+        .or(recording_file)
         .unify()
         .or(healthz)
         .unify()
@@ -94,6 +130,13 @@ fn with(app: App) -> impl Filter<Extract = (App,), Error = std::convert::Infalli
 #[derive(Debug, Deserialize)]
 struct PublishQuery {
     session: Option<String>,
+    key: Option<String>,
+    /// The start of the recording's file name (blob socket).
+    name_prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyQuery {
     key: Option<String>,
 }
 
@@ -137,6 +180,7 @@ async fn publish_upgrade(
         session,
         key: query.key,
         peer,
+        name_prefix: query.name_prefix,
     };
     let limit = app.config.max_frame as usize + HEADER_LEN + FRAME_SLACK;
     Ok(ws

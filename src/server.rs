@@ -32,6 +32,7 @@ pub async fn run(
     let (trigger, shutdown, all_closed) = shutdown::channel();
     let app = App::new(config, shutdown);
     let registry = app.registry.clone();
+    let recorder = app.recorder.clone();
     let graceful = async move {
         signal.await;
         log::info!("shutting down: closing every socket");
@@ -53,5 +54,9 @@ pub async fn run(
         .is_err()
     {
         log::warn!("some sockets did not close within {DRAIN_TIMEOUT:?}");
+    }
+    // Every stream has ended: let the recordings finalize (Cues, Duration).
+    if !recorder.drain(DRAIN_TIMEOUT).await {
+        log::warn!("some recordings were not finalized within {DRAIN_TIMEOUT:?}");
     }
 }

@@ -29,6 +29,27 @@ pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// The fresh record directory every test server gets, removed on drop.
+    scratch: Option<std::path::PathBuf>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A directory of its own under target/, for one test's recordings.
+pub fn scratch_dir(what: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 impl TestServer {
@@ -40,6 +61,9 @@ impl TestServer {
         let _ = env_logger::builder().is_test(true).try_init();
         let mut config = Config::local();
         config.public_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/public").into();
+        // Recordings go to a fresh directory, not ./rec, unless the test says otherwise.
+        let scratch = scratch_dir("rec");
+        config.record_dir = scratch.clone();
         configure(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -51,6 +75,17 @@ impl TestServer {
             addr,
             stop: Some(stop),
             task: Some(task),
+            scratch: Some(scratch),
+        }
+    }
+
+    /// A handle on a server running elsewhere (a child process), for its URLs.
+    pub fn at(addr: SocketAddr) -> TestServer {
+        TestServer {
+            addr,
+            stop: None,
+            task: None,
+            scratch: None,
         }
     }
 

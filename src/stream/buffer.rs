@@ -682,6 +682,20 @@ mod tests {
     }
 
     #[test]
+    fn a_mime_that_contradicts_the_tracks_is_noticed_once() {
+        const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+        let mut b = Buffer::new(BufferLimits {
+            max_generation_bytes: 1 << 20,
+        });
+        b.set_mime("video/webm;codecs=vp9,opus".into());
+        b.accept_blob(frame(1, 0, &CHROME[..5000])).unwrap();
+        let notice = b.take_notice().expect("a notice");
+        assert!(notice.contains("V_VP8"), "{notice}");
+        b.accept_chunk(frame(1, 5000, &CHROME[5000..6000])).unwrap();
+        assert_eq!(b.take_notice(), None);
+    }
+
+    #[test]
     fn a_new_session_may_restart_generation_numbers() {
         let mut b = Buffer::new(LIMITS);
         b.accept_blob(frame(9, 0, b"x")).unwrap();

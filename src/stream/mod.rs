@@ -7,6 +7,7 @@ pub mod registry;
 
 use crate::metrics::Metrics;
 use crate::protocol::{Join, StreamName};
+use crate::recording::{Recorder, Slot};
 use buffer::{Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, Lagging};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -100,6 +101,10 @@ pub struct Stream {
     pub(crate) presence: Mutex<Presence>,
     ingest: Mutex<RateMeter>,
     metrics: Arc<Metrics>,
+    /// Set when recording is on: each publish session becomes a recording.
+    recorder: Option<Arc<Recorder>>,
+    /// Locked only inside the buffer lock, so frames reach the recording in order.
+    recording: Mutex<Slot>,
 }
 
 /// A snapshot of one stream for `/api/streams`.
@@ -151,7 +156,12 @@ pub struct Snapshot {
 }
 
 impl Stream {
-    pub(crate) fn new(name: StreamName, limits: BufferLimits, metrics: Arc<Metrics>) -> Stream {
+    pub(crate) fn new(
+        name: StreamName,
+        limits: BufferLimits,
+        metrics: Arc<Metrics>,
+        recorder: Option<Arc<Recorder>>,
+    ) -> Stream {
         Stream {
             name,
             buffer: Mutex::new(Buffer::new(limits)),
@@ -160,6 +170,8 @@ impl Stream {
             presence: Mutex::new(Presence::default()),
             ingest: Mutex::new(RateMeter::new()),
             metrics,
+            recorder,
+            recording: Mutex::new(Slot::default()),
         }
     }
 
@@ -190,7 +202,11 @@ impl Stream {
 
     /// The publisher stopped or is gone: viewers are told the stream ended.
     pub fn end(&self) {
-        self.buffer.lock().clear();
+        {
+            let mut buffer = self.buffer.lock();
+            buffer.clear();
+            self.recording.lock().end();
+        }
         self.media_changed.send_modify(|v| *v += 1);
         self.status.send_if_modified(|s| {
             let was_live = s.live;
@@ -201,8 +217,17 @@ impl Stream {
     }
 
     pub(crate) fn reset_session(&self) {
-        self.buffer.lock().reset_session();
+        {
+            let mut buffer = self.buffer.lock();
+            buffer.reset_session();
+            self.recording.lock().reset();
+        }
         *self.ingest.lock() = RateMeter::new();
+    }
+
+    /// The publisher's `?name_prefix=`, for the file name of its next recording.
+    pub fn set_name_prefix(&self, prefix: Option<String>) {
+        self.recording.lock().set_prefix(prefix);
     }
 
     pub fn accept_blob(&self, frame: Bytes) -> Result<Accepted, FrameError> {
@@ -215,19 +240,41 @@ impl Stream {
 
     fn accept(&self, frame: Bytes, is_blob: bool) -> Result<Accepted, FrameError> {
         let len = frame.len() as u64;
-        let (accepted, generation, mime) = {
+        let (accepted, generation, mime, notice) = {
             let mut buffer = self.buffer.lock();
+            let recorded = self.recorder.as_ref().map(|_| frame.clone());
             let accepted = if is_blob {
                 buffer.accept_blob(frame)?
             } else {
                 buffer.accept_chunk(frame)?
             };
+            if let (Some(recorder), Some(frame)) = (&self.recorder, recorded) {
+                // Under the buffer lock: the recording gets frames in the buffer's order.
+                let (starts, frames) = match accepted {
+                    Accepted::NewGeneration { .. } => (true, buffer.snapshot()),
+                    Accepted::Appended => (false, vec![frame]),
+                    Accepted::Held | Accepted::Dropped => (false, Vec::new()),
+                };
+                if !frames.is_empty() {
+                    self.recording.lock().record(
+                        recorder,
+                        self.name.as_str(),
+                        buffer.mime(),
+                        starts,
+                        frames,
+                    );
+                }
+            }
             (
                 accepted,
                 buffer.generation(),
                 buffer.mime().map(str::to_owned),
+                buffer.take_notice(),
             )
         };
+        if let Some(notice) = notice {
+            log::warn!("stream {}: {notice}", self.name);
+        }
         self.metrics.frame_in(len, accepted == Accepted::Dropped);
         match accepted {
             Accepted::NewGeneration { .. } => {

@@ -5,6 +5,7 @@
 use super::{PublisherSession, Stream, StreamInfo};
 use crate::metrics::Metrics;
 use crate::protocol::StreamName;
+use crate::recording::Recorder;
 use crate::stream::buffer::BufferLimits;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -38,14 +39,26 @@ pub struct Registry {
     streams: Mutex<HashMap<StreamName, Arc<Stream>>>,
     limits: RegistryLimits,
     metrics: Arc<Metrics>,
+    /// Handed to every stream when recording is on.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl Registry {
     pub fn new(limits: RegistryLimits, metrics: Arc<Metrics>) -> Arc<Registry> {
+        Registry::with_recorder(limits, metrics, None)
+    }
+
+    /// A registry whose streams record every publish session through `recorder`.
+    pub fn with_recorder(
+        limits: RegistryLimits,
+        metrics: Arc<Metrics>,
+        recorder: Option<Arc<Recorder>>,
+    ) -> Arc<Registry> {
         Arc::new(Registry {
             streams: Mutex::new(HashMap::new()),
             limits,
             metrics,
+            recorder,
         })
     }
 
@@ -89,6 +102,7 @@ impl Registry {
             name.clone(),
             self.limits.buffer,
             self.metrics.clone(),
+            self.recorder.clone(),
         ));
         streams.insert(name.clone(), stream.clone());
         Ok(stream)

@@ -1,0 +1,352 @@
+//! HTTP upload ingest, for publishers that cannot hold a WebSocket:
+//! `POST /api/streams/{stream}/blob|chunk` carries one frame per request (the 16-byte
+//! header and payload as the body, or `X-Generation` / `X-Offset` headers and a raw
+//! body), `POST /api/streams/{stream}/stop` ends the stream. The frames go through the
+//! same rules as the publisher socket's (`publish::accept_frame`). An HTTP publisher
+//! session holds its stream like an open socket until it stops or sends nothing for
+//! `--ingest-timeout-secs`; then the stream ends as if its sockets closed.
+
+use crate::api::error_response;
+use crate::app::App;
+use crate::protocol::{is_token, FrameHeader, StreamName, HEADER_LEN};
+use crate::publish::{accept_frame, PublisherSocket, RefusedKind};
+use crate::stream::buffer::Accepted;
+use crate::stream::registry::PublisherGuard;
+use crate::stream::{Refusal, Stream};
+use bytes::{Buf, BufMut, BytesMut};
+use futures_util::{Stream as FutureStream, StreamExt};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::{self, Reply, Response};
+
+#[derive(Debug, Deserialize)]
+pub struct IngestQuery {
+    session: Option<String>,
+    key: Option<String>,
+    name_prefix: Option<String>,
+    mime: Option<String>,
+}
+
+struct HttpSession {
+    session: String,
+    /// Tells this session's reaper from a later session's on the same stream.
+    token: u64,
+    last_post: Instant,
+    guard: PublisherGuard,
+}
+
+/// The HTTP publisher sessions holding streams, by stream.
+#[derive(Default)]
+pub struct HttpPublishers {
+    sessions: Mutex<HashMap<StreamName, HttpSession>>,
+    next_token: AtomicU64,
+}
+
+impl HttpPublishers {
+    /// The stream `session` publishes to, attaching it on its first POST.
+    fn hold(&self, app: &App, name: &StreamName, session: &str) -> Result<Arc<Stream>, Refusal> {
+        let mut sessions = self.sessions.lock();
+        if let Some(held) = sessions.get_mut(name) {
+            if held.session != session {
+                return Err(Refusal::PublisherBusy);
+            }
+            held.last_post = Instant::now();
+            return Ok(held.guard.stream().clone());
+        }
+        let guard = app.registry.attach_publisher(name, session)?;
+        let stream = guard.stream().clone();
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        sessions.insert(
+            name.clone(),
+            HttpSession {
+                session: session.to_owned(),
+                token,
+                last_post: Instant::now(),
+                guard,
+            },
+        );
+        log::info!("HTTP publisher on {name} (session {session}) started");
+        tokio::spawn(reap(app.clone(), name.clone(), token));
+        Ok(stream)
+    }
+
+    /// Detaches the session `token` (or any, for None) of `name`; dropping its guard
+    /// ends the stream if nothing else publishes to it.
+    fn release(&self, name: &StreamName, token: Option<u64>) -> bool {
+        let removed = {
+            let mut sessions = self.sessions.lock();
+            match sessions.get(name) {
+                Some(held) if token.is_none_or(|t| t == held.token) => sessions.remove(name),
+                _ => None,
+            }
+        };
+        removed.is_some()
+    }
+}
+
+/// Ends an HTTP publisher session once it has been idle for the timeout.
+async fn reap(app: App, name: StreamName, token: u64) {
+    let timeout = Duration::from_secs(app.config.ingest_timeout_secs);
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        let deadline = match app.http_publishers.sessions.lock().get(&name) {
+            Some(held) if held.token == token => held.last_post + timeout,
+            _ => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = shutdown.recv() => {
+                app.http_publishers.release(&name, Some(token));
+                return;
+            }
+        }
+        let idle = match app.http_publishers.sessions.lock().get(&name) {
+            Some(held) if held.token == token => held.last_post.elapsed() >= timeout,
+            _ => return,
+        };
+        if idle && app.http_publishers.release(&name, Some(token)) {
+            log::info!("HTTP publisher on {name} gone: no POST for {timeout:?}");
+            return;
+        }
+    }
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    error_response(status, message)
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("{name} must be an unsigned integer")),
+    }
+}
+
+/// `POST /api/streams/{stream}/{blob|chunk|stop}`.
+pub async fn post<S, B>(
+    name: String,
+    action: String,
+    query: IngestQuery,
+    headers: HeaderMap,
+    body: S,
+    app: App,
+) -> Response
+where
+    S: FutureStream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let stream_name = match StreamName::parse(&name) {
+        Ok(name) => name,
+        Err(err) => return refuse(StatusCode::BAD_REQUEST, &err.to_string()),
+    };
+    let socket = match action.as_str() {
+        "blob" => PublisherSocket::Blob,
+        "chunk" => PublisherSocket::Chunk,
+        "stop" => PublisherSocket::Blob,
+        _ => return refuse(StatusCode::NOT_FOUND, "not found"),
+    };
+    if !app.publish_key_matches(query.key.as_deref()) {
+        app.registry.metrics().connection_refused();
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "wrong or missing publish key (?key=)",
+        );
+    }
+    let session = match query.session.as_deref() {
+        Some(session) if is_token(session) => session.to_owned(),
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "?session= is required: 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            )
+        }
+    };
+    if action == "stop" {
+        return stop(&app, &stream_name, &session);
+    }
+
+    // The frame: the wire frame as the body, or its header fields as HTTP headers.
+    let (generation, offset) = match (
+        header_u64(&headers, "x-generation"),
+        header_u64(&headers, "x-offset"),
+    ) {
+        (Ok(generation), Ok(offset)) => (generation, offset),
+        (Err(why), _) | (_, Err(why)) => return refuse(StatusCode::BAD_REQUEST, &why),
+    };
+    let limit = app.config.max_frame + HEADER_LEN as u64;
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return too_big(limit);
+    }
+    let mut frame = BytesMut::new();
+    match generation {
+        Some(generation) => {
+            let offset = match (socket, offset) {
+                (_, Some(offset)) => offset,
+                (PublisherSocket::Blob, None) => 0,
+                (PublisherSocket::Chunk, None) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        "a chunk with X-Generation needs X-Offset",
+                    )
+                }
+            };
+            frame.put_u64(generation);
+            frame.put_u64(offset);
+        }
+        None if offset.is_some() => {
+            return refuse(StatusCode::BAD_REQUEST, "X-Offset needs X-Generation")
+        }
+        None => {}
+    }
+    let mut body = std::pin::pin!(body);
+    while let Some(piece) = body.next().await {
+        let mut piece = match piece {
+            Ok(piece) => piece,
+            Err(err) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read the body: {err}"),
+                )
+            }
+        };
+        if (frame.len() + piece.remaining()) as u64 > limit {
+            return too_big(limit);
+        }
+        while piece.has_remaining() {
+            let chunk = piece.chunk();
+            let n = chunk.len();
+            frame.extend_from_slice(chunk);
+            piece.advance(n);
+        }
+    }
+    let frame = frame.freeze();
+    let header = match FrameHeader::parse(&frame) {
+        Ok(header) => header,
+        Err(err) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("{err} (or send X-Generation and X-Offset headers with a raw body)"),
+            )
+        }
+    };
+    if socket == PublisherSocket::Blob && header.offset != 0 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "blob frame has offset {}; blobs start a generation at 0",
+                header.offset
+            ),
+        );
+    }
+
+    let stream = match app.http_publishers.hold(&app, &stream_name, &session) {
+        Ok(stream) => stream,
+        Err(refusal) => {
+            app.registry.metrics().connection_refused();
+            let status = match refusal {
+                Refusal::PublisherBusy => StatusCode::CONFLICT,
+                Refusal::TooManyStreams(_) | Refusal::TooManyViewers(_) => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+            };
+            return refuse(status, &refusal.to_string());
+        }
+    };
+    if socket == PublisherSocket::Blob {
+        if query.name_prefix.is_some() {
+            stream.set_name_prefix(query.name_prefix.clone());
+        }
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.starts_with("video/") || v.starts_with("audio/"));
+        let mime = query.mime.as_deref().or(content_type);
+        if let Some(mime) = mime.filter(|m| stream.status().mime.as_deref() != Some(*m)) {
+            stream.start(mime.to_owned());
+        }
+    }
+    let payload = frame.len() - HEADER_LEN;
+    match accept_frame(&stream, app.config.max_frame, socket, frame) {
+        Ok(accepted) => {
+            let accepted = match accepted {
+                Accepted::NewGeneration { .. } => "new_generation",
+                Accepted::Appended => "appended",
+                Accepted::Held => "held",
+                Accepted::Dropped => "dropped",
+            };
+            reply::json(&serde_json::json!({
+                "accepted": accepted,
+                "generation": header.generation,
+                "offset": header.offset,
+                "length": payload,
+            }))
+            .into_response()
+        }
+        Err(refused) => {
+            app.registry.metrics().connection_refused();
+            let status = match refused.kind {
+                RefusedKind::Malformed => StatusCode::BAD_REQUEST,
+                RefusedKind::TooBig | RefusedKind::BufferFull => StatusCode::PAYLOAD_TOO_LARGE,
+                RefusedKind::Gap => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            log::info!(
+                "HTTP publisher on {stream_name} (session {session}) refused: {}",
+                refused.reason
+            );
+            refuse(status, &refused.reason)
+        }
+    }
+}
+
+fn too_big(limit: u64) -> Response {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body exceeds {limit} bytes (--max-frame plus the {HEADER_LEN}-byte header)"),
+    )
+}
+
+/// Ends the stream as a publisher's `stop` does, and releases an HTTP session.
+fn stop(app: &App, name: &StreamName, session: &str) -> Response {
+    let held_over_http = app
+        .http_publishers
+        .sessions
+        .lock()
+        .get(name)
+        .map(|held| held.session == session);
+    let stream = app.registry.get(name);
+    let publisher = stream.as_ref().and_then(|s| {
+        s.presence
+            .lock()
+            .publisher
+            .as_ref()
+            .map(|p| p.id == session)
+    });
+    match (held_over_http, publisher) {
+        (Some(false), _) | (None, Some(false)) => {
+            refuse(StatusCode::CONFLICT, &Refusal::PublisherBusy.to_string())
+        }
+        (None, None) => refuse(StatusCode::NOT_FOUND, "no publisher session on this stream"),
+        _ => {
+            if let Some(stream) = stream {
+                stream.end();
+            }
+            app.http_publishers.release(name, None);
+            log::info!("HTTP publisher on {name} (session {session}) stopped");
+            reply::json(&serde_json::json!({ "stopped": true })).into_response()
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! Recordings: every published stream kept on disk as one seekable WebM per publish
+//! session. This module is the catalog — what the record directory holds, one sidecar
+//! JSON per recording (written atomically), rebuilt from the directory at start-up —
+//! and the stream's handle on it ([`Slot`]). The splicing lives in `splice`, the file
+//! writing in `writer`, crash recovery in `recover`, names in `names`, HTTP in `http`.
+
+mod ebml;
+pub mod http;
+pub mod names;
+mod recover;
+pub mod splice;
+mod writer;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+pub use writer::Session;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("no recording {0:?}")]
+    NotFound(String),
+    #[error("recording {0:?} is still being written; stop its stream first")]
+    StillRecording(String),
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RecordingError {
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecordingError {
+        let path = path.to_owned();
+        move |source| RecordingError::Io { what, path, source }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Being written now.
+    Recording,
+    /// Ended with its session and finalized.
+    Finished,
+    /// The server died while writing it; finalized at the next start.
+    Interrupted,
+    /// Stopped by an error (disk full, permission, a disk too slow); `error` says which.
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Recording => "recording",
+            State::Finished => "finished",
+            State::Interrupted => "interrupted",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// One recording: its sidecar's content and its `/api/recordings` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingInfo {
+    /// The file name without `.webm`.
+    pub id: String,
+    pub stream: String,
+    pub name_prefix: String,
+    pub file: String,
+    #[serde(default)]
+    pub mime: Option<String>,
+    /// RFC 3339, UTC.
+    pub started: String,
+    #[serde(default)]
+    pub ended: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    pub duration: Option<f64>,
+    #[serde(default)]
+    pub bytes: u64,
+    pub state: State,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Why the session's previous file could not go on and this one was started.
+    #[serde(default)]
+    pub split_reason: Option<String>,
+    /// The id of the session's previous file, when this one continues it.
+    #[serde(default)]
+    pub continues: Option<String>,
+    /// Recorder generations spliced into the file.
+    #[serde(default)]
+    pub generations: u32,
+    /// What its Tracks say, e.g. `V_VP8 640x480, A_OPUS 48000 Hz 2 ch`.
+    #[serde(default)]
+    pub tracks: Option<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    info: RecordingInfo,
+    /// Being finalized after a crash: not to be deleted yet.
+    recovering: bool,
+}
+
+/// The catalog of the record directory, and the factory of recording sessions.
+#[derive(Debug)]
+pub struct Recorder {
+    dir: PathBuf,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Writer and recovery tasks alive, for a clean shutdown.
+    active: watch::Sender<usize>,
+}
+
+/// Counts one writer or recovery task as alive until dropped.
+pub(crate) struct ActiveGuard(Arc<Recorder>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Recorder {
+    /// Reads the catalog from `dir` (which need not exist yet) and starts finalizing, in
+    /// the background, every file a crash left open.
+    pub fn open(dir: PathBuf) -> Arc<Recorder> {
+        let recorder = Arc::new(Recorder {
+            dir,
+            entries: Mutex::new(BTreeMap::new()),
+            active: watch::Sender::new(0),
+        });
+        let to_recover = recorder.load();
+        for id in to_recover {
+            recover::spawn(&recorder, id);
+        }
+        recorder
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every sidecar and every `.webm` without one; returns the ids to recover.
+    fn load(&self) -> Vec<String> {
+        let listing = match std::fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Vec::new(),
+            Err(err) => {
+                log::error!(
+                    "cannot read the record directory {}: {err}",
+                    self.dir.display()
+                );
+                return Vec::new();
+            }
+        };
+        let mut webms = Vec::new();
+        let mut infos = BTreeMap::new();
+        for entry in listing.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                // A sidecar or recovery cut short by a crash.
+                let _ = std::fs::remove_file(entry.path());
+            } else if let Some(id) = name.strip_suffix(".json") {
+                match read_sidecar(&entry.path()) {
+                    Ok(info) if info.id == id && names::is_safe_id(id) => {
+                        infos.insert(id.to_owned(), info);
+                    }
+                    Ok(_) => log::warn!("ignoring {}: its id does not match", name),
+                    Err(err) => log::warn!("ignoring {name}: {err}"),
+                }
+            } else if let Some(id) = name.strip_suffix(".webm") {
+                if names::is_safe_id(id) {
+                    webms.push(id.to_owned());
+                }
+            }
+        }
+        for id in webms {
+            infos
+                .entry(id.clone())
+                .or_insert_with(|| orphan(&self.dir, &id));
+        }
+        let mut to_recover = Vec::new();
+        let mut entries = self.entries.lock();
+        for (id, mut info) in infos {
+            info.file = format!("{id}.webm");
+            let recovering = info.state == State::Recording;
+            if recovering {
+                info.state = State::Interrupted;
+                to_recover.push(id.clone());
+            }
+            entries.insert(id, Entry { info, recovering });
+        }
+        to_recover
+    }
+
+    /// A new recording session for a stream whose publisher starts publishing. Cheap
+    /// and non-blocking (the file is opened by the writer task); None outside a runtime.
+    pub fn begin(
+        self: &Arc<Self>,
+        stream: &str,
+        prefix: Option<&str>,
+        mime: Option<&str>,
+    ) -> Option<Session> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, rx) = mpsc::channel(writer::QUEUE_FRAMES);
+        let shared = Arc::new(writer::Shared::default());
+        let subject = writer::Subject {
+            stream: stream.to_owned(),
+            prefix: names::sanitize_prefix(prefix),
+            mime: mime.map(str::to_owned),
+        };
+        // Counted from now, not from when the task first runs: a shutdown right after
+        // waits for it too.
+        let active = self.active_guard();
+        runtime.spawn(writer::run(
+            active,
+            self.clone(),
+            subject,
+            shared.clone(),
+            rx,
+        ));
+        Some(Session { tx, shared })
+    }
+
+    pub(crate) fn active_guard(self: &Arc<Self>) -> ActiveGuard {
+        self.active.send_modify(|n| *n += 1);
+        ActiveGuard(self.clone())
+    }
+
+    /// Waits (up to `timeout`) until every recording is finalized: for shutdown.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let mut active = self.active.subscribe();
+        let drained = tokio::time::timeout(timeout, active.wait_for(|n| *n == 0)).await;
+        drained.is_ok()
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.entries.lock().contains_key(id)
+    }
+
+    /// Adds a recording to the catalog (its sidecar is written by `persist`).
+    pub(crate) fn insert(&self, info: RecordingInfo) {
+        let id = info.id.clone();
+        let entry = Entry {
+            info,
+            recovering: false,
+        };
+        self.entries.lock().insert(id, entry);
+    }
+
+    pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut RecordingInfo)) {
+        if let Some(entry) = self.entries.lock().get_mut(id) {
+            change(&mut entry.info);
+        }
+    }
+
+    /// Writes the sidecar of `id` atomically: a temporary file, fsync, rename, fsync of
+    /// the directory.
+    pub(crate) fn persist(&self, id: &str) -> Result<(), RecordingError> {
+        let Some(info) = self.get(id) else {
+            return Ok(());
+        };
+        let json = serde_json::to_vec_pretty(&info).expect("recording info serializes");
+        let path = self.dir.join(format!("{id}.json"));
+        let tmp = self.dir.join(format!(".{id}.json.tmp"));
+        let result = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(RecordingError::io("write", &path))
+    }
+
+    pub fn get(&self, id: &str) -> Option<RecordingInfo> {
+        self.entries.lock().get(id).map(|e| e.info.clone())
+    }
+
+    /// Newest first.
+    pub fn list(&self) -> Vec<RecordingInfo> {
+        let mut list: Vec<_> = self
+            .entries
+            .lock()
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        list.sort_by(|a, b| b.started.cmp(&a.started).then(b.id.cmp(&a.id)));
+        list
+    }
+
+    /// The file of a cataloged recording; ids never reach the filesystem otherwise.
+    pub fn file_path(&self, id: &str) -> Option<PathBuf> {
+        let entries = self.entries.lock();
+        let entry = entries.get(id)?;
+        Some(self.dir.join(&entry.info.file))
+    }
+
+    /// Removes a finished, interrupted or failed recording: file and sidecar.
+    pub fn delete(&self, id: &str) -> Result<RecordingInfo, RecordingError> {
+        let info = {
+            let entries = self.entries.lock();
+            let entry = entries
+                .get(id)
+                .ok_or_else(|| RecordingError::NotFound(id.to_owned()))?;
+            if entry.recovering || entry.info.state == State::Recording {
+                return Err(RecordingError::StillRecording(id.to_owned()));
+            }
+            entry.info.clone()
+        };
+        for path in [
+            self.dir.join(&info.file),
+            self.dir.join(format!("{id}.json")),
+        ] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(RecordingError::Io {
+                        what: "delete",
+                        path,
+                        source,
+                    })
+                }
+            }
+        }
+        self.entries.lock().remove(id);
+        log::info!("recording {id} deleted");
+        Ok(info)
+    }
+
+    fn recovered(&self, id: &str, info: RecordingInfo) {
+        if let Some(entry) = self.entries.lock().get_mut(id) {
+            entry.info = info;
+            entry.recovering = false;
+        }
+    }
+}
+
+fn read_sidecar(path: &Path) -> Result<RecordingInfo, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// A `.webm` with no sidecar: the server died right after creating it.
+fn orphan(dir: &Path, id: &str) -> RecordingInfo {
+    let modified = std::fs::metadata(dir.join(format!("{id}.webm")))
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    // `{prefix}-{stream}-{time}`: prefixes and streams may hold '-', so this is a guess.
+    let mut parts = id.splitn(3, '-');
+    let prefix = parts.next().unwrap_or(names::DEFAULT_PREFIX).to_owned();
+    let stream = parts.next().unwrap_or("unknown").to_owned();
+    RecordingInfo {
+        id: id.to_owned(),
+        stream,
+        name_prefix: prefix,
+        file: format!("{id}.webm"),
+        mime: None,
+        started: names::rfc3339(modified),
+        ended: None,
+        duration: None,
+        bytes: 0,
+        state: State::Recording,
+        error: None,
+        split_reason: None,
+        continues: None,
+        generations: 0,
+        tracks: None,
+    }
+}
+
+/// What a stream holds for recording: the publisher's `?name_prefix=` and the session
+/// of the publish session in progress. Lives under the stream's lock; never blocks.
+#[derive(Debug, Default)]
+pub struct Slot {
+    prefix: Option<String>,
+    session: Option<Session>,
+    /// The session's recording stopped on an error: no new file until it ends.
+    stopped: bool,
+}
+
+impl Slot {
+    pub fn set_prefix(&mut self, prefix: Option<String>) {
+        self.prefix = prefix;
+    }
+
+    /// Hands accepted frames, in the order the buffer took them, to the recording;
+    /// `starts` (a new generation) begins one if none is running.
+    pub fn record(
+        &mut self,
+        recorder: &Arc<Recorder>,
+        stream: &str,
+        mime: Option<&str>,
+        starts: bool,
+        frames: Vec<Bytes>,
+    ) {
+        if self.session.is_none() {
+            if !starts || self.stopped {
+                return;
+            }
+            self.session = recorder.begin(stream, self.prefix.as_deref(), mime);
+        }
+        let Some(session) = &self.session else { return };
+        for frame in frames {
+            if !session.send(frame) {
+                log::error!(
+                    "recording of {stream} stopped: {}",
+                    session
+                        .shared
+                        .failure()
+                        .unwrap_or_else(|| "its writer is gone".into())
+                );
+                self.session = None;
+                self.stopped = true;
+                return;
+            }
+        }
+    }
+
+    /// The publish session ended: the recording is finalized (its writer sees the
+    /// channel close once it has written everything queued).
+    pub fn end(&mut self) {
+        self.session = None;
+        self.stopped = false;
+    }
+
+    /// A new publisher session: no prefix until it says one.
+    pub fn reset(&mut self) {
+        self.end();
+        self.prefix = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FrameHeader;
+
+    const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+
+    fn frames(generation: u64, cuts: &[usize]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &end in cuts.iter().chain([&CHROME.len()]) {
+            let header = FrameHeader {
+                generation,
+                offset: start as u64,
+            };
+            out.push(header.frame(&CHROME[start..end]));
+            start = end;
+        }
+        out
+    }
+
+    fn temp_dir(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("blobcast-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_late_tail_and_a_blob_that_overtakes_it_still_make_one_file() {
+        let dir = temp_dir("order");
+        let recorder = Recorder::open(dir.clone());
+        let mut slot = Slot::default();
+        slot.set_prefix(Some("../x".into()));
+        let one = frames(1, &[5000, 90_000]);
+        let two = frames(2, &[7000, 100_000]);
+        let three = frames(3, &[6000]);
+        // Generation 2's blob overtakes 1's tail; 3's blob arrives while 2 has no chunk.
+        let order = [
+            (true, one[0].clone()),
+            (false, one[1].clone()),
+            (true, two[0].clone()),
+            (false, one[2].clone()),
+            (false, two[1].clone()),
+            (false, two[2].clone()),
+            (true, three[0].clone()),
+            (false, three[1].clone()),
+        ];
+        for (starts, frame) in order {
+            slot.record(&recorder, "cam", Some("video/webm"), starts, vec![frame]);
+        }
+        slot.end();
+        assert!(recorder.drain(Duration::from_secs(10)).await);
+        let list = recorder.list();
+        assert_eq!(list.len(), 1, "{list:#?}");
+        let info = &list[0];
+        assert_eq!(info.state, State::Finished, "{info:#?}");
+        assert_eq!(info.generations, 3);
+        assert!(info.file.starts_with("x-cam-"), "{}", info.file);
+        assert!(
+            (info.duration.unwrap() - 3.0 * 6.010).abs() < 1e-6,
+            "{info:#?}"
+        );
+        let file = std::fs::read(dir.join(&info.file)).unwrap();
+        assert_eq!(info.bytes, file.len() as u64);
+        let sidecar = read_sidecar(&dir.join(format!("{}.json", info.id))).unwrap();
+        assert_eq!(&sidecar, info);
+
+        // A new catalog reads the same, and deletes it.
+        let again = Recorder::open(dir.clone());
+        assert_eq!(again.list(), list);
+        again.delete(&info.id).unwrap();
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_queue_stops_the_recording_instead_of_waiting() {
+        let (tx, _rx) = mpsc::channel(2);
+        let session = Session {
+            tx,
+            shared: Arc::new(writer::Shared::default()),
+        };
+        let frame = Bytes::from_static(&[0; 32]);
+        assert!(session.send(frame.clone()) && session.send(frame.clone()));
+        assert!(!session.send(frame.clone()), "the disk is too slow");
+        assert!(session.shared.failure().unwrap().contains("too slow"));
+        assert!(!session.send(frame), "and it stays stopped");
+    }
+
+    #[tokio::test]
+    async fn a_recording_that_cannot_create_its_file_fails_visibly() {
+        let dir = temp_dir("denied");
+        std::fs::write(&dir, b"a file where the directory should be").unwrap();
+        let recorder = Recorder::open(dir.clone());
+        let mut slot = Slot::default();
+        slot.record(&recorder, "cam", None, true, frames(1, &[]));
+        let list = loop {
+            let list = recorder.list();
+            if !list.is_empty() {
+                break list;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(list[0].state, State::Failed);
+        assert!(
+            list[0].error.as_deref().unwrap().contains("cannot create"),
+            "{list:#?}"
+        );
+        // The stream side notices at its next frame, and starts no other file this
+        // session; the writer then ends.
+        slot.record(&recorder, "cam", None, true, frames(2, &[]));
+        assert!(slot.session.is_none() && slot.stopped);
+        assert!(recorder.drain(Duration::from_secs(10)).await);
+        assert_eq!(recorder.list().len(), 1);
+        let _ = std::fs::remove_file(&dir);
+    }
+}

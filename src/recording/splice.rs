@@ -1,0 +1,935 @@
+//! The splicing writer's pure core: turns the generations of one publish session, fed
+//! in order as they arrive, into the bytes of ONE continuous WebM, and says how to
+//! finalize it. No I/O here; `writer` puts the pieces on disk.
+//!
+//! The first generation's init segment becomes the file's head: its EBML header, a
+//! Segment of unknown size (an 8-byte size, patched at the end), a Void reserving room
+//! for the SeekHead, our own Info (TimecodeScale, DateUTC, and a Void where the Duration
+//! goes) and its Tracks. Later generations lose their init segment. Every Cluster header
+//! is rewritten (unknown size, 8-byte Timecode) so that each generation's timecodes
+//! follow the previous one's last block by one frame. Everything else in a Cluster is
+//! copied through untouched, as shared `Bytes`, once complete: the file on disk always
+//! ends at an element boundary, so a crash leaves a WebM that plays to its last block.
+//!
+//! Finalizing appends Cues (one per Cluster whose first video block is a keyframe) and
+//! patches the head in place: SeekHead, Duration, Segment and Cluster sizes.
+
+use super::ebml::{self, id};
+use crate::webm::{Event, Scanner, StreamInfo};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Bytes reserved after the Segment header for the SeekHead (three entries take 68).
+const SEEK_RESERVE: usize = 128;
+/// A Duration element: 2-byte ID, 1-byte size, 8-byte float.
+const DURATION_LEN: usize = 11;
+/// Cluster ID (4) + unknown size (8).
+const CLUSTER_HEADER_LEN: u64 = 12;
+/// Nanoseconds from the Unix epoch to 2001-01-01, Matroska's DateUTC origin.
+const MATROSKA_EPOCH_NS: i128 = 978_307_200_000_000_000;
+
+/// A run of output bytes. `boundary`: the file ends at an element boundary after it.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub bytes: Bytes,
+    pub boundary: bool,
+}
+
+/// Why a generation cannot go on in the current file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpliceError {
+    /// Start a new file for this session and feed it this generation again.
+    #[error("{0}")]
+    Incompatible(String),
+    /// Nothing can be recorded from this generation as a file head (not WebM, say).
+    #[error("{0}")]
+    Unrecordable(String),
+}
+
+/// How to finish the file: append `append` at `append_at`, then write each patch.
+#[derive(Debug)]
+pub struct Finish {
+    pub append_at: u64,
+    pub append: Vec<u8>,
+    pub patches: Vec<(u64, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    segment: u64,
+    segment_data: u64,
+    info: u64,
+    duration: u64,
+    tracks: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ClusterOut {
+    offset: u64,
+    max_time: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenCluster {
+    out_offset: u64,
+    timecode: i64,
+    cue_checked: bool,
+}
+
+#[derive(Debug)]
+struct Generation {
+    id: u64,
+    /// The first generation of the file: its init segment becomes the head.
+    first: bool,
+    scanner: Scanner,
+    /// Received payloads not yet wholly consumed, with their generation offsets.
+    frames: VecDeque<(u64, Bytes)>,
+    received: u64,
+    /// Input offset up to which the output is decided.
+    consumed: u64,
+    ebml: Option<Range<u64>>,
+    tracks: Option<Vec<u8>>,
+    init_done: bool,
+    base: Option<i64>,
+    cluster: Option<OpenCluster>,
+    last_video: Option<i64>,
+    prev_video: Option<i64>,
+    broken: bool,
+}
+
+impl Generation {
+    /// Copies input bytes `range` (all received and not yet trimmed).
+    fn copy(&self, range: Range<u64>) -> Vec<u8> {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for piece in self.slices(range) {
+            out.extend_from_slice(&piece);
+        }
+        out
+    }
+
+    /// Shared slices of input bytes `range`.
+    fn slices(&self, range: Range<u64>) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for (start, bytes) in &self.frames {
+            let end = start + bytes.len() as u64;
+            if end <= range.start || *start >= range.end {
+                continue;
+            }
+            let from = range.start.max(*start) - start;
+            let to = range.end.min(end) - start;
+            out.push(bytes.slice(from as usize..to as usize));
+        }
+        out
+    }
+
+    fn trim(&mut self) {
+        // Until the init segment is done, everything is kept: a generation that turns
+        // out not to fit this file is fed whole to the next one.
+        if !self.init_done {
+            return;
+        }
+        while let Some((start, bytes)) = self.frames.front() {
+            if start + bytes.len() as u64 <= self.consumed {
+                self.frames.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// See the module docs. One per output file.
+#[derive(Debug)]
+pub struct Splicer {
+    started: SystemTime,
+    out_len: u64,
+    layout: Option<Layout>,
+    timecode_scale: u64,
+    fingerprint: Option<Vec<u8>>,
+    description: String,
+    video_track: Option<u64>,
+    /// The track whose keyframes get Cues: video, else the first track.
+    cue_track: Option<u64>,
+    clusters: Vec<ClusterOut>,
+    cues: Vec<(u64, u64)>,
+    last_time: Option<i64>,
+    /// One frame, in timecode units: the space left between generations.
+    gap: i64,
+    generation: Option<Generation>,
+    generations: u32,
+    notices: Vec<String>,
+}
+
+impl Splicer {
+    pub fn new(started: SystemTime) -> Splicer {
+        Splicer {
+            started,
+            out_len: 0,
+            layout: None,
+            timecode_scale: 1_000_000,
+            fingerprint: None,
+            description: String::new(),
+            video_track: None,
+            cue_track: None,
+            clusters: Vec::new(),
+            cues: Vec::new(),
+            last_time: None,
+            gap: 33,
+            generation: None,
+            generations: 0,
+            notices: Vec::new(),
+        }
+    }
+
+    /// Bytes of output produced so far.
+    pub fn out_len(&self) -> u64 {
+        self.out_len
+    }
+
+    pub fn has_head(&self) -> bool {
+        self.layout.is_some()
+    }
+
+    /// Generations spliced into this file (begun).
+    pub fn generations(&self) -> u32 {
+        self.generations
+    }
+
+    /// What the tracks are, e.g. `V_VP8 640x480, A_OPUS 48000 Hz 2 ch`.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Things worth a log line (bytes dropped, a generation that broke), for the caller.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Seconds of media so far: the last block's time plus one frame.
+    pub fn duration_secs(&self) -> f64 {
+        self.duration_ticks() as f64 * self.timecode_scale as f64 / 1e9
+    }
+
+    fn duration_ticks(&self) -> i64 {
+        self.last_time.map_or(0, |t| t + self.gap)
+    }
+
+    fn ms_to_ticks(&self, ms: i64) -> i64 {
+        (ms * 1_000_000 / self.timecode_scale.max(1) as i64).max(1)
+    }
+
+    /// Starts generation `id`; the previous one must have been ended.
+    pub fn begin(&mut self, id: u64) {
+        debug_assert!(self.generation.is_none());
+        self.generations += 1;
+        self.generation = Some(Generation {
+            id,
+            first: self.layout.is_none(),
+            scanner: Scanner::new(),
+            frames: VecDeque::new(),
+            received: 0,
+            consumed: 0,
+            ebml: None,
+            tracks: None,
+            init_done: false,
+            base: None,
+            cluster: None,
+            last_video: None,
+            prev_video: None,
+            broken: false,
+        });
+    }
+
+    /// The open generation's id.
+    pub fn current(&self) -> Option<u64> {
+        self.generation.as_ref().map(|g| g.id)
+    }
+
+    /// Bytes of the open generation received so far.
+    pub fn received(&self) -> u64 {
+        self.generation.as_ref().map_or(0, |g| g.received)
+    }
+
+    /// The open generation's bytes, to feed to a new file after `Incompatible`.
+    pub fn take_generation(&mut self) -> Option<(u64, Vec<Bytes>)> {
+        let generation = self.generation.take()?;
+        self.generations -= 1;
+        Some((
+            generation.id,
+            generation.frames.into_iter().map(|(_, b)| b).collect(),
+        ))
+    }
+
+    /// Feeds the open generation's next bytes, appending finished output to `out`.
+    pub fn push(&mut self, payload: Bytes, out: &mut Vec<Piece>) -> Result<(), SpliceError> {
+        let Some(mut generation) = self.generation.take() else {
+            return Ok(());
+        };
+        let result = self.push_into(&mut generation, payload, out);
+        generation.trim();
+        self.generation = Some(generation);
+        result
+    }
+
+    fn push_into(
+        &mut self,
+        g: &mut Generation,
+        payload: Bytes,
+        out: &mut Vec<Piece>,
+    ) -> Result<(), SpliceError> {
+        let start = g.received;
+        g.received += payload.len() as u64;
+        if g.broken {
+            g.consumed = g.received;
+            return Ok(());
+        }
+        g.frames.push_back((start, payload.clone()));
+        let mut events = Vec::new();
+        let scanned = g.scanner.push(&payload, &mut events);
+        for event in events {
+            self.on_event(g, event, out)?;
+            if g.broken {
+                return Ok(());
+            }
+        }
+        if let Err(err) = scanned {
+            if g.first && !g.init_done {
+                return Err(SpliceError::Unrecordable(format!(
+                    "not a WebM we can record: {err}"
+                )));
+            }
+            self.break_generation(g, format!("WebM error, rest of it not recorded: {err}"));
+            return Ok(());
+        }
+        if g.init_done {
+            self.flush(g, out);
+        }
+        Ok(())
+    }
+
+    fn break_generation(&mut self, g: &mut Generation, why: String) {
+        self.notices.push(format!("generation {}: {why}", g.id));
+        g.broken = true;
+        g.consumed = g.received;
+        g.frames.clear();
+    }
+
+    fn on_event(
+        &mut self,
+        g: &mut Generation,
+        event: Event,
+        out: &mut Vec<Piece>,
+    ) -> Result<(), SpliceError> {
+        match event {
+            Event::EbmlHeader { offset: 0, end, .. } => g.ebml = Some(0..end),
+            Event::EbmlHeader { offset, .. } => {
+                self.break_generation(g, format!("a second WebM file starts at byte {offset}"));
+            }
+            Event::SegmentStart { .. } => {}
+            Event::Info { timecode_scale, .. } => {
+                if g.first {
+                    self.timecode_scale = timecode_scale;
+                    self.gap = self.ms_to_ticks(33);
+                } else if timecode_scale != self.timecode_scale {
+                    return Err(SpliceError::Incompatible(format!(
+                        "TimecodeScale changed from {} to {timecode_scale}",
+                        self.timecode_scale
+                    )));
+                }
+            }
+            Event::Tracks { range, tracks } => {
+                let raw = g.copy(range);
+                let fingerprint = ebml::tracks_fingerprint(&raw);
+                let description = describe(&StreamInfo::from_tracks("webm", &tracks));
+                if g.first {
+                    self.fingerprint = Some(fingerprint);
+                    self.description = description;
+                    self.video_track = tracks
+                        .iter()
+                        .find(|t| t.kind == crate::webm::TrackKind::Video)
+                        .map(|t| t.number);
+                    self.cue_track = self.video_track.or(tracks.first().map(|t| t.number));
+                    g.tracks = Some(raw);
+                } else if self.fingerprint.as_ref() != Some(&fingerprint) {
+                    return Err(SpliceError::Incompatible(
+                        if description == self.description {
+                            format!("the tracks changed ({description}: codec settings differ)")
+                        } else {
+                            format!(
+                                "the tracks changed from {} to {description}",
+                                self.description
+                            )
+                        },
+                    ));
+                } else {
+                    g.tracks = Some(raw);
+                }
+            }
+            Event::InitSegment { range } => {
+                if g.tracks.is_none() {
+                    if g.first {
+                        return Err(SpliceError::Unrecordable(
+                            "the WebM has no Tracks before its first Cluster".into(),
+                        ));
+                    }
+                    return Err(SpliceError::Incompatible(
+                        "a generation came without Tracks".into(),
+                    ));
+                }
+                if g.first {
+                    let head = self.head(g);
+                    self.emit(Bytes::from(head), true, out);
+                }
+                g.consumed = range.end;
+                g.init_done = true;
+            }
+            Event::ClusterStart {
+                offset,
+                data_offset,
+                timecode,
+                ..
+            } => {
+                if !g.init_done {
+                    return Ok(());
+                }
+                self.flush(g, out);
+                if g.consumed < offset {
+                    self.notices.push(format!(
+                        "generation {}: dropped {} bytes before the Cluster at byte {offset}",
+                        g.id,
+                        offset - g.consumed
+                    ));
+                }
+                let value = timecode.map_or(0, |t| t.value) as i64;
+                let base = *g.base.get_or_insert(match self.last_time {
+                    Some(last) => last + self.gap - value,
+                    None => -value,
+                });
+                let timecode_out = (value + base).max(0);
+                let out_offset = self.out_len;
+                let mut header = Vec::with_capacity(22);
+                ebml::put_id(id::CLUSTER, &mut header);
+                header.extend_from_slice(&ebml::UNKNOWN_SIZE);
+                ebml::uint8(id::TIMECODE, timecode_out as u64, &mut header);
+                self.emit(Bytes::from(header), true, out);
+                self.clusters.push(ClusterOut {
+                    offset: out_offset,
+                    max_time: timecode_out,
+                });
+                g.cluster = Some(OpenCluster {
+                    out_offset,
+                    timecode: timecode_out,
+                    cue_checked: false,
+                });
+                g.consumed =
+                    timecode.map_or(data_offset, |t| t.value_offset + u64::from(t.value_len));
+            }
+            Event::Block {
+                track,
+                relative_timecode,
+                keyframe,
+                ..
+            } => {
+                let Some(cluster) = g.cluster.as_mut() else {
+                    return Ok(());
+                };
+                let time = cluster.timecode + i64::from(relative_timecode);
+                self.last_time = Some(self.last_time.map_or(time, |t| t.max(time)));
+                if let Some(c) = self.clusters.last_mut() {
+                    c.max_time = c.max_time.max(time);
+                }
+                if Some(track) == self.video_track {
+                    g.prev_video = g.last_video;
+                    g.last_video = Some(time);
+                }
+                if Some(track) == self.cue_track && !cluster.cue_checked {
+                    cluster.cue_checked = true;
+                    if keyframe {
+                        let layout = self.layout.expect("a head before any Cluster");
+                        self.cues
+                            .push((time.max(0) as u64, cluster.out_offset - layout.segment_data));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, bytes: Bytes, boundary: bool, out: &mut Vec<Piece>) {
+        self.out_len += bytes.len() as u64;
+        out.push(Piece { bytes, boundary });
+    }
+
+    /// Copies out every complete Cluster child from where the output stands, dropping
+    /// the generation's own level-1 elements (Cues, Tags...), stopping at a Cluster
+    /// (its event rewrites it) or at an element not wholly received.
+    fn flush(&mut self, g: &mut Generation, out: &mut Vec<Piece>) {
+        if g.cluster.is_none() {
+            return;
+        }
+        while g.consumed < g.received {
+            let peek = g.copy(g.consumed..g.received.min(g.consumed + 12));
+            let header = match ebml::read_header(&peek) {
+                None => break,
+                Some(Err(())) => {
+                    let at = g.consumed;
+                    self.break_generation(g, format!("malformed element at byte {at}"));
+                    break;
+                }
+                Some(Ok(header)) => header,
+            };
+            if matches!(header.id, id::CLUSTER | id::EBML | id::SEGMENT) {
+                break;
+            }
+            let Some(size) = header.size else { break };
+            let end = g.consumed + header.len as u64 + size;
+            if end > g.received {
+                break;
+            }
+            if !id::is_level1_not_cluster(header.id) {
+                let slices = g.slices(g.consumed..end);
+                let last = slices.len() - 1;
+                for (i, bytes) in slices.into_iter().enumerate() {
+                    self.emit(bytes, i == last, out);
+                }
+            }
+            g.consumed = end;
+        }
+    }
+
+    /// Ends the open generation: what is complete of its tail goes out, the rest (an
+    /// element cut short by a publisher that vanished) is dropped.
+    pub fn end_generation(&mut self, out: &mut Vec<Piece>) {
+        let Some(mut g) = self.generation.take() else {
+            return;
+        };
+        if g.broken {
+            return;
+        }
+        if g.init_done {
+            self.flush(&mut g, out);
+        }
+        if g.consumed < g.received && g.init_done {
+            self.notices.push(format!(
+                "generation {}: dropped its last {} bytes, an incomplete element",
+                g.id,
+                g.received - g.consumed
+            ));
+        }
+        if let (Some(last), Some(prev)) = (g.last_video, g.prev_video) {
+            self.gap = (last - prev).clamp(self.ms_to_ticks(1), self.ms_to_ticks(250));
+        }
+    }
+
+    /// The file head, from the first generation's EBML header and Tracks.
+    fn head(&mut self, g: &Generation) -> Vec<u8> {
+        let ebml_range = g.ebml.clone().unwrap_or(0..0);
+        let mut head = g.copy(ebml_range);
+        let segment = self.out_len + head.len() as u64;
+        ebml::put_id(id::SEGMENT, &mut head);
+        head.extend_from_slice(&ebml::UNKNOWN_SIZE);
+        let segment_data = self.out_len + head.len() as u64;
+        ebml::void(SEEK_RESERVE, &mut head);
+
+        let mut info = Vec::new();
+        ebml::uint8(id::TIMECODE_SCALE, self.timecode_scale, &mut info);
+        ebml::element(id::MUXING_APP, b"blobcast", &mut info);
+        let app = concat!("blobcast ", env!("CARGO_PKG_VERSION"));
+        ebml::element(id::WRITING_APP, app.as_bytes(), &mut info);
+        let since_epoch = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let date = (since_epoch - MATROSKA_EPOCH_NS) as i64;
+        ebml::element(id::DATE_UTC, &date.to_be_bytes(), &mut info);
+        let duration_in_info = info.len();
+        ebml::void(DURATION_LEN, &mut info);
+        let info_pos = self.out_len + head.len() as u64;
+        let info_header_start = head.len();
+        ebml::element(id::INFO, &info, &mut head);
+        let info_header_len = head.len() - info_header_start - info.len();
+        let tracks = self.out_len + head.len() as u64;
+        head.extend_from_slice(g.tracks.as_deref().unwrap_or_default());
+        self.layout = Some(Layout {
+            segment,
+            segment_data,
+            info: info_pos,
+            duration: info_pos + (info_header_len + duration_in_info) as u64,
+            tracks,
+        });
+        head
+    }
+
+    /// Forgets output past `len` (a failed write was truncated there): Clusters and
+    /// Cues that start beyond it go, and the duration follows what is left.
+    pub fn truncate(&mut self, len: u64) {
+        self.out_len = len;
+        let layout_end = self.layout.map(|l| l.tracks);
+        if layout_end.is_some_and(|end| end >= len) {
+            self.layout = None;
+        }
+        self.clusters.retain(|c| c.offset + 22 <= len);
+        if let Some(layout) = self.layout {
+            self.cues
+                .retain(|&(_, pos)| layout.segment_data + pos + 22 <= len);
+        } else {
+            self.cues.clear();
+        }
+        self.last_time = self.clusters.iter().map(|c| c.max_time).max();
+        self.generation = None;
+    }
+
+    /// How to make the file seekable, given it holds exactly `out_len` bytes. None when
+    /// no head was ever written.
+    pub fn finish(&self) -> Option<Finish> {
+        self.finish_with(true)
+    }
+
+    /// As [`Splicer::finish`], for a disk with no room left for the Cues.
+    pub fn finish_without_cues(&self) -> Option<Finish> {
+        self.finish_with(false)
+    }
+
+    fn finish_with(&self, with_cues: bool) -> Option<Finish> {
+        let layout = self.layout?;
+        let end = self.out_len;
+        let mut patches = Vec::new();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            let next = self.clusters.get(i + 1).map_or(end, |c| c.offset);
+            let size = next - cluster.offset - CLUSTER_HEADER_LEN;
+            patches.push((cluster.offset + 4, ebml::size8(size).to_vec()));
+        }
+        let mut append = Vec::new();
+        if with_cues && !self.cues.is_empty() {
+            let mut points = Vec::new();
+            for &(time, position) in &self.cues {
+                let mut positions = Vec::new();
+                ebml::element(
+                    id::CUE_TRACK,
+                    &minimal(self.cue_track.unwrap_or(1)),
+                    &mut positions,
+                );
+                ebml::element(id::CUE_CLUSTER_POSITION, &minimal(position), &mut positions);
+                let mut point = Vec::new();
+                ebml::element(id::CUE_TIME, &minimal(time), &mut point);
+                ebml::element(id::CUE_TRACK_POSITIONS, &positions, &mut point);
+                ebml::element(id::CUE_POINT, &point, &mut points);
+            }
+            ebml::element(id::CUES, &points, &mut append);
+        }
+        let relative = |pos: u64| pos - layout.segment_data;
+        let mut seeks = vec![(id::INFO, layout.info), (id::TRACKS, layout.tracks)];
+        if !append.is_empty() {
+            seeks.push((id::CUES, end));
+        }
+        let mut entries = Vec::new();
+        for (element_id, position) in seeks {
+            let mut seek = Vec::new();
+            let mut id_bytes = Vec::new();
+            ebml::put_id(element_id, &mut id_bytes);
+            ebml::element(id::SEEK_ID, &id_bytes, &mut seek);
+            ebml::uint8(id::SEEK_POSITION, relative(position), &mut seek);
+            ebml::element(id::SEEK, &seek, &mut entries);
+        }
+        let mut seek_head = Vec::with_capacity(SEEK_RESERVE);
+        ebml::element(id::SEEK_HEAD, &entries, &mut seek_head);
+        ebml::void(SEEK_RESERVE - seek_head.len(), &mut seek_head);
+        patches.push((layout.segment_data, seek_head));
+        if self.last_time.is_some() {
+            let mut duration = Vec::with_capacity(DURATION_LEN);
+            ebml::float8(id::DURATION, self.duration_ticks() as f64, &mut duration);
+            patches.push((layout.duration, duration));
+        }
+        let total = end + append.len() as u64;
+        patches.push((
+            layout.segment + 4,
+            ebml::size8(total - layout.segment_data).to_vec(),
+        ));
+        Some(Finish {
+            append_at: end,
+            append,
+            patches,
+        })
+    }
+}
+
+/// An unsigned integer in as few bytes as it needs.
+fn minimal(value: u64) -> Vec<u8> {
+    let bytes = value.to_be_bytes();
+    let skip = bytes.iter().position(|&b| b != 0).unwrap_or(7);
+    bytes[skip..].to_vec()
+}
+
+fn describe(info: &StreamInfo) -> String {
+    let video = info
+        .video
+        .as_ref()
+        .map(|v| format!("{} {}x{}", v.codec_id, v.width, v.height));
+    let audio = info.audio.as_ref().map(|a| {
+        format!(
+            "{} {} Hz {} ch",
+            a.codec_id, a.sampling_frequency, a.channels
+        )
+    });
+    let parts: Vec<String> = [video, audio].into_iter().flatten().collect();
+    if parts.is_empty() {
+        "no audio or video track".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webm::{Event, Scanner};
+
+    const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+    const PIECES: &str = include_str!("../../integration/fixtures/chrome-vp8-opus.pieces.json");
+    /// ffmpeg's muxer: known sizes everywhere, a SeekHead, Cues; 160x120.
+    const FFMPEG: &[u8] = include_bytes!("../webm/testdata/ffmpeg-vp8-opus.webm");
+
+    fn chrome_pieces() -> Vec<Bytes> {
+        let lengths: Vec<usize> = serde_json::from_str(PIECES).unwrap();
+        let mut start = 0;
+        lengths
+            .iter()
+            .map(|len| {
+                let piece = Bytes::copy_from_slice(&CHROME[start..start + len]);
+                start += len;
+                piece
+            })
+            .collect()
+    }
+
+    fn cut(data: &[u8], size: usize) -> Vec<Bytes> {
+        data.chunks(size).map(Bytes::copy_from_slice).collect()
+    }
+
+    /// Splices generations; returns the output and where each piece ended (boundaries).
+    fn splice(generations: &[Vec<Bytes>]) -> (Splicer, Vec<u8>, Vec<usize>) {
+        let mut splicer = Splicer::new(SystemTime::now());
+        let mut out = Vec::new();
+        let mut boundaries = Vec::new();
+        let mut take = |pieces: Vec<Piece>, out: &mut Vec<u8>| {
+            for piece in pieces {
+                out.extend_from_slice(&piece.bytes);
+                if piece.boundary {
+                    boundaries.push(out.len());
+                }
+            }
+        };
+        for (g, pieces) in generations.iter().enumerate() {
+            splicer.begin(g as u64 + 1);
+            for piece in pieces {
+                let mut produced = Vec::new();
+                splicer.push(piece.clone(), &mut produced).unwrap();
+                take(produced, &mut out);
+            }
+            let mut produced = Vec::new();
+            splicer.end_generation(&mut produced);
+            take(produced, &mut out);
+        }
+        assert_eq!(splicer.out_len(), out.len() as u64);
+        (splicer, out, boundaries)
+    }
+
+    fn finalize(splicer: &Splicer, mut file: Vec<u8>) -> Vec<u8> {
+        let finish = splicer.finish().unwrap();
+        assert_eq!(finish.append_at, file.len() as u64);
+        file.extend_from_slice(&finish.append);
+        for (at, bytes) in finish.patches {
+            file[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        file
+    }
+
+    fn events(data: &[u8]) -> Vec<Event> {
+        let mut scanner = Scanner::new();
+        let mut events = Vec::new();
+        scanner.push(data, &mut events).expect("valid WebM");
+        events
+    }
+
+    /// Walks the file as a player would: top level, Segment children, Cluster children.
+    /// Returns where the last whole element ends (it must be the end of the data).
+    fn walk(data: &[u8]) -> usize {
+        let mut pos = 0;
+        while pos < data.len() {
+            let header = ebml::read_header(&data[pos..]).unwrap().unwrap();
+            if matches!(header.id, id::SEGMENT | id::CLUSTER) {
+                pos += header.len;
+                continue;
+            }
+            let end = pos + header.len + header.size.unwrap() as usize;
+            assert!(
+                end <= data.len(),
+                "element {:#x} at {pos} is cut short",
+                header.id
+            );
+            pos = end;
+        }
+        pos
+    }
+
+    fn cluster_timecodes(events: &[Event]) -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ClusterStart { timecode, .. } => timecode.map(|t| t.value),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn blocks(events: &[Event]) -> usize {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Block { .. }))
+            .count()
+    }
+
+    #[test]
+    fn three_generations_become_one_file_with_rising_timecodes() {
+        let g = chrome_pieces();
+        let (splicer, file, _) = splice(&[g.clone(), g.clone(), g]);
+        let original = events(CHROME);
+        let spliced = events(&file);
+        let kinds = |e: &[Event], f: fn(&Event) -> bool| e.iter().filter(|e| f(e)).count();
+        assert_eq!(
+            kinds(&spliced, |e| matches!(e, Event::EbmlHeader { .. })),
+            1
+        );
+        assert_eq!(kinds(&spliced, |e| matches!(e, Event::Tracks { .. })), 1);
+        assert_eq!(blocks(&spliced), 3 * blocks(&original));
+        let timecodes = cluster_timecodes(&spliced);
+        assert_eq!(timecodes.len(), 3 * cluster_timecodes(&original).len());
+        assert!(timecodes.windows(2).all(|w| w[0] <= w[1]), "{timecodes:?}");
+        // The second generation starts one frame after the first one's last block.
+        let per_generation = cluster_timecodes(&original).len();
+        assert_eq!(timecodes[per_generation], 5977 + 33);
+        assert!((splicer.duration_secs() - 3.0 * 6.010).abs() < 1e-9);
+        assert_eq!(walk(&file), file.len());
+
+        let file = finalize(&splicer, file);
+        assert_eq!(walk(&file), file.len());
+        let events = events(&file);
+        let duration = events.iter().find_map(|e| match e {
+            Event::Info { duration, .. } => *duration,
+            _ => None,
+        });
+        assert_eq!(duration, Some(18_030.0));
+        assert!(matches!(
+            events[1],
+            Event::SegmentStart { size: Some(_), .. }
+        ));
+        assert!(events
+            .iter()
+            .all(|e| !matches!(e, Event::ClusterStart { size: None, .. })));
+        assert_eq!(blocks(&events), 3 * blocks(&original));
+    }
+
+    #[test]
+    fn the_file_always_ends_at_an_element_boundary() {
+        let g = chrome_pieces();
+        // Pieces cut anywhere, as Chrome does, and at every 997 bytes.
+        let (_, file, boundaries) = splice(&[g, cut(CHROME, 997)]);
+        assert!(boundaries.len() > 100);
+        for end in boundaries {
+            assert_eq!(walk(&file[..end]), end);
+        }
+    }
+
+    #[test]
+    fn new_track_uids_splice_but_a_new_picture_size_is_incompatible() {
+        let mut renamed = CHROME.to_vec();
+        // Chrome's first TrackUID: 73 C5 87 + 7 bytes.
+        let at = renamed
+            .windows(3)
+            .position(|w| w == [0x73, 0xC5, 0x87])
+            .unwrap();
+        renamed[at + 3..at + 10].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7]);
+        let (splicer, _, _) = splice(&[chrome_pieces(), cut(&renamed, 4096)]);
+        assert_eq!(splicer.generations(), 2);
+
+        let (mut splicer, _, _) = splice(&[chrome_pieces()]);
+        splicer.begin(2);
+        let mut out = Vec::new();
+        let err = splicer.push(Bytes::from_static(&FFMPEG[..3000]), &mut out);
+        assert!(out.is_empty());
+        match err {
+            Err(SpliceError::Incompatible(why)) => {
+                assert!(why.contains("192x144") && why.contains("160x120"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let (id, frames) = splicer.take_generation().unwrap();
+        assert_eq!(id, 2);
+        assert_eq!(frames.concat(), &FFMPEG[..3000]);
+    }
+
+    #[test]
+    fn known_sizes_cues_and_seek_heads_of_a_generation_are_not_copied() {
+        let (splicer, file, _) = splice(&[cut(FFMPEG, 1000), cut(FFMPEG, 777)]);
+        let file = finalize(&splicer, file);
+        assert_eq!(walk(&file), file.len());
+        let original = events(FFMPEG);
+        let spliced = events(&file);
+        assert_eq!(blocks(&spliced), 2 * blocks(&original));
+        let cues = file
+            .windows(4)
+            .filter(|w| *w == id::CUES.to_be_bytes())
+            .count();
+        // Our Cues and our SeekHead's entry for them; the generations' own (a Cues and
+        // a SeekHead entry each) are gone.
+        assert_eq!(cues, 2, "only our own Cues");
+        let timecodes = cluster_timecodes(&spliced);
+        assert!(timecodes.windows(2).all(|w| w[0] <= w[1]), "{timecodes:?}");
+    }
+
+    #[test]
+    fn an_element_cut_short_at_a_generation_end_is_dropped() {
+        let (mut splicer, file, _) = splice(&[cut(&CHROME[..100_000], 4096), chrome_pieces()]);
+        assert_eq!(walk(&file), file.len());
+        assert!(splicer
+            .take_notices()
+            .iter()
+            .any(|n| n.contains("incomplete element")));
+        let file = finalize(&splicer, file);
+        assert_eq!(
+            blocks(&events(&file)),
+            blocks(&events(&CHROME[..100_000])) - 1 + blocks(&events(CHROME))
+        );
+    }
+
+    #[test]
+    fn what_is_not_webm_cannot_be_recorded() {
+        let mut splicer = Splicer::new(SystemTime::now());
+        splicer.begin(1);
+        let result = splicer.push(
+            Bytes::from_static(b"\0\0\0\x20ftypiso5...."),
+            &mut Vec::new(),
+        );
+        assert!(
+            matches!(result, Err(SpliceError::Unrecordable(_))),
+            "{result:?}"
+        );
+        assert!(splicer.finish().is_none());
+    }
+
+    #[test]
+    fn after_a_failed_write_the_file_is_finished_where_it_was_cut() {
+        let (mut splicer, file, boundaries) = splice(&[chrome_pieces(), chrome_pieces()]);
+        let cut_at = boundaries[boundaries.len() * 3 / 4];
+        splicer.truncate(cut_at as u64);
+        let file = finalize(&splicer, file[..cut_at].to_vec());
+        assert_eq!(walk(&file), file.len());
+        let duration = events(&file).iter().find_map(|e| match e {
+            Event::Info { duration, .. } => *duration,
+            _ => None,
+        });
+        assert!(duration.unwrap() > 6010.0 && duration.unwrap() < 12_020.0);
+    }
+}
