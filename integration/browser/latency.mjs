@@ -1,0 +1,132 @@
+// Glass-to-glass latency of the browser pages (not part of the test run):
+//   node integration/browser/latency.mjs [seconds-per-case]
+//   (ONLY=mse, ONLY=blob or ONLY=floor runs one kind of case)
+//
+// The recorder's test pattern paints Date.now() as clock cells into every frame; the
+// viewer (?clock=1) decodes them from each frame it presents (requestVideoFrameCallback)
+// and compares with the frame's expected display time. Reported for chunk_time 1000,
+// 250 and 100 ms in both modes, plus the floor: the same recorder feeding a MediaSource
+// player in one page (the viewer's own player), with no server and no network.
+
+import { launchBrowser, startServer, sleep } from './harness.mjs';
+
+const SECONDS = Number(process.argv[2] || 12);
+const WARMUP_MS = 4000;
+const CHUNKS = [1000, 250, 100];
+const SOURCE = { source: 'test', width: 640, height: 360, fps: 30, mime: 'video/webm;codecs=vp8,opus', keyframe: 1, restart: 30 };
+
+function percentile(values, p) {
+  if (!values.length) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function summarize(samples) {
+  const latencies = samples.map((s) => s.latency);
+  return { n: latencies.length, p50: percentile(latencies, 50), p95: percentile(latencies, 95) };
+}
+
+async function measureRelay(browser, server, chunk, mode) {
+  const stream = `lat-${mode}-${chunk}`;
+  const q = new URLSearchParams({ stream, chunk_time: chunk, autostart: '1', ...SOURCE });
+  const rec = await browser.context.newPage();
+  const viewer = await browser.context.newPage();
+  try {
+    await rec.goto(`${server.url}/record?${q}`);
+    await rec.waitForFunction(() => window.blobcastRecorder.state === 'live' && window.blobcastRecorder.bytesSent > 0, null, { timeout: 15000 });
+    await viewer.goto(`${server.url}/watch/${stream}?mode=${mode}&clock=1`);
+    // Headless Chromium presents video frames at full rate in the front tab only.
+    await viewer.bringToFront();
+    await sleep(WARMUP_MS);
+    const from = Date.now();
+    await sleep(SECONDS * 1000);
+    const samples = await viewer.evaluate((from) => window.blobcastViewer.clockSamples().filter((s) => s.shown >= from), from);
+    const errors = await viewer.evaluate(() => window.blobcastViewer.errors);
+    return { ...summarize(samples), errors };
+  } finally {
+    await viewer.close();
+    await rec.close();
+  }
+}
+
+/**
+ * The floor: the same recorder pieces fed straight into the viewer's own player (the
+ * Viewer class: reassembly, MSE player, live-edge control, clock probe) in one page:
+ * no server, no sockets.
+ */
+async function measureFloor(browser, server, chunk) {
+  const page = await browser.context.newPage();
+  try {
+    await page.goto(`${server.url}/record`);
+    await page.bringToFront();
+    await page.evaluate(
+      async ({ chunk, source }) => {
+        const { startTestPattern } = await import('/js/testpattern.js');
+        const { Viewer } = await import('/js/viewer.js');
+        const { encodeFrame } = await import('/js/protocol.js');
+        const pattern = startTestPattern({ width: source.width, height: source.height, fps: source.fps });
+        const box = document.createElement('div');
+        box.style.cssText = 'position:fixed;inset:0;z-index:10;background:#000';
+        const video = document.createElement('video');
+        video.muted = true;
+        video.style.cssText = 'width:640px;height:360px';
+        const poster = document.createElement('canvas');
+        poster.hidden = true;
+        box.append(video, poster);
+        document.body.append(box);
+        const viewer = new Viewer({ stream: 'floor', video, posterCanvas: poster, mode: 'mse', clock: true });
+        viewer.mime = source.mime;
+        setInterval(() => viewer.tick(), 250); // what connect() starts, minus the sockets
+        const generation = Date.now();
+        let offset = 0;
+        let chain = Promise.resolve();
+        const rec = new MediaRecorder(pattern.stream, { mimeType: source.mime, videoKeyFrameIntervalDuration: 1000 });
+        rec.ondataavailable = (e) => {
+          chain = chain.then(async () => {
+            if (!e.data.size) return;
+            const bytes = new Uint8Array(await e.data.arrayBuffer());
+            viewer.onFrame(encodeFrame(generation, offset, bytes).buffer, offset === 0);
+            offset += bytes.length;
+          });
+        };
+        rec.start(chunk);
+        window.floorViewer = viewer;
+      },
+      { chunk, source: SOURCE },
+    );
+    await sleep(WARMUP_MS);
+    const from = Date.now();
+    await sleep(SECONDS * 1000);
+    const samples = await page.evaluate((from) => window.floorViewer.clockProbe.samples.filter((s) => s.shown >= from), from);
+    const errors = await page.evaluate(() => window.floorViewer.errors);
+    return { ...summarize(samples), errors };
+  } finally {
+    await page.close();
+  }
+}
+
+const server = await startServer();
+const browser = await launchBrowser();
+const rows = [];
+try {
+  console.log(`chromium pid ${browser.pid}; ${SECONDS} s per case after ${WARMUP_MS / 1000} s warm-up`);
+  for (const chunk of CHUNKS) {
+    for (const [label, run] of [
+      ['mse', () => measureRelay(browser, server, chunk, 'mse')],
+      ['blob', () => measureRelay(browser, server, chunk, 'blob')],
+      ['floor (no server, MSE)', () => measureFloor(browser, server, chunk)],
+    ].filter(([label]) => !process.env.ONLY || label.startsWith(process.env.ONLY))) {
+      const result = await run();
+      rows.push({ chunk, label, ...result });
+      console.log(`  chunk_time ${chunk} ms, ${label}: p50 ${result.p50.toFixed(0)} ms, p95 ${result.p95.toFixed(0)} ms (${result.n} frames)${result.errors.length ? ` errors: ${result.errors}` : ''}`);
+    }
+  }
+} finally {
+  await browser.close();
+  await server.stop();
+}
+
+const fmt = (v) => (Number.isFinite(v) ? `${Math.round(v)}` : '—');
+console.log('\n| chunk_time | mode | p50 (ms) | p95 (ms) | frames |');
+console.log('| ---: | --- | ---: | ---: | ---: |');
+for (const r of rows) console.log(`| ${r.chunk} ms | ${r.label} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${r.n} |`);

@@ -1,0 +1,194 @@
+// A viewer's copy of the stream's current generation, rebuilt from the frames of both
+// sockets exactly as docs/protocol.md "Joining without a gap" step 3 says. No DOM here:
+// the browser tests run it in node too.
+//
+// Frames from the blob and the chunk socket are treated alike, except that only a blob
+// socket frame (G, 0) of another generation starts that generation. Within the current
+// generation a frame is dropped if already held, partly appended if it overlaps the
+// end, held if it starts past the end (a gap, until it is filled). A frame of a newer
+// generation waits for that generation's blob; a frame of an older one is dropped.
+//
+// Live-edge join: when the hello said "join":"live" for generation G, the blob socket
+// sends the init segment (G, 0) and then a frame (G, K) that starts at a keyframe
+// cluster. The jump from the init's end to K is intended: length becomes K, and the
+// consumer is told (onJump) so it can treat the bytes after K as a new cluster run.
+
+import { decodeFrame } from './protocol.js';
+
+const MAX_AHEAD_FRAMES = 512;
+const MAX_FUTURE_FRAMES = 256;
+
+export class Reassembler {
+  /**
+   * @param {object} handlers
+   *   onStart(generation, bytes)        a new generation, with its first bytes (the blob)
+   *   onAppend(generation, bytes, at)   contiguous bytes appended at offset `at`
+   *   onJump(generation, from, to)      an intended live-edge jump (join=live)
+   */
+  constructor(handlers = {}) {
+    this.handlers = handlers;
+    this.generation = null;
+    this.length = 0;
+    /** What is held of the current generation: [{ offset, bytes }], in order. */
+    this.pieces = [];
+    /** Same-generation frames that start past the end, sorted by offset. */
+    this.ahead = [];
+    /** generation -> frames waiting for that generation's blob. */
+    this.future = new Map();
+    this.liveJoin = null;
+    this.jumps = [];
+    this.stats = { frames: 0, bytes: 0, dropped: 0, partial: 0, held: 0, starts: 0 };
+    this.aheadSince = null;
+  }
+
+  /** The hello announced a live-edge join for `generation` (or null to cancel). */
+  expectLiveJoin(generation) {
+    this.liveJoin = generation;
+  }
+
+  /** `?gen=&offset=` for a resuming reconnect, or null when nothing is held. */
+  resumePoint() {
+    return this.generation === null ? null : { gen: this.generation, offset: this.length };
+  }
+
+  /** The publisher stopped: what we hold stays viewable, nothing pending is useful. */
+  ended() {
+    this.ahead = [];
+    this.future.clear();
+    this.aheadSince = null;
+    this.liveJoin = null;
+  }
+
+  /** Whether a gap has been waiting to be filled, and since when (ms clock). */
+  gapSince() {
+    return this.ahead.length ? this.aheadSince : null;
+  }
+
+  /** One binary frame. Returns what became of it (for tests and logs). */
+  push(data, fromBlobSocket) {
+    const frame = decodeFrame(data);
+    if (!frame) return 'malformed';
+    this.stats.frames++;
+    this.stats.bytes += frame.payload.byteLength;
+    return this.accept(frame, fromBlobSocket);
+  }
+
+  accept(frame, fromBlobSocket) {
+    const { generation, offset } = frame;
+    if (generation !== this.generation) {
+      if (fromBlobSocket && offset === 0) {
+        this.start(frame);
+        return 'start';
+      }
+      if (this.generation === null || generation > this.generation) {
+        this.holdFuture(frame);
+        return 'held';
+      }
+      this.stats.dropped++;
+      return 'dropped';
+    }
+    if (
+      fromBlobSocket &&
+      this.liveJoin === generation &&
+      offset > this.length &&
+      this.pieces.length === 1
+    ) {
+      // The intended jump of a live-edge join: from the init segment's end to a
+      // keyframe cluster at `offset`.
+      const from = this.length;
+      this.liveJoin = null;
+      this.length = offset;
+      this.jumps.push({ generation, from, to: offset });
+      this.handlers.onJump?.(generation, from, offset);
+      const result = this.applySame(frame);
+      this.drainAhead();
+      return result === 'appended' ? 'jump' : result;
+    }
+    const result = this.applySame(frame);
+    if (result === 'appended' || result === 'partial') this.drainAhead();
+    return result;
+  }
+
+  start(frame) {
+    this.generation = frame.generation;
+    this.length = 0;
+    this.pieces = [];
+    this.ahead = [];
+    this.aheadSince = null;
+    this.stats.starts++;
+    if (this.liveJoin !== null && this.liveJoin !== frame.generation) this.liveJoin = null;
+    this.length = frame.payload.byteLength;
+    this.pieces.push({ offset: 0, bytes: frame.payload });
+    this.handlers.onStart?.(frame.generation, frame.payload);
+    // Chunks of this generation that came before its blob.
+    const waiting = this.future.get(frame.generation) || [];
+    this.future.delete(frame.generation);
+    for (const g of [...this.future.keys()]) {
+      if (g < frame.generation) this.future.delete(g);
+    }
+    for (const f of waiting) this.insertAhead(f);
+    this.drainAhead();
+  }
+
+  /** A frame of the current generation. */
+  applySame(frame) {
+    const { offset, payload } = frame;
+    const end = offset + payload.byteLength;
+    if (end <= this.length) {
+      this.stats.dropped++;
+      return 'dropped';
+    }
+    if (offset > this.length) {
+      this.insertAhead(frame);
+      return 'held';
+    }
+    let bytes = payload;
+    let result = 'appended';
+    if (offset < this.length) {
+      bytes = payload.subarray(this.length - offset);
+      this.stats.partial++;
+      result = 'partial';
+    }
+    const at = this.length;
+    this.pieces.push({ offset: at, bytes });
+    this.length = end;
+    this.handlers.onAppend?.(this.generation, bytes, at);
+    return result;
+  }
+
+  insertAhead(frame) {
+    this.stats.held++;
+    if (!this.ahead.length) this.aheadSince = Date.now();
+    let i = this.ahead.length;
+    while (i > 0 && this.ahead[i - 1].offset > frame.offset) i--;
+    this.ahead.splice(i, 0, frame);
+    if (this.ahead.length > MAX_AHEAD_FRAMES) this.ahead.pop();
+  }
+
+  drainAhead() {
+    while (this.ahead.length && this.ahead[0].offset <= this.length) {
+      const frame = this.ahead.shift();
+      this.applySame(frame);
+    }
+    if (!this.ahead.length) this.aheadSince = null;
+  }
+
+  holdFuture(frame) {
+    this.stats.held++;
+    let list = this.future.get(frame.generation);
+    if (!list) this.future.set(frame.generation, (list = []));
+    list.push(frame);
+    let total = 0;
+    for (const l of this.future.values()) total += l.length;
+    if (total > MAX_FUTURE_FRAMES) {
+      const oldest = Math.min(...this.future.keys());
+      this.future.get(oldest).shift();
+      if (!this.future.get(oldest).length) this.future.delete(oldest);
+    }
+  }
+
+  /** The held bytes of the current generation as Blob parts, in order. */
+  blobParts() {
+    return this.pieces.map((p) => p.bytes);
+  }
+}

@@ -1,0 +1,687 @@
+// The recorder page: capture a camera, a screen or the test pattern with MediaRecorder
+// and publish it over the two publisher sockets of docs/protocol.md.
+//
+// Generations. Each MediaRecorder run is one generation: a complete WebM file whose
+// timestamps start at 0. Its first piece (the blob, with the WebM header) goes on the
+// blob socket at offset 0; the following pieces go on the chunk socket at their running
+// offset. Generation numbers start from Date.now() and always grow.
+
+import {
+  encodeFrame,
+  socketUrl,
+  isToken,
+  randomToken,
+  describeClose,
+  formatBytes,
+  formatBits,
+  formatDuration,
+} from './protocol.js';
+import { startTestPattern } from './testpattern.js';
+
+export const MIME_CANDIDATES = [
+  'video/webm;codecs=vp9,opus',
+  'video/webm;codecs=vp8,opus',
+  'video/webm;codecs=h264,opus',
+  'video/mp4',
+];
+
+export const DEFAULTS = {
+  stream: 'live',
+  source: 'camera',
+  chunk_time: 1000,
+  restart: 30,
+  duration: '',
+  keyframe: 1,
+  mime: '',
+  name_prefix: '',
+  width: 1280,
+  height: 720,
+  fps: 30,
+  bitrate: '',
+  key: '',
+};
+
+/**
+ * Bytes waiting in the browser's socket buffers before we say the upload lags: about
+ * BACKPRESSURE_SECONDS of media at the rate we produce it, and never less than
+ * BACKPRESSURE_MIN_BYTES.
+ */
+const BACKPRESSURE_SECONDS = 2;
+const BACKPRESSURE_MIN_BYTES = 256 * 1024;
+/** Reconnect delays, ms: grows to the last value and stays there. */
+const BACKOFF = [250, 500, 1000, 2000, 4000, 8000];
+
+export function pickMime(wanted) {
+  if (wanted) return MediaRecorder.isTypeSupported(wanted) ? wanted : null;
+  return MIME_CANDIDATES.find((m) => MediaRecorder.isTypeSupported(m)) || null;
+}
+
+/** Plain words for getUserMedia / getDisplayMedia failures. */
+export function describeMediaError(err, source) {
+  const what = source === 'screen' ? 'screen sharing' : 'the camera or microphone';
+  switch (err && err.name) {
+    case 'NotAllowedError':
+      return source === 'screen'
+        ? 'Screen sharing was cancelled or is not allowed. Click Start and pick a screen, window or tab to share.'
+        : 'Permission to use the camera or microphone was denied. Allow it (the camera icon in the address bar) and press Start again.';
+    case 'NotFoundError':
+      return source === 'screen'
+        ? 'This browser has nothing to share (no screen capture available).'
+        : 'No camera or microphone was found. Plug one in, or use the test pattern or screen source.';
+    case 'NotReadableError':
+    case 'AbortError':
+      return `Could not open ${what}: it may be in use by another application.`;
+    case 'OverconstrainedError':
+      return `${what} cannot provide the requested size or frame rate; try other width/height/fps values.`;
+    case 'SecurityError':
+      return `The browser blocked ${what}; this page must be served over HTTPS (or from localhost).`;
+    case 'TypeError':
+      return `Could not start ${what}: ${err.message}`;
+    default:
+      return `Could not start ${what}: ${(err && (err.message || err.name)) || err}`;
+  }
+}
+
+export class Publisher {
+  constructor(options, events = {}) {
+    this.o = options;
+    this.events = events;
+    this.session = randomToken(16);
+    this.state = 'stopped';
+    this.media = null;
+    this.pattern = null;
+    this.mime = null;
+    this.sockets = { blob: null, chunk: null };
+    this.backoff = { blob: 0, chunk: 0 };
+    this.reconnectTimers = {};
+    /** Recorders whose data is still to be sent, oldest first: only the head sends. */
+    this.recorders = [];
+    this.current = null;
+    this.lastGeneration = 0;
+    this.generation = null;
+    this.generations = 0;
+    this.bytesSent = 0;
+    this.framesSent = 0;
+    this.startedAt = null;
+    this.pumping = false;
+    this.backpressure = false;
+    this.maxBuffered = 0;
+    this.errors = [];
+    this.log = [];
+  }
+
+  emit() {
+    this.events.onChange?.(this);
+  }
+
+  note(text) {
+    this.log.push({ t: Date.now(), text });
+    if (this.log.length > 200) this.log.shift();
+  }
+
+  fail(text) {
+    this.errors.push(text);
+    this.events.onError?.(text);
+    this.note(`error: ${text}`);
+  }
+
+  async start() {
+    if (this.state !== 'stopped') return;
+    const o = this.o;
+    if (!isToken(o.stream)) {
+      this.fail('The stream name must be 1-64 characters of letters, digits, "_" or "-".');
+      return;
+    }
+    if (typeof MediaRecorder === 'undefined') {
+      this.fail('This browser has no MediaRecorder; it cannot publish.');
+      return;
+    }
+    this.mime = pickMime(o.mime);
+    if (!this.mime) {
+      this.fail(o.mime ? `This browser cannot record ${o.mime}.` : 'This browser can record none of: ' + MIME_CANDIDATES.join(', '));
+      return;
+    }
+    this.state = 'starting';
+    this.errors = [];
+    this.emit();
+    try {
+      this.media = await this.openSource();
+    } catch (err) {
+      this.state = 'stopped';
+      this.fail(describeMediaError(err, o.source));
+      this.emit();
+      return;
+    }
+    if (this.state !== 'starting') {
+      // Stopped while the permission prompt was up.
+      this.releaseMedia();
+      return;
+    }
+    for (const track of this.media.getVideoTracks()) {
+      track.addEventListener('ended', () => {
+        if (this.state !== 'stopped' && this.state !== 'stopping') {
+          this.note('the source ended');
+          this.stop();
+        }
+      });
+    }
+    this.events.onMedia?.(this.media);
+    this.startedAt = Date.now();
+    this.bytesSent = 0;
+    this.generations = 0;
+    this.openSocket('blob');
+    this.openSocket('chunk');
+    if (Number(o.duration) > 0) {
+      this.durationTimer = setTimeout(() => this.stop(), Number(o.duration) * 1000);
+    }
+    this.statusTimer = setInterval(() => {
+      this.checkBackpressure();
+      this.emit();
+    }, 500);
+    this.pollTimer = setInterval(() => this.pollServer(), 2000);
+    this.emit();
+  }
+
+  async openSource() {
+    const o = this.o;
+    const width = Number(o.width) || undefined;
+    const height = Number(o.height) || undefined;
+    const fps = Number(o.fps) || undefined;
+    if (o.source === 'test') {
+      this.pattern = startTestPattern({ width: width || 640, height: height || 360, fps: fps || 30 });
+      return this.pattern.stream;
+    }
+    if (!navigator.mediaDevices) {
+      const err = new Error('no mediaDevices');
+      err.name = 'SecurityError';
+      throw err;
+    }
+    const video = {};
+    if (width) video.width = { ideal: width };
+    if (height) video.height = { ideal: height };
+    if (fps) video.frameRate = { ideal: fps };
+    if (o.source === 'screen') {
+      if (!navigator.mediaDevices.getDisplayMedia) {
+        const err = new Error('no getDisplayMedia');
+        err.name = 'NotFoundError';
+        throw err;
+      }
+      // audio: true offers tab/system audio where the browser can share it.
+      return navigator.mediaDevices.getDisplayMedia({ video, audio: true, systemAudio: 'include' });
+    }
+    try {
+      return await navigator.mediaDevices.getUserMedia({ video, audio: true });
+    } catch (err) {
+      if (err.name !== 'NotFoundError' && err.name !== 'NotReadableError') throw err;
+      // A camera with no microphone is still worth publishing.
+      this.note(`no microphone (${err.name}); publishing video only`);
+      return navigator.mediaDevices.getUserMedia({ video, audio: false });
+    }
+  }
+
+  recorderOptions() {
+    const o = this.o;
+    const opts = { mimeType: this.mime };
+    if (Number(o.bitrate) > 0) opts.videoBitsPerSecond = Number(o.bitrate);
+    // Chrome honours this (ms) since M121; other browsers ignore unknown options.
+    if (Number(o.keyframe) > 0) opts.videoKeyFrameIntervalDuration = Math.round(Number(o.keyframe) * 1000);
+    return opts;
+  }
+
+  // ---- sockets ----------------------------------------------------------------
+
+  openSocket(kind) {
+    const o = this.o;
+    const params = { session: this.session, key: o.key };
+    if (kind === 'blob') params.name_prefix = o.name_prefix;
+    const ws = new WebSocket(socketUrl(`/ws/publish/${o.stream}/${kind}`, params));
+    ws.binaryType = 'arraybuffer';
+    this.sockets[kind] = ws;
+    ws.onopen = () => {
+      if (this.sockets[kind] !== ws) return;
+      if (kind === 'blob') this.announce(ws, this.announced || this.mime);
+      ws.openedAt = Date.now();
+      this.note(`${kind} socket open`);
+      this.socketsChanged();
+    };
+    ws.onclose = (ev) => this.socketClosed(kind, ws, ev);
+  }
+
+  bothOpen() {
+    return (
+      this.sockets.blob?.readyState === WebSocket.OPEN &&
+      this.sockets.chunk?.readyState === WebSocket.OPEN
+    );
+  }
+
+  socketsChanged() {
+    if (!this.bothOpen() || (this.state !== 'starting' && this.state !== 'reconnecting')) return;
+    const resumed = this.state === 'reconnecting';
+    this.state = 'live';
+    if (resumed) this.note('reconnected; continuing with a new generation');
+    // Whether first start or after a drop: a new generation, so a fresh WebM header.
+    this.startGeneration();
+    this.emit();
+  }
+
+  socketClosed(kind, ws, ev) {
+    if (this.sockets[kind] !== ws) return;
+    this.sockets[kind] = null;
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    const close = describeClose(ev.code, ev.reason);
+    this.note(`${kind} socket closed: ${ev.code} ${ev.reason || ''}`);
+    const lived = ws.openedAt ? Date.now() - ws.openedAt : 0;
+    if (!close.retry) {
+      this.fail(`Publishing stopped: ${close.text}.`);
+      this.shutdown();
+      return;
+    }
+    // Whatever the current recorders produce now cannot be delivered whole: drop them,
+    // and continue with a new generation once both sockets are open again.
+    this.abandonRecorders();
+    if (this.state !== 'reconnecting') {
+      this.events.onWarning?.(`Connection lost (${close.text}); reconnecting…`);
+    }
+    this.state = 'reconnecting';
+    if (lived > 10000) this.backoff[kind] = 0;
+    const delay = BACKOFF[Math.min(this.backoff[kind], BACKOFF.length - 1)];
+    this.backoff[kind]++;
+    clearTimeout(this.reconnectTimers[kind]);
+    this.reconnectTimers[kind] = setTimeout(() => {
+      if (this.state === 'reconnecting' && !this.sockets[kind]) this.openSocket(kind);
+    }, delay);
+    this.emit();
+  }
+
+  // ---- generations --------------------------------------------------------------
+
+  nextGeneration() {
+    this.lastGeneration = Math.max(Date.now(), this.lastGeneration + 1);
+    return this.lastGeneration;
+  }
+
+  startGeneration() {
+    clearTimeout(this.restartTimer);
+    const previous = this.current;
+    let entry;
+    try {
+      entry = this.newRecorder();
+    } catch (err) {
+      this.fail(`MediaRecorder could not start: ${err.message || err.name}`);
+      this.shutdown();
+      return;
+    }
+    // Why the new recorder starts BEFORE the old one stops: both record the same
+    // MediaStream, so the new generation begins a few ms before the old one ends and no
+    // media falls between them (stopping first would lose the frames captured while
+    // the new recorder spins up). The old recorder's final dataavailable, fired just
+    // before its `stop` event, is the tail of its generation: it must go out on the
+    // chunk socket before the new generation's blob (docs/protocol.md, "Generation
+    // switches"). pump() guarantees that: only the oldest recorder in `recorders` may
+    // send, and it leaves the queue only after its `stop` event, so the new blob waits
+    // in the queue until the old tail has been sent. Viewers see no stop at all: the
+    // server switches them to the new generation, whose header comes with its blob.
+    if (previous && previous.rec.state !== 'inactive') previous.rec.stop();
+    const restart = Number(this.o.restart);
+    if (restart > 0) {
+      this.restartTimer = setTimeout(() => {
+        if (this.state === 'live') this.startGeneration();
+      }, restart * 1000);
+    }
+    this.emit();
+    return entry;
+  }
+
+  newRecorder() {
+    const rec = new MediaRecorder(this.media, this.recorderOptions());
+    const entry = { generation: this.nextGeneration(), rec, offset: 0, pending: [], stopped: false, dead: false };
+    rec.ondataavailable = (e) => {
+      if (entry.dead) return;
+      entry.pending.push(e.data);
+      this.pump();
+    };
+    rec.onstop = () => {
+      entry.stopped = true;
+      this.pump();
+    };
+    rec.onerror = (e) => {
+      this.fail(`The recorder failed: ${e.error?.message || e.error?.name || 'unknown error'}`);
+    };
+    rec.start(Math.max(10, Number(this.o.chunk_time) || DEFAULTS.chunk_time));
+    this.recorders.push(entry);
+    this.current = entry;
+    this.generations++;
+    this.note(`generation ${entry.generation} started`);
+    return entry;
+  }
+
+  abandonRecorders() {
+    for (const entry of this.recorders) {
+      entry.dead = true;
+      entry.pending = [];
+      if (entry.rec.state !== 'inactive') {
+        try {
+          entry.rec.stop();
+        } catch {}
+      }
+    }
+    this.recorders = [];
+    this.current = null;
+    clearTimeout(this.restartTimer);
+  }
+
+  /** Sends queued pieces in order: all of the oldest recorder, then the next. */
+  async pump() {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.recorders.length) {
+        const head = this.recorders[0];
+        if (head.dead) {
+          this.recorders.shift();
+          continue;
+        }
+        if (head.pending.length) {
+          const piece = head.pending.shift();
+          if (!piece.size) continue;
+          const bytes = new Uint8Array(await piece.arrayBuffer());
+          if (!head.dead) this.send(head, bytes);
+          continue;
+        }
+        if (head.stopped) {
+          this.recorders.shift();
+          continue;
+        }
+        break;
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** {"type":"start"} with the format viewers need to set up their decoder. */
+  announce(ws, mime) {
+    ws.send(JSON.stringify({ type: 'start', mime }));
+    this.announced = mime;
+  }
+
+  send(entry, bytes) {
+    const kind = entry.offset === 0 ? 'blob' : 'chunk';
+    const ws = this.sockets[kind];
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      // The socket is gone: its close handler abandons this generation.
+      entry.dead = true;
+      return;
+    }
+    // The recorder may name its format more precisely than we asked for it (e.g.
+    // "video/webm" -> "video/webm;codecs=vp8,opus"): announce that before its blob.
+    if (kind === 'blob' && entry.rec.mimeType && entry.rec.mimeType !== this.announced) {
+      this.announce(ws, entry.rec.mimeType);
+    }
+    ws.send(encodeFrame(entry.generation, entry.offset, bytes));
+    if (entry.offset === 0) this.generation = entry.generation;
+    entry.offset += bytes.byteLength;
+    this.bytesSent += bytes.byteLength;
+    this.framesSent++;
+    this.checkBackpressure();
+  }
+
+  /**
+   * Asks the server how much of the current generation it has. Chrome's bufferedAmount
+   * only counts what has not reached its network service yet: megabytes can sit in
+   * socket buffers while it reads 0. What we sent minus what the server holds is the
+   * real backlog.
+   */
+  async pollServer() {
+    if (this.state !== 'live' || this.polling) return;
+    this.polling = true;
+    try {
+      const res = await fetch(`/api/streams/${encodeURIComponent(this.o.stream)}`, { cache: 'no-store' });
+      if (!res.ok) return;
+      const info = await res.json();
+      const entry = this.recorders.find((e) => e.generation === info.generation) || this.current;
+      if (!entry) return;
+      if (info.generation === entry.generation) this.inflight = Math.max(0, entry.offset - info.buffered_bytes);
+      else if (info.generation < entry.generation) this.inflight = entry.offset;
+      this.checkBackpressure();
+    } catch {
+      // The API is only a hint.
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /** Bytes sent that the server does not have yet, as far as we can tell. */
+  backlog() {
+    return Math.max(this.buffered(), this.inflight || 0);
+  }
+
+  buffered() {
+    return (this.sockets.blob?.bufferedAmount || 0) + (this.sockets.chunk?.bufferedAmount || 0);
+  }
+
+  /** The browser queues what the network cannot take yet; we never drop it, we say so. */
+  checkBackpressure() {
+    const buffered = this.backlog();
+    this.maxBuffered = Math.max(this.maxBuffered, buffered);
+    const seconds = this.startedAt ? Math.max(1, (Date.now() - this.startedAt) / 1000) : 1;
+    const bound = Math.max(BACKPRESSURE_MIN_BYTES, (BACKPRESSURE_SECONDS * this.bytesSent) / seconds);
+    const was = this.backpressure;
+    // Hysteresis: the warning goes away once the queue is down to half the bound.
+    this.backpressure = was ? buffered > bound / 2 : buffered > bound;
+    if (this.backpressure !== was) {
+      this.note(this.backpressure ? `upload falling behind: ${buffered} bytes queued` : 'upload caught up');
+      this.emit();
+    }
+  }
+
+  // ---- stopping -----------------------------------------------------------------
+
+  /** Stops publishing: the last pieces go out, then {"type":"stop"}, then the sockets close. */
+  async stop() {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    const wasLive = this.state === 'live';
+    this.state = 'stopping';
+    this.emit();
+    clearTimeout(this.restartTimer);
+    clearTimeout(this.durationTimer);
+    if (wasLive) {
+      for (const entry of this.recorders) {
+        if (entry.rec.state !== 'inactive') entry.rec.stop();
+      }
+      await this.until(() => this.recorders.length === 0, 3000);
+      const blob = this.sockets.blob;
+      if (blob?.readyState === WebSocket.OPEN) blob.send(JSON.stringify({ type: 'stop' }));
+      await this.until(() => this.buffered() === 0, 3000);
+    }
+    this.shutdown();
+  }
+
+  until(check, timeoutMs) {
+    return new Promise((resolve) => {
+      const started = Date.now();
+      const tick = () => {
+        if (check() || Date.now() - started > timeoutMs) resolve();
+        else setTimeout(tick, 20);
+      };
+      tick();
+    });
+  }
+
+  /** Closes everything at once (after stop(), or on a fatal error). */
+  shutdown() {
+    this.state = 'stopped';
+    clearTimeout(this.restartTimer);
+    clearTimeout(this.durationTimer);
+    clearInterval(this.statusTimer);
+    clearInterval(this.pollTimer);
+    for (const t of Object.values(this.reconnectTimers)) clearTimeout(t);
+    this.abandonRecorders();
+    for (const kind of ['blob', 'chunk']) {
+      const ws = this.sockets[kind];
+      this.sockets[kind] = null;
+      if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, 'publisher stopped');
+    }
+    this.releaseMedia();
+    this.emit();
+  }
+
+  releaseMedia() {
+    this.pattern?.stop();
+    this.pattern = null;
+    for (const track of this.media?.getTracks() || []) track.stop();
+    this.media = null;
+  }
+
+  /** For tests: drop one socket as a network failure would. */
+  dropSocket(kind) {
+    const ws = this.sockets[kind];
+    if (ws) ws.close(4000, 'test: simulated drop');
+  }
+}
+
+// ---- the page -------------------------------------------------------------------
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+function readForm(form) {
+  const o = { ...DEFAULTS };
+  for (const key of Object.keys(DEFAULTS)) {
+    const field = form.elements[key];
+    if (field) o[key] = field.value.trim();
+  }
+  return o;
+}
+
+function fillForm(form, params) {
+  for (const key of Object.keys(DEFAULTS)) {
+    const field = form.elements[key];
+    if (!field) continue;
+    field.value = params.has(key) ? params.get(key) : String(DEFAULTS[key]);
+  }
+}
+
+export function initRecorderPage() {
+  const form = $('options');
+  const params = new URLSearchParams(location.search);
+  fillForm(form, params);
+  const toggle = $('toggle');
+  const preview = $('preview');
+  const hook = {
+    state: 'stopped',
+    generation: null,
+    bytesSent: 0,
+    generations: 0,
+    mime: null,
+    backpressure: false,
+    errors: [],
+    warnings: [],
+    publisher: null,
+    dropSocket: (kind) => publisher?.dropSocket(kind),
+  };
+  window.blobcastRecorder = hook;
+  let publisher = null;
+  let clock = null;
+
+  const render = () => {
+    const p = publisher;
+    const state = p ? p.state : 'stopped';
+    Object.assign(hook, {
+      state,
+      generation: p?.generation ?? null,
+      bytesSent: p?.bytesSent ?? 0,
+      generations: p?.generations ?? 0,
+      mime: p?.mime ?? null,
+      backpressure: p?.backpressure ?? false,
+      errors: p?.errors ?? hook.errors,
+      publisher: p,
+    });
+    const badge = $('state');
+    badge.textContent = state;
+    badge.className = `badge state-${state}`;
+    toggle.textContent = state === 'stopped' ? 'Start' : 'Stop';
+    toggle.classList.toggle('danger', state !== 'stopped');
+    $('bytes').textContent = formatBytes(hook.bytesSent);
+    $('generation').textContent = hook.generation ?? '—';
+    $('generations').textContent = String(hook.generations);
+    $('mime-used').textContent = hook.mime ?? '—';
+    $('elapsed').textContent = p?.startedAt && state !== 'stopped' ? formatDuration(Date.now() - p.startedAt) : '—';
+    const rate = p?.startedAt ? (hook.bytesSent * 8) / Math.max(1, (Date.now() - p.startedAt) / 1000) : 0;
+    $('rate').textContent = formatBits(rate);
+    const bp = $('backpressure');
+    bp.hidden = !hook.backpressure;
+    if (hook.backpressure) {
+      bp.textContent = `The upload is falling behind: ${formatBytes(p.backlog())} sent but not yet at the server. Nothing is dropped, but viewers are getting delayed; lower the bitrate or resolution.`;
+    }
+    form.querySelectorAll('input, select').forEach((el) => (el.disabled = state !== 'stopped'));
+  };
+
+  const showError = (text) => {
+    const box = $('errors');
+    box.hidden = false;
+    const p = document.createElement('p');
+    p.textContent = text;
+    box.append(p);
+    render();
+  };
+
+  const showWarning = (text) => {
+    hook.warnings.push(text);
+    const box = $('warning');
+    box.hidden = false;
+    box.textContent = text;
+  };
+
+  const updateLink = () => {
+    const stream = form.elements.stream.value.trim() || DEFAULTS.stream;
+    const url = new URL(`/watch/${encodeURIComponent(stream)}`, location.href).toString();
+    const a = $('viewer-link');
+    a.href = url;
+    a.textContent = url;
+  };
+  form.elements.stream.addEventListener('input', updateLink);
+  updateLink();
+
+  const start = async () => {
+    $('errors').hidden = true;
+    $('errors').textContent = '';
+    $('warning').hidden = true;
+    const o = readForm(form);
+    // The address bar then holds a shareable recorder link (never the key).
+    const shown = new URLSearchParams();
+    for (const [k, v] of Object.entries(o)) {
+      if (k !== 'key' && v !== '' && String(DEFAULTS[k]) !== v) shown.set(k, v);
+    }
+    history.replaceState(null, '', `${location.pathname}${shown.toString() ? '?' + shown : ''}`);
+    publisher = new Publisher(o, {
+      onChange: render,
+      onError: showError,
+      onWarning: showWarning,
+      onMedia: (media) => {
+        preview.srcObject = media;
+        preview.play().catch(() => {});
+      },
+    });
+    hook.publisher = publisher;
+    clearInterval(clock);
+    clock = setInterval(render, 1000);
+    await publisher.start();
+    render();
+  };
+
+  toggle.addEventListener('click', () => {
+    if (!publisher || publisher.state === 'stopped') start();
+    else publisher.stop().then(() => {
+      preview.srcObject = null;
+      $('warning').hidden = true;
+    });
+  });
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    toggle.click();
+  });
+  render();
+  if (params.get('autostart') === '1') start();
+}
