@@ -3,11 +3,10 @@
 
 mod common;
 
-use blobcast::protocol::{FrameHeader, HEADER_LEN};
 use blobcast::tls::Identity;
 use blobcast::Config;
-use common::{cut, frame, CLIP, PATIENCE};
-use futures_util::{SinkExt, StreamExt};
+use common::{cut, Publisher, Viewer, Ws, CLIP, PATIENCE};
+use futures_util::StreamExt;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,9 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Wss = WebSocketStream<TlsStream<TcpStream>>;
+use tokio_tungstenite::MaybeTlsStream;
 
 const MIME: &str = "video/webm;codecs=vp8,opus";
 
@@ -83,14 +80,21 @@ impl TlsServer {
             .expect("TLS handshake")
     }
 
-    async fn wss(&self, path: &str) -> Wss {
-        let tls = self.tls("localhost").await;
+    async fn wss(&self, path: &str) -> Ws {
+        let tls = MaybeTlsStream::Rustls(self.tls("localhost").await);
         let url = format!("wss://localhost:{}{path}", self.addr.port());
         let (ws, response) = tokio_tungstenite::client_async(url.as_str(), tls)
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
         assert_eq!(response.status().as_u16(), 101);
         ws
+    }
+
+    /// The common viewer over wss: chunk socket first, then blob socket.
+    async fn viewer(&self, stream: &str) -> Viewer {
+        let chunk = self.wss(&format!("/ws/watch/{stream}/chunk")).await;
+        let blob = self.wss(&format!("/ws/watch/{stream}/blob")).await;
+        Viewer::from_sockets(chunk, blob)
     }
 
     /// One HTTP/1.1 request over https (to the IP, the other name the certificate has).
@@ -123,117 +127,27 @@ impl TlsServer {
     }
 }
 
-/// A viewer over wss: chunk socket first, then blob socket, reassembling by offset as
-/// docs/protocol.md says (one generation is enough here).
-struct Viewer {
-    chunk: Wss,
-    blob: Wss,
-    generation: Option<u64>,
-    data: Vec<u8>,
-    held: Vec<(FrameHeader, Vec<u8>)>,
-    controls: Vec<serde_json::Value>,
-}
-
-impl Viewer {
-    async fn connect(server: &TlsServer, stream: &str) -> Viewer {
-        let chunk = server.wss(&format!("/ws/watch/{stream}/chunk")).await;
-        let blob = server.wss(&format!("/ws/watch/{stream}/blob")).await;
-        Viewer {
-            chunk,
-            blob,
-            generation: None,
-            data: Vec::new(),
-            held: Vec::new(),
-            controls: Vec::new(),
-        }
-    }
-
-    fn accept(&mut self, frame: &[u8], from_blob: bool) {
-        let header = FrameHeader::parse(frame).expect("server frames have headers");
-        if from_blob && header.offset == 0 && Some(header.generation) != self.generation {
-            self.generation = Some(header.generation);
-            self.data.clear();
-        }
-        self.held.push((header, frame[HEADER_LEN..].to_vec()));
-        while let Some(g) = self.generation {
-            let have = self.data.len() as u64;
-            self.held.retain(|(h, _)| h.generation >= g);
-            let Some(i) = self
-                .held
-                .iter()
-                .position(|(h, _)| h.generation == g && h.offset <= have)
-            else {
-                break;
-            };
-            let (h, payload) = self.held.remove(i);
-            if h.offset + payload.len() as u64 > have {
-                self.data
-                    .extend_from_slice(&payload[(have - h.offset) as usize..]);
-            }
-        }
-    }
-
-    async fn pump_until_holds(&mut self, generation: u64, expected: &[u8]) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while !(self.generation == Some(generation) && self.data.len() >= expected.len()) {
-            let next = tokio::time::timeout_at(deadline, async {
-                tokio::select! {
-                    m = self.chunk.next() => (m, false),
-                    m = self.blob.next() => (m, true),
-                }
-            })
-            .await;
-            let Ok((message, from_blob)) = next else {
-                panic!(
-                    "viewer waited too long: generation {:?}, {} of {} bytes",
-                    self.generation,
-                    self.data.len(),
-                    expected.len()
-                );
-            };
-            match message {
-                Some(Ok(Message::Binary(bytes))) => self.accept(&bytes, from_blob),
-                Some(Ok(Message::Text(text))) => {
-                    self.controls.push(serde_json::from_str(&text).unwrap())
-                }
-                Some(Ok(_)) => {}
-                other => panic!("viewer socket ended: {other:?}"),
-            }
-        }
-        assert!(
-            self.data == expected,
-            "generation {generation} reassembled differently from what was published"
-        );
-    }
-}
-
 #[tokio::test]
 async fn a_clip_published_over_wss_is_watched_over_wss_exactly_and_https_serves_the_api() {
     let mut server = TlsServer::start().await;
     assert_eq!(server.get("/healthz").await, (200, "ok".to_string()));
 
-    let mut early = Viewer::connect(&server, "cam").await;
-    let mut blob = server.wss("/ws/publish/cam/blob?session=tls1").await;
-    let mut chunk = server.wss("/ws/publish/cam/chunk?session=tls1").await;
-    let start = format!(r#"{{"type":"start","mime":"{MIME}"}}"#);
-    blob.send(Message::text(start)).await.unwrap();
+    let mut early = server.viewer("cam").await;
+    let mut publisher = Publisher::from_sockets(
+        server.wss("/ws/publish/cam/blob?session=tls1").await,
+        server.wss("/ws/publish/cam/chunk?session=tls1").await,
+    );
+    publisher.start(MIME).await;
 
     // The clip cut at arbitrary bytes, as MediaRecorder does; a viewer joins halfway.
     let generation = 1_700_000_000_000;
     let pieces = cut(CLIP, 40, 7);
-    blob.send(Message::binary(frame(generation, 0, &pieces[0])))
-        .await
-        .unwrap();
-    let mut offset = pieces[0].len() as u64;
+    publisher.send_blob(generation, &pieces[0]).await;
     let mut late = None;
     for (i, piece) in pieces[1..].iter().enumerate() {
-        chunk
-            .send(Message::binary(frame(generation, offset, piece)))
-            .await
-            .unwrap();
-        offset += piece.len() as u64;
+        publisher.send_chunk(piece).await;
         if i == 20 {
-            late = Some(Viewer::connect(&server, "cam").await);
+            late = Some(server.viewer("cam").await);
         }
     }
     let mut late = late.unwrap();

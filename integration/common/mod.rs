@@ -213,6 +213,11 @@ impl Publisher {
     pub async fn connect(server: &TestServer, stream: &str, query: &str) -> Publisher {
         let blob = connect(&server.ws_url(&format!("/ws/publish/{stream}/blob?{query}"))).await;
         let chunk = connect(&server.ws_url(&format!("/ws/publish/{stream}/chunk?{query}"))).await;
+        Publisher::from_sockets(blob, chunk)
+    }
+
+    /// A publisher on sockets opened elsewhere (over wss, say).
+    pub fn from_sockets(blob: Ws, chunk: Ws) -> Publisher {
         Publisher {
             blob,
             chunk,
@@ -285,6 +290,12 @@ impl Viewer {
     pub async fn connect_with(server: &TestServer, stream: &str, query: &str) -> Viewer {
         let chunk = connect(&server.ws_url(&format!("/ws/watch/{stream}/chunk?{query}"))).await;
         let blob = connect(&server.ws_url(&format!("/ws/watch/{stream}/blob?{query}"))).await;
+        Viewer::from_sockets(chunk, blob)
+    }
+
+    /// A viewer on sockets opened elsewhere (over wss, say): the chunk socket must have
+    /// been opened first.
+    pub fn from_sockets(chunk: Ws, blob: Ws) -> Viewer {
         Viewer {
             chunk,
             blob,

@@ -1,45 +1,8 @@
-//! The few EBML pieces a recording writes and rereads itself: element headers with
-//! fixed-width sizes (so they can be patched in place), typed small elements, and a
-//! header reader for elements already in memory.
+//! The few EBML pieces a recording writes: element headers with fixed-width sizes (so
+//! they can be patched in place) and typed small elements. Element IDs and reading are
+//! the WebM scanner's (`crate::webm::ebml`).
 
-/// Element IDs the recording writes or looks for (with their length markers).
-pub mod id {
-    pub const SEGMENT: u32 = 0x1853_8067;
-    pub const SEEK_HEAD: u32 = 0x114D_9B74;
-    pub const SEEK: u32 = 0x4DBB;
-    pub const SEEK_ID: u32 = 0x53AB;
-    pub const SEEK_POSITION: u32 = 0x53AC;
-    pub const INFO: u32 = 0x1549_A966;
-    pub const TIMECODE_SCALE: u32 = 0x2A_D7B1;
-    pub const MUXING_APP: u32 = 0x4D80;
-    pub const WRITING_APP: u32 = 0x5741;
-    pub const DATE_UTC: u32 = 0x4461;
-    pub const DURATION: u32 = 0x4489;
-    pub const TRACKS: u32 = 0x1654_AE6B;
-    pub const TRACK_ENTRY: u32 = 0xAE;
-    pub const TRACK_UID: u32 = 0x73C5;
-    pub const CLUSTER: u32 = 0x1F43_B675;
-    pub const TIMECODE: u32 = 0xE7;
-    pub const CUES: u32 = 0x1C53_BB6B;
-    pub const CUE_POINT: u32 = 0xBB;
-    pub const CUE_TIME: u32 = 0xB3;
-    pub const CUE_TRACK_POSITIONS: u32 = 0xB7;
-    pub const CUE_TRACK: u32 = 0xF7;
-    pub const CUE_CLUSTER_POSITION: u32 = 0xF1;
-    pub const VOID: u32 = 0xEC;
-    pub const EBML: u32 = 0x1A45_DFA3;
-    pub const TAGS: u32 = 0x1254_C367;
-    pub const CHAPTERS: u32 = 0x1043_A770;
-    pub const ATTACHMENTS: u32 = 0x1941_A469;
-
-    /// Children of the Segment other than Cluster: a generation's own copies are dropped.
-    pub fn is_level1_not_cluster(id: u32) -> bool {
-        matches!(
-            id,
-            SEEK_HEAD | INFO | TRACKS | CUES | TAGS | CHAPTERS | ATTACHMENTS
-        )
-    }
-}
+use crate::webm::ebml::{children, id, parse_header, Child};
 
 /// An 8-byte size vint saying "unknown", patched once the size is known.
 pub const UNKNOWN_SIZE: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
@@ -97,77 +60,31 @@ pub fn void(total: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// An element header read from memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub id: u32,
-    /// `None`: unknown size.
-    pub size: Option<u64>,
-    pub len: usize,
-}
-
-/// Reads the element header at the start of `buf`: `None` if `buf` holds too little of
-/// it, `Some(Err)` if it is not a valid header.
-pub fn read_header(buf: &[u8]) -> Option<Result<Header, ()>> {
-    let first = *buf.first()?;
-    let id_len = first.leading_zeros() as usize + 1;
-    if id_len > 4 {
-        return Some(Err(()));
-    }
-    let id_bytes = buf.get(..id_len)?;
-    let id = id_bytes
-        .iter()
-        .fold(0u32, |acc, &b| acc << 8 | u32::from(b));
-    let size_first = *buf.get(id_len)?;
-    let size_len = size_first.leading_zeros() as usize + 1;
-    if size_len > 8 {
-        return Some(Err(()));
-    }
-    let size_bytes = buf.get(id_len..id_len + size_len)?;
-    let raw = size_bytes
-        .iter()
-        .fold(0u64, |acc, &b| acc << 8 | u64::from(b));
-    let mask = (1u64 << (7 * size_len)) - 1;
-    let value = raw & mask;
-    Some(Ok(Header {
-        id,
-        size: (value != mask).then_some(value),
-        len: id_len + size_len,
-    }))
-}
-
-/// The children of an in-memory master body, as (id, whole element bytes). Stops at the
-/// first malformed or truncated child.
-pub fn children(mut body: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
-    std::iter::from_fn(move || {
-        let header = read_header(body)?.ok()?;
-        let end = header
-            .len
-            .checked_add(usize::try_from(header.size?).ok()?)?;
-        let element = body.get(..end)?;
-        body = &body[end..];
-        Some((header.id, element))
+/// The children of an in-memory master body, each with its whole bytes (header
+/// included). Stops at the first malformed or truncated child.
+fn elements(body: &[u8]) -> impl Iterator<Item = (Child<'_>, &[u8])> {
+    children(body, 0).map_while(Result::ok).map(move |child| {
+        // Offsets are relative to `body`, which is in memory: the casts are exact.
+        let end = child.data_offset as usize + child.data.len();
+        (child, &body[child.offset as usize..end])
     })
 }
 
 /// What identifies a Tracks element for splicing: every byte of it except the
 /// TrackUIDs, which Chrome draws afresh on every recorder restart.
 pub fn tracks_fingerprint(tracks: &[u8]) -> Vec<u8> {
-    let Some(Ok(header)) = read_header(tracks) else {
+    let Ok(Some(header)) = parse_header(tracks, 0) else {
         return tracks.to_vec();
     };
     let mut out = Vec::with_capacity(tracks.len());
-    for (child_id, entry) in children(&tracks[header.len..]) {
-        if child_id != id::TRACK_ENTRY {
-            out.extend_from_slice(entry);
+    for (entry, bytes) in elements(&tracks[usize::from(header.len)..]) {
+        if entry.id != id::TRACK_ENTRY {
+            out.extend_from_slice(bytes);
             continue;
         }
-        let Some(Ok(entry_header)) = read_header(entry) else {
-            continue;
-        };
-        put_id(child_id, &mut out);
-        for (field, bytes) in children(&entry[entry_header.len..]) {
-            if field != id::TRACK_UID {
+        put_id(entry.id, &mut out);
+        for (field, bytes) in elements(entry.data) {
+            if field.id != id::TRACK_UID {
                 out.extend_from_slice(bytes);
             }
         }
@@ -185,18 +102,21 @@ mod tests {
             let mut out = Vec::new();
             put_id(id::CLUSTER, &mut out);
             size_vint(size, &mut out);
-            let h = read_header(&out).unwrap().unwrap();
-            assert_eq!((h.id, h.size, h.len), (id::CLUSTER, Some(size), out.len()));
+            let h = parse_header(&out, 0).unwrap().unwrap();
+            assert_eq!(
+                (h.id, h.size, usize::from(h.len)),
+                (id::CLUSTER, Some(size), out.len())
+            );
         }
         let mut out = Vec::new();
         put_id(id::SEGMENT, &mut out);
         out.extend_from_slice(&UNKNOWN_SIZE);
-        assert_eq!(read_header(&out).unwrap().unwrap().size, None);
+        assert_eq!(parse_header(&out, 0).unwrap().unwrap().size, None);
         out.truncate(4);
         out.extend_from_slice(&size8(12345));
-        assert_eq!(read_header(&out).unwrap().unwrap().size, Some(12345));
-        assert_eq!(read_header(&out[..5]), None);
-        assert_eq!(read_header(&[0x00, 0x81]), Some(Err(())));
+        assert_eq!(parse_header(&out, 0).unwrap().unwrap().size, Some(12345));
+        assert_eq!(parse_header(&out[..5], 0), Ok(None));
+        assert!(parse_header(&[0x00, 0x81], 0).is_err());
     }
 
     #[test]
@@ -205,8 +125,8 @@ mod tests {
             let mut out = Vec::new();
             void(total, &mut out);
             assert_eq!(out.len(), total);
-            let h = read_header(&out).unwrap().unwrap();
-            assert_eq!(h.len as u64 + h.size.unwrap(), total as u64);
+            let h = parse_header(&out, 0).unwrap().unwrap();
+            assert_eq!(u64::from(h.len) + h.size.unwrap(), total as u64);
         }
     }
 

@@ -14,7 +14,8 @@
 //! Finalizing appends Cues (one per Cluster whose first video block is a keyframe) and
 //! patches the head in place: SeekHead, Duration, Segment and Cluster sizes.
 
-use super::ebml::{self, id};
+use super::ebml;
+use crate::webm::ebml::{id, parse_header};
 use crate::webm::{Event, Scanner, StreamInfo};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -471,24 +472,25 @@ impl Splicer {
         }
         while g.consumed < g.received {
             let peek = g.copy(g.consumed..g.received.min(g.consumed + 12));
-            let header = match ebml::read_header(&peek) {
-                None => break,
-                Some(Err(())) => {
+            let header = match parse_header(&peek, g.consumed) {
+                Ok(None) => break,
+                Err(_) => {
                     let at = g.consumed;
                     self.break_generation(g, format!("malformed element at byte {at}"));
                     break;
                 }
-                Some(Ok(header)) => header,
+                Ok(Some(header)) => header,
             };
             if matches!(header.id, id::CLUSTER | id::EBML | id::SEGMENT) {
                 break;
             }
             let Some(size) = header.size else { break };
-            let end = g.consumed + header.len as u64 + size;
+            let end = g.consumed + u64::from(header.len) + size;
             if end > g.received {
                 break;
             }
-            if !id::is_level1_not_cluster(header.id) {
+            // A level-1 element here is not a Cluster (that stopped the loop above).
+            if !id::is_level1(header.id) {
                 let slices = g.slices(g.consumed..end);
                 let last = slices.len() - 1;
                 for (i, bytes) in slices.into_iter().enumerate() {
@@ -758,12 +760,13 @@ mod tests {
     fn walk(data: &[u8]) -> usize {
         let mut pos = 0;
         while pos < data.len() {
-            let header = ebml::read_header(&data[pos..]).unwrap().unwrap();
+            let header = parse_header(&data[pos..], pos as u64).unwrap().unwrap();
+            let header_len = usize::from(header.len);
             if matches!(header.id, id::SEGMENT | id::CLUSTER) {
-                pos += header.len;
+                pos += header_len;
                 continue;
             }
-            let end = pos + header.len + header.size.unwrap() as usize;
+            let end = pos + header_len + header.size.unwrap() as usize;
             assert!(
                 end <= data.len(),
                 "element {:#x} at {pos} is cut short",

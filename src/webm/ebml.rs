@@ -1,5 +1,6 @@
 //! EBML primitives: variable-length integers, element headers, the element IDs the
-//! scanner cares about, and typed reads of small element bodies already in memory.
+//! scanner and the recording writer use, and typed reads of small element bodies
+//! already in memory.
 
 use super::WebmError;
 
@@ -17,6 +18,9 @@ pub(crate) mod id {
 
     pub const SEGMENT: u32 = 0x1853_8067;
     pub const SEEK_HEAD: u32 = 0x114D_9B74;
+    pub const SEEK: u32 = 0x4DBB;
+    pub const SEEK_ID: u32 = 0x53AB;
+    pub const SEEK_POSITION: u32 = 0x53AC;
     pub const INFO: u32 = 0x1549_A966;
     pub const TRACKS: u32 = 0x1654_AE6B;
     pub const CLUSTER: u32 = 0x1F43_B675;
@@ -27,6 +31,9 @@ pub(crate) mod id {
 
     pub const TIMECODE_SCALE: u32 = 0x2A_D7B1;
     pub const DURATION: u32 = 0x4489;
+    pub const MUXING_APP: u32 = 0x4D80;
+    pub const WRITING_APP: u32 = 0x5741;
+    pub const DATE_UTC: u32 = 0x4461;
 
     pub const TRACK_ENTRY: u32 = 0xAE;
     pub const TRACK_NUMBER: u32 = 0xD7;
@@ -45,6 +52,14 @@ pub(crate) mod id {
     pub const BLOCK_GROUP: u32 = 0xA0;
     pub const BLOCK: u32 = 0xA1;
     pub const REFERENCE_BLOCK: u32 = 0xFB;
+
+    pub const CUE_POINT: u32 = 0xBB;
+    pub const CUE_TIME: u32 = 0xB3;
+    pub const CUE_TRACK_POSITIONS: u32 = 0xB7;
+    pub const CUE_TRACK: u32 = 0xF7;
+    pub const CUE_CLUSTER_POSITION: u32 = 0xF1;
+
+    pub const VOID: u32 = 0xEC;
 
     /// The Segment's children: an unknown-size Cluster ends where one of these starts.
     pub fn is_level1(id: u32) -> bool {

@@ -7,7 +7,8 @@
 //! When it meets something it cannot trust it returns a [`WebmError`] and stays errored:
 //! the caller keeps relaying bytes, just without an index.
 
-mod ebml;
+/// Shared with `recording`, which reads back the EBML it writes with the same parser.
+pub(crate) mod ebml;
 mod scanner;
 mod tracks;
 
