@@ -12,25 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const CHROME: &[u8] = include_bytes!("fixtures/chrome-vp8-opus.webm");
-const CHROME_PIECES: &str = include_str!("fixtures/chrome-vp8-opus.pieces.json");
 const MIME: &str = "video/webm;codecs=vp8,opus";
-
-/// The recording in the pieces Chrome's `dataavailable` handed out.
-fn chrome_pieces() -> Vec<Vec<u8>> {
-    let lengths: Vec<usize> = serde_json::from_str(CHROME_PIECES).unwrap();
-    let mut start = 0;
-    let pieces: Vec<_> = lengths
-        .iter()
-        .map(|len| {
-            let piece = CHROME[start..start + len].to_vec();
-            start += len;
-            piece
-        })
-        .collect();
-    assert_eq!(start, CHROME.len());
-    pieces
-}
 
 async fn recordings(server: &TestServer) -> Vec<Value> {
     let (status, list) = server.get_json("/api/recordings").await;

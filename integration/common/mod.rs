@@ -25,6 +25,28 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A real WebM recording (VP8 + Opus, 4 s) made with ffmpeg.
 pub const CLIP: &[u8] = include_bytes!("../fixtures/clip.webm");
 
+/// A real Chrome MediaRecorder recording (VP8 + Opus, 6 s: clusters that open with
+/// audio, keyframes every second, unknown sizes), from
+/// integration/fixtures/record-chrome-fixture.mjs.
+pub const CHROME: &[u8] = include_bytes!("../fixtures/chrome-vp8-opus.webm");
+const CHROME_PIECES: &str = include_str!("../fixtures/chrome-vp8-opus.pieces.json");
+
+/// The Chrome recording in the pieces its `dataavailable` handed out.
+pub fn chrome_pieces() -> Vec<Vec<u8>> {
+    let lengths: Vec<usize> = serde_json::from_str(CHROME_PIECES).unwrap();
+    let mut start = 0;
+    let pieces: Vec<_> = lengths
+        .iter()
+        .map(|len| {
+            let piece = CHROME[start..start + len].to_vec();
+            start += len;
+            piece
+        })
+        .collect();
+    assert_eq!(start, CHROME.len());
+    pieces
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
