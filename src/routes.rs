@@ -98,26 +98,34 @@ pub fn routes(
             .unify(),
     );
 
-    publish
-        .or(watch)
-        .unify()
-        .or(streams)
-        .unify()
+    // Each group is boxed: one deep `or` chain of every route makes a filter type too
+    // deep for the release build's trait solver (E0275), and a box per group costs one
+    // dynamic call per request.
+    let sockets = publish.or(watch).unify().boxed();
+    let api = streams
         .or(stream)
         .unify()
         .or(ingest)
-        .unify()
-        .or(recording_list)
-        .unify()
-        .or(recording_delete)
-        .unify()
-        .or(recording_file)
         .unify()
         .or(healthz)
         .unify()
         .or(metrics)
         .unify()
-        .or(pages.map(Reply::into_response))
+        .boxed();
+    let recordings = recording_list
+        .or(recording_delete)
+        .unify()
+        .or(recording_file)
+        .unify()
+        .boxed();
+    let pages = pages.map(Reply::into_response).boxed();
+
+    sockets
+        .or(api)
+        .unify()
+        .or(recordings)
+        .unify()
+        .or(pages)
         .unify()
         .recover(api::recover)
         .unify()
