@@ -18,6 +18,7 @@ pub mod server;
 pub mod shutdown;
 pub mod stream;
 pub mod tls;
+pub mod upgrade;
 pub mod watch;
 pub mod webm;
 pub mod ws;

@@ -6,11 +6,12 @@ use crate::app::App;
 use crate::protocol::{close, FrameHeader, PublisherControl, StreamName, HEADER_LEN};
 use crate::stream::buffer::{Accepted, FrameError};
 use crate::stream::Stream;
+use crate::upgrade::WebSocket;
 use crate::ws::{close_with, Closing, Socket};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::net::SocketAddr;
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublisherSocket {
@@ -114,7 +115,7 @@ fn handle(
                 "control messages go on the blob socket",
             ));
         }
-        let text = message.to_str().unwrap_or_default();
+        let text = message.to_text().unwrap_or_default();
         match PublisherControl::parse(text) {
             Ok(PublisherControl::Start { mime }) => stream.start(mime),
             Ok(PublisherControl::Stop) => stream.end(),
@@ -125,7 +126,11 @@ fn handle(
     if !message.is_binary() {
         return Ok(());
     }
-    accept_frame(stream, app.config.max_frame, socket, message.into_bytes())
+    // A copy of our own, sized to the frame: the received one is a slice of the socket's
+    // read buffer and would keep that whole allocation alive for as long as the chunk is
+    // buffered (twice the media's size in memory). One copy per chunk, not per viewer.
+    let frame = Bytes::copy_from_slice(&message.into_data());
+    accept_frame(stream, app.config.max_frame, socket, frame)
         .map(|_| ())
         .map_err(|refused| Closing::new(refused.close_code(), refused.reason))
 }

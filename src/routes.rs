@@ -9,10 +9,11 @@ use crate::protocol::{is_token, Join, StreamName, HEADER_LEN};
 use crate::publish::{self, PublishRequest, PublisherSocket};
 use crate::recording::http as recordings;
 use crate::stream::registry::ViewerSocket;
+use crate::upgrade::{self, Upgrade};
 use crate::watch::{self, ChunkSubscription, WatchRequest};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use warp::filters::ws::Ws;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
@@ -21,19 +22,22 @@ use warp::{Filter, Rejection};
 const FRAME_SLACK: usize = 64 * 1024;
 /// Viewers send nothing but close frames and pings.
 const VIEWER_MAX_MESSAGE: usize = 64 * 1024;
+/// Enough for a viewer's pings and close frame; a bigger buffer only costs memory per
+/// socket (and tungstenite zero-fills it before each read).
+const VIEWER_READ_BUFFER: usize = 4 * 1024;
 
 pub fn routes(
     app: App,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
     let publish = warp::path!("ws" / "publish" / String / String)
-        .and(warp::ws())
+        .and(upgrade::websocket())
         .and(warp::query::<PublishQuery>())
         .and(crate::client_addr::remote(&app.config))
         .and(with(app.clone()))
         .and_then(publish_upgrade);
 
     let watch = warp::path!("ws" / "watch" / String / String)
-        .and(warp::ws())
+        .and(upgrade::websocket())
         .and(warp::query::<WatchQuery>())
         .and(crate::client_addr::remote(&app.config))
         .and(with(app.clone()))
@@ -163,7 +167,7 @@ fn stream_name(name: &str) -> Result<StreamName, Rejection> {
 async fn publish_upgrade(
     name: String,
     socket: String,
-    ws: Ws,
+    ws: Upgrade,
     query: PublishQuery,
     peer: Option<SocketAddr>,
     app: App,
@@ -191,17 +195,16 @@ async fn publish_upgrade(
         name_prefix: query.name_prefix,
     };
     let limit = app.config.max_frame as usize + HEADER_LEN + FRAME_SLACK;
-    Ok(ws
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |ws| publish::serve(ws, app, request))
-        .into_response())
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    Ok(ws.answer(config, move |ws| publish::serve(ws, app, request)))
 }
 
 async fn watch_upgrade(
     name: String,
     socket: String,
-    ws: Ws,
+    ws: Upgrade,
     query: WatchQuery,
     peer: Option<SocketAddr>,
     app: App,
@@ -218,9 +221,13 @@ async fn watch_upgrade(
         resume,
         join: query.join,
     };
-    let ws = ws
-        .max_message_size(VIEWER_MAX_MESSAGE)
-        .max_frame_size(VIEWER_MAX_MESSAGE);
+    // No write buffer: the send loop feeds a batch and flushes it, so a buffer would only
+    // add a second copy of each frame, kept for the life of the socket.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(VIEWER_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(VIEWER_MAX_MESSAGE))
+        .max_frame_size(Some(VIEWER_MAX_MESSAGE));
     let reply = match socket.as_str() {
         "chunk" => {
             // Subscribe before answering the upgrade: the viewer connects its blob
@@ -233,15 +240,13 @@ async fn watch_upgrade(
                 .ok()
                 .map(|g| g.stream().chunk_cursor(request.resume));
             let sub = ChunkSubscription { guard, cursor };
-            ws.on_upgrade(move |ws| watch::serve_chunks(ws, app, request, sub))
-                .into_response()
+            ws.answer(config, move |ws| watch::serve_chunks(ws, app, request, sub))
         }
         "blob" => {
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Blob);
-            ws.on_upgrade(move |ws| watch::serve_blob(ws, app, request, guard))
-                .into_response()
+            ws.answer(config, move |ws| watch::serve_blob(ws, app, request, guard))
         }
         _ => return Err(warp::reject::not_found()),
     };
