@@ -2,12 +2,14 @@
 //! session. This module is the catalog — what the record directory holds, one sidecar
 //! JSON per recording (written atomically), rebuilt from the directory at start-up —
 //! and the stream's handle on it ([`Slot`]). The splicing lives in `splice`, the file
-//! writing in `writer`, crash recovery in `recover`, names in `names`, HTTP in `http`.
+//! writing in `writer`, crash recovery in `recover`, names in `names`, the link between
+//! a dropped session and the next one in `sessions`, HTTP in `http`.
 
 mod ebml;
 pub mod http;
 pub mod names;
 mod recover;
+mod sessions;
 pub mod splice;
 mod writer;
 
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+pub use sessions::RECONNECT_WINDOW;
 pub use writer::Session;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,8 @@ struct Entry {
 pub struct Recorder {
     dir: PathBuf,
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// Each stream's last session, so that a publisher's reconnect is linked to it.
+    recent: sessions::Recent,
     /// Writer and recovery tasks alive, for a clean shutdown.
     active: watch::Sender<usize>,
 }
@@ -137,6 +142,7 @@ impl Recorder {
         let recorder = Arc::new(Recorder {
             dir,
             entries: Mutex::new(BTreeMap::new()),
+            recent: sessions::Recent::default(),
             active: watch::Sender::new(0),
         });
         let to_recover = recorder.load();
@@ -218,6 +224,7 @@ impl Recorder {
             stream: stream.to_owned(),
             prefix: names::sanitize_prefix(prefix),
             mime: mime.map(str::to_owned),
+            session: self.recent.new_session(),
         };
         // Counted from now, not from when the task first runs: a shutdown right after
         // waits for it too.
@@ -244,18 +251,25 @@ impl Recorder {
         drained.is_ok()
     }
 
-    pub(crate) fn contains(&self, id: &str) -> bool {
-        self.entries.lock().contains_key(id)
+    /// Adds a recording to the catalog unless its id is taken (its sidecar is written
+    /// by `persist`). A writer claims an id before it creates the file of that name,
+    /// so no two recordings, finished, failed or in progress, ever share one.
+    pub(crate) fn claim(&self, info: RecordingInfo) -> bool {
+        match self.entries.lock().entry(info.id.clone()) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(vacant) => {
+                vacant.insert(Entry {
+                    info,
+                    recovering: false,
+                });
+                true
+            }
+        }
     }
 
-    /// Adds a recording to the catalog (its sidecar is written by `persist`).
-    pub(crate) fn insert(&self, info: RecordingInfo) {
-        let id = info.id.clone();
-        let entry = Entry {
-            info,
-            recovering: false,
-        };
-        self.entries.lock().insert(id, entry);
+    /// Gives back a claimed id whose file could not be had (the name was taken on disk).
+    pub(crate) fn release(&self, id: &str) {
+        self.entries.lock().remove(id);
     }
 
     pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut RecordingInfo)) {
@@ -560,5 +574,110 @@ mod tests {
         assert!(recorder.drain(Duration::from_secs(10)).await);
         assert_eq!(recorder.list().len(), 1);
         let _ = std::fs::remove_file(&dir);
+    }
+
+    /// Polls the catalog until `done` holds.
+    async fn until(recorder: &Recorder, done: impl Fn(&[RecordingInfo]) -> bool) {
+        for _ in 0..2000 {
+            if done(&recorder.list()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the catalog never got there: {:#?}", recorder.list());
+    }
+
+    #[tokio::test]
+    async fn a_failed_recording_never_takes_the_id_of_a_good_one() {
+        let dir = temp_dir("clash");
+        let moved = dir.with_extension("moved");
+        // Both recordings should start within one second, when they want the same name:
+        // start early in a second (the test still checks the rest if it is slower).
+        let millis = names::rfc3339(std::time::SystemTime::now())[20..23]
+            .parse::<u64>()
+            .unwrap();
+        if millis > 200 {
+            tokio::time::sleep(Duration::from_millis(1000 - millis)).await;
+        }
+        let recorder = Recorder::open(dir.clone());
+        let mut good = Slot::default();
+        good.record(&recorder, "cam", None, true, frames(1, &[]));
+        until(&recorder, |list| list.len() == 1 && list[0].bytes > 0).await;
+        let good_id = recorder.list()[0].id.clone();
+
+        // Now the directory cannot be created: the next recording fails at once.
+        std::fs::rename(&dir, &moved).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        let mut failing = Slot::default();
+        failing.record(&recorder, "cam", None, true, frames(2, &[]));
+        until(&recorder, |list| {
+            list.iter().any(|r| r.state == State::Failed)
+        })
+        .await;
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(&moved, &dir).unwrap();
+        good.end();
+        failing.end();
+        assert!(recorder.drain(Duration::from_secs(10)).await);
+
+        let list = recorder.list();
+        assert_eq!(list.len(), 2, "{list:#?}");
+        let good_info = recorder
+            .get(&good_id)
+            .expect("the good one is still listed");
+        assert_eq!(good_info.state, State::Finished, "{list:#?}");
+        let failed = list.iter().find(|r| r.state == State::Failed).unwrap();
+        assert_ne!(failed.id, good_id);
+        assert!(names::is_safe_id(&failed.id));
+        assert!(failed.error.as_deref().unwrap().contains("cannot create"));
+        // Deleting the failed entry leaves the good recording and its file alone.
+        recorder.delete(&failed.id).unwrap();
+        assert_eq!(recorder.list(), vec![good_info.clone()]);
+        let file = std::fs::read(dir.join(&good_info.file)).unwrap();
+        assert_eq!(file.len() as u64, good_info.bytes);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn recovery_fills_in_what_the_file_tells() {
+        let dir = temp_dir("recover");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A sidecar as a crash leaves it after two generations, and a file with none:
+        // both hold MediaRecorder's own unfinalized WebM.
+        let crashed = "show-cam-20251122T031500Z";
+        let orphan = "noname-mic-20251122T031501Z";
+        let sidecar = serde_json::json!({
+            "id": crashed, "stream": "cam", "name_prefix": "show",
+            "file": format!("{crashed}.webm"), "mime": "video/webm;codecs=vp8,opus",
+            "started": "2025-11-22T03:15:00.000Z", "state": "recording",
+            "generations": 2, "tracks": null,
+        });
+        std::fs::write(dir.join(format!("{crashed}.json")), sidecar.to_string()).unwrap();
+        for id in [crashed, orphan] {
+            std::fs::write(dir.join(format!("{id}.webm")), CHROME).unwrap();
+        }
+
+        let recorder = Recorder::open(dir.clone());
+        assert!(recorder.drain(Duration::from_secs(10)).await);
+        let tracks = "V_VP8 192x144, A_OPUS 48000 Hz 2 ch";
+        for (id, generations, mime) in [
+            (crashed, 2, "video/webm;codecs=vp8,opus"),
+            (orphan, 1, "video/webm"),
+        ] {
+            let info = recorder.get(id).unwrap();
+            assert_eq!(info.state, State::Interrupted, "{info:#?}");
+            assert_eq!(info.generations, generations, "{info:#?}");
+            assert_eq!(info.tracks.as_deref(), Some(tracks), "{info:#?}");
+            assert_eq!(info.mime.as_deref(), Some(mime), "{info:#?}");
+            assert!(
+                info.duration.unwrap() > 5.0 && info.ended.is_some(),
+                "{info:#?}"
+            );
+            let file = std::fs::read(dir.join(&info.file)).unwrap();
+            assert_eq!(info.bytes, file.len() as u64);
+            let sidecar = read_sidecar(&dir.join(format!("{id}.json"))).unwrap();
+            assert_eq!(sidecar, info, "the sidecar says the same");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

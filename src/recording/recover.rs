@@ -1,7 +1,9 @@
 //! Start-up recovery: a recording the server was writing when it died (kill -9, power
 //! loss) is a valid WebM up to its last whole element, but has no Cues or Duration. It
 //! is spliced again into a temporary file, finalized like any other, and renamed over
-//! the original; its sidecar then says `interrupted`.
+//! the original; its sidecar then says `interrupted`, with what the file tells: its
+//! length, duration and tracks. Only the number of generations is not in the file: the
+//! writer's sidecar has it up to the last one begun (a file without a sidecar counts 1).
 
 use super::names;
 use super::writer::{finish_file, Output};
@@ -25,10 +27,18 @@ pub(super) fn spawn(recorder: &Arc<Recorder>, id: String) {
             return;
         };
         match recover(recorder.dir(), &info) {
-            Ok((bytes, duration, ended)) => {
+            Ok(Recovered {
+                bytes,
+                duration,
+                ended,
+                tracks,
+            }) => {
                 info.bytes = bytes;
                 info.duration = Some(duration);
                 info.ended = Some(names::rfc3339(ended));
+                info.generations = info.generations.max(1);
+                info.tracks = Some(tracks).filter(|t| !t.is_empty()).or(info.tracks);
+                info.mime.get_or_insert_with(|| "video/webm".to_owned());
                 log::warn!(
                     "recording {id} was left open by a crash; finalized: {duration:.1} s, {bytes} bytes"
                 );
@@ -54,9 +64,19 @@ pub(super) fn spawn(recorder: &Arc<Recorder>, id: String) {
     }
 }
 
+/// What a finalized file says about itself.
+struct Recovered {
+    bytes: u64,
+    /// Seconds.
+    duration: f64,
+    /// When it was last written.
+    ended: SystemTime,
+    /// As `RecordingInfo::tracks`.
+    tracks: String,
+}
+
 /// Re-splices the file into a finalized copy and renames it over the original.
-/// Returns (bytes, seconds, when it was last written).
-fn recover(dir: &Path, info: &RecordingInfo) -> Result<(u64, f64, SystemTime), String> {
+fn recover(dir: &Path, info: &RecordingInfo) -> Result<Recovered, String> {
     let path = dir.join(&info.file);
     let mut source =
         File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -98,12 +118,18 @@ fn recover(dir: &Path, info: &RecordingInfo) -> Result<(u64, f64, SystemTime), S
         }
         let bytes = finish_file(&mut out)?;
         let duration = out.splicer().duration_secs();
+        let tracks = out.splicer().description().to_owned();
         std::fs::rename(&tmp, &path)
             .map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
         if let Ok(dir) = File::open(dir) {
             let _ = dir.sync_all();
         }
-        Ok((bytes, duration, ended))
+        Ok(Recovered {
+            bytes,
+            duration,
+            ended,
+            tracks,
+        })
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

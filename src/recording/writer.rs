@@ -27,6 +27,8 @@ pub(super) const QUEUE_BYTES: u64 = 64 << 20;
 const SYNC_EVERY: Duration = Duration::from_secs(5);
 /// Frames handed to one blocking write batch.
 const BATCH: usize = 64;
+/// Names tried for one file (`…Z`, `…Z-2`, …) before giving up.
+const NAME_ATTEMPTS: u32 = 1000;
 
 /// What the stream side and the writer task both see.
 #[derive(Debug, Default)]
@@ -92,6 +94,8 @@ pub(super) struct Subject {
     pub stream: String,
     pub prefix: String,
     pub mime: Option<String>,
+    /// This publish session's number (`sessions::Recent`).
+    pub session: u64,
 }
 
 /// Runs until the stream drops its `Session` (the publish session ended) and the file
@@ -103,6 +107,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
+    let (stream, session) = (subject.stream.clone(), subject.session);
     let mut writer = Writer {
         recorder: recorder.clone(),
         shared,
@@ -128,10 +133,13 @@ pub(super) async fn run(
             Ok(writer) => writer,
             Err(err) => {
                 log::error!("recording writer failed: {err}");
+                recorder.recent.ended(&stream, session, Instant::now());
                 return;
             }
         };
     }
+    // The session is over from here: the time a reconnect is measured from.
+    recorder.recent.ended(&stream, session, Instant::now());
     if let Err(err) = tokio::task::spawn_blocking(move || writer.close()).await {
         log::error!("recording writer failed while finalizing: {err}");
     }
@@ -275,9 +283,16 @@ impl Writer {
         }
         let out = self.out.as_mut().expect("created above");
         out.splicer.begin(g);
+        let tracks = Some(out.splicer.description().to_owned()).filter(|d| !d.is_empty());
         self.recorder.update(&out.id, |info| {
             info.generations = out.splicer.generations();
+            info.tracks = tracks;
         });
+        // Once per generation, so that after a crash the sidecar still knows how many
+        // went in (the file does not say).
+        if let Err(err) = self.recorder.persist(&out.id) {
+            log::warn!("recording {}: {err}", out.id);
+        }
         true
     }
 
@@ -337,35 +352,30 @@ impl Writer {
         }
     }
 
-    /// Opens a new file for the session, named after its start, and catalogs it.
+    /// Opens a new file for the session, named after its start, and catalogs it. The
+    /// first file of a session that follows closely on the stream's previous session
+    /// says that it continues that one's last file (`sessions`).
     fn create(&mut self, split_reason: Option<String>) -> bool {
         let started = SystemTime::now();
-        let dir = self.recorder.dir().to_owned();
-        let mut opened = None;
-        let mut last_error = None;
-        if let Err(err) = std::fs::create_dir_all(&dir) {
-            last_error = Some(format!("cannot create {}: {err}", dir.display()));
-        } else {
-            for n in 1..=1000 {
-                let id = names::stem(&self.subject.prefix, &self.subject.stream, started, n);
-                if self.recorder.contains(&id) {
-                    continue;
-                }
-                let path = dir.join(format!("{id}.webm"));
-                match OpenOptions::new().write(true).create_new(true).open(&path) {
-                    Ok(file) => {
-                        opened = Some((id, path, file));
-                        break;
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(err) => {
-                        last_error = Some(format!("cannot create {}: {err}", path.display()));
-                        break;
-                    }
-                }
-            }
-        }
-        let mut info = RecordingInfo {
+        let (continues, split_reason) = match split_reason {
+            Some(why) => (self.previous_file.clone(), Some(why)),
+            None => match self.recorder.recent.continued(
+                &self.subject.stream,
+                &self.subject.prefix,
+                self.subject.session,
+                Instant::now(),
+            ) {
+                Some((file, since)) => (
+                    Some(file),
+                    Some(format!(
+                        "the publisher reconnected: a new publish session {:.1} s after the previous one ended",
+                        since.as_secs_f64()
+                    )),
+                ),
+                None => (None, None),
+            },
+        };
+        let info = RecordingInfo {
             id: String::new(),
             stream: self.subject.stream.clone(),
             name_prefix: self.subject.prefix.clone(),
@@ -378,27 +388,41 @@ impl Writer {
             state: State::Recording,
             error: None,
             split_reason,
-            continues: self.previous_file.clone(),
+            continues,
             generations: 0,
             tracks: None,
         };
-        let Some((id, path, file)) = opened else {
-            let why = last_error.unwrap_or_else(|| "no free file name".into());
-            info.id = names::stem(&self.subject.prefix, &self.subject.stream, started, 1);
-            info.file = format!("{}.webm", info.id);
-            info.state = State::Failed;
-            info.ended = Some(info.started.clone());
-            info.error = Some(why.clone());
+        let Some((id, path, opened)) = self.claim_file(info, started) else {
+            let why = format!("no free file name after {NAME_ATTEMPTS} tries");
             log::error!("recording of {} failed: {why}", self.subject.stream);
-            self.recorder.insert(info);
             self.shared.fail(why);
             self.stopped = true;
             return false;
         };
-        info.id.clone_from(&id);
-        info.file = format!("{id}.webm");
+        let file = match opened {
+            Ok(file) => file,
+            Err(why) => {
+                // The entry keeps the id it claimed, which no other recording can have,
+                // and names no file that exists: deleting it removes nothing else.
+                log::error!("recording of {} failed: {why}", self.subject.stream);
+                self.recorder.update(&id, |info| {
+                    info.state = State::Failed;
+                    info.ended = Some(info.started.clone());
+                    info.error = Some(why.clone());
+                });
+                self.shared.fail(why);
+                self.stopped = true;
+                return false;
+            }
+        };
         log::info!("recording {} to {}", self.subject.stream, path.display());
-        self.recorder.insert(info);
+        self.recorder.recent.opened(
+            &self.subject.stream,
+            &self.subject.prefix,
+            self.subject.session,
+            &id,
+            Instant::now(),
+        );
         if let Err(err) = self.recorder.persist(&id) {
             // A sidecar we cannot write is a disk we cannot trust.
             self.out = Some(Output::new(id, path, file, started));
@@ -408,6 +432,45 @@ impl Writer {
         self.previous_file = Some(id.clone());
         self.out = Some(Output::new(id, path, file, started));
         true
+    }
+
+    /// Claims the first free id for a file started at `started` and creates its file.
+    /// Returns the claimed id and the file, or why it could not be created (the id
+    /// stays claimed, for the failed entry); None when every name was taken.
+    fn claim_file(
+        &self,
+        mut info: RecordingInfo,
+        started: SystemTime,
+    ) -> Option<(String, PathBuf, Result<File, String>)> {
+        let dir = self.recorder.dir().to_owned();
+        let dir_error = std::fs::create_dir_all(&dir)
+            .err()
+            .map(|err| format!("cannot create {}: {err}", dir.display()));
+        for n in 1..=NAME_ATTEMPTS {
+            let id = names::stem(&self.subject.prefix, &self.subject.stream, started, n);
+            info.id.clone_from(&id);
+            info.file = format!("{id}.webm");
+            let path = dir.join(&info.file);
+            if !self.recorder.claim(info.clone()) {
+                continue;
+            }
+            let opened = match &dir_error {
+                // Nothing can be created; still, the failed entry must not name a file
+                // that is there.
+                Some(_) if path.symlink_metadata().is_ok() => None,
+                Some(why) => Some(Err(why.clone())),
+                None => match OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(file) => Some(Ok(file)),
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => None,
+                    Err(err) => Some(Err(format!("cannot create {}: {err}", path.display()))),
+                },
+            };
+            match opened {
+                Some(opened) => return Some((id, path, opened)),
+                None => self.recorder.release(&id),
+            }
+        }
+        None
     }
 
     fn write(&mut self, pieces: Vec<Piece>) {
