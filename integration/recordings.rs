@@ -1,7 +1,9 @@
 //! Recordings, end to end on real sockets and real files: a real Chrome recording
-//! published as several generations becomes ONE WebM that ffprobe reads with the right
-//! duration and monotonic timestamps; byte ranges; kill -9 and recovery; hostile name
-//! prefixes; a full disk; HTTP upload ingest; deletion.
+//! published as several generations, each with fresh TrackUIDs as Chrome gives every
+//! restart, becomes ONE WebM that ffprobe reads with the right duration, monotonic
+//! timestamps and the alpha side data of its BlockGroups; so does an ffmpeg one with
+//! alpha; byte ranges; kill -9 and recovery; hostile name prefixes; a full disk; a
+//! publisher's reconnect; HTTP upload ingest; deletion.
 
 mod common;
 
@@ -13,6 +15,80 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const MIME: &str = "video/webm;codecs=vp8,opus";
+
+/// VP8 with an alpha channel and Opus, 3 s at 160x120, as ffmpeg's muxer writes it
+/// (known sizes, SeekHead, Cues): every video frame a BlockGroup whose BlockAdditions
+/// carry the alpha plane. 43 KB, made with
+/// `ffmpeg -f lavfi -i "testsrc=size=160x120:rate=15:duration=3,format=yuva420p,
+/// geq=lum='lum(X,Y)':a='128+100*sin(T+X/10)'" -f lavfi -i "sine=frequency=440:duration=3"
+/// -c:v libvpx -pix_fmt yuva420p -auto-alt-ref 0 -b:v 200k -g 15 -threads 1
+/// -c:a libopus -b:a 32k -shortest -fflags +bitexact -map_metadata -1 alpha-vp8-opus.webm`
+/// (the Chrome fixture has BlockAdditions too: it records a canvas, which has alpha).
+const ALPHA: &[u8] = include_bytes!("fixtures/alpha-vp8-opus.webm");
+
+/// `webm` with every TrackUID of its Tracks rewritten in place (same length) from
+/// `seed`, as Chrome draws new ones at every MediaRecorder restart. Panics unless it
+/// finds exactly `tracks` of them.
+fn with_fresh_track_uids(webm: &[u8], seed: u64, tracks: usize) -> Vec<u8> {
+    const SEGMENT: u32 = 0x1853_8067;
+    const TRACKS: u32 = 0x1654_AE6B;
+    const TRACK_ENTRY: u32 = 0xAE;
+    const TRACK_UID: u32 = 0x73C5;
+    const CLUSTER: u32 = 0x1F43_B675;
+    // An EBML vint at `at`: (its length, its value without the marker bit).
+    let vint = |at: usize| {
+        let len = webm[at].leading_zeros() as usize + 1;
+        let value = webm[at + 1..at + len]
+            .iter()
+            .fold(u64::from(webm[at]) & (0xFF >> len), |v, &b| {
+                v << 8 | u64::from(b)
+            });
+        (len, value)
+    };
+    let mut out = webm.to_vec();
+    let mut found = 0;
+    let mut at = 0;
+    while at < webm.len() {
+        let (id_len, _) = vint(at);
+        let id = webm[at..at + id_len]
+            .iter()
+            .fold(0u32, |v, &b| v << 8 | u32::from(b));
+        let (size_len, size) = vint(at + id_len);
+        let data = at + id_len + size_len;
+        match id {
+            // Into the masters on the way to the TrackUIDs; the rest is stepped over.
+            SEGMENT | TRACKS | TRACK_ENTRY => at = data,
+            CLUSTER => break,
+            TRACK_UID => {
+                let end = data + size as usize;
+                let fresh = seed
+                    .wrapping_add(found as u64 + 1)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                out[data..end].copy_from_slice(&fresh.to_be_bytes()[8 - (end - data)..]);
+                assert_ne!(out[data..end], webm[data..end]);
+                found += 1;
+                at = end;
+            }
+            _ => at = data + size as usize,
+        }
+    }
+    assert_eq!(found, tracks, "TrackUIDs in the fixture");
+    out
+}
+
+/// Generation `g` of the Chrome recording: its own TrackUIDs, cut where Chrome's
+/// `dataavailable` cut it.
+fn chrome_generation(g: u64) -> Vec<Vec<u8>> {
+    let media = with_fresh_track_uids(CHROME, g, 2);
+    let mut start = 0;
+    chrome_pieces()
+        .iter()
+        .map(|piece| {
+            start += piece.len();
+            media[start - piece.len()..start].to_vec()
+        })
+        .collect()
+}
 
 async fn recordings(server: &TestServer) -> Vec<Value> {
     let (status, list) = server.get_json("/api/recordings").await;
@@ -48,9 +124,8 @@ async fn publish_generations(
     stream: &str,
     generations: &[u64],
 ) {
-    let pieces = chrome_pieces();
     for &g in generations {
-        publisher.publish_generation(g, &pieces).await;
+        publisher.publish_generation(g, &chrome_generation(g)).await;
         server
             .until_api(stream, |s| {
                 s["generation"] == g && s["buffered_bytes"] == CHROME.len()
@@ -79,15 +154,28 @@ async fn record(server: &TestServer, stream: &str, query: &str, generations: &[u
 #[derive(Debug)]
 struct Probe {
     duration: Option<f64>,
-    /// (stream index, pts seconds, keyframe) in file order.
-    packets: Vec<(u64, f64, bool)>,
+    /// In file order.
+    packets: Vec<Packet>,
     errors: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Packet {
+    stream: u64,
+    /// Seconds.
+    pts: f64,
+    keyframe: bool,
+    /// A BlockAdditional came with it (VP8's alpha plane).
+    additional: bool,
 }
 
 fn probe(path: &Path) -> Probe {
     let output = Command::new("ffprobe")
         .args(["-v", "error", "-print_format", "json", "-show_format"])
-        .args(["-show_entries", "packet=stream_index,pts_time,flags"])
+        .args([
+            "-show_entries",
+            "packet=stream_index,pts_time,flags:packet_side_data=side_data_type",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe runs (apt-get install ffmpeg; .ci/run installs it)");
@@ -97,12 +185,14 @@ fn probe(path: &Path) -> Probe {
         .map(|packets| {
             packets
                 .iter()
-                .map(|p| {
-                    (
-                        p["stream_index"].as_u64().unwrap(),
-                        p["pts_time"].as_str().unwrap().parse().unwrap(),
-                        p["flags"].as_str().unwrap_or_default().starts_with('K'),
-                    )
+                .map(|p| Packet {
+                    stream: p["stream_index"].as_u64().unwrap(),
+                    pts: p["pts_time"].as_str().unwrap().parse().unwrap(),
+                    keyframe: p["flags"].as_str().unwrap_or_default().starts_with('K'),
+                    additional: p["side_data_list"].as_array().is_some_and(|list| {
+                        list.iter()
+                            .any(|d| d["side_data_type"] == "Matroska BlockAdditional")
+                    }),
                 })
                 .collect()
         })
@@ -140,7 +230,7 @@ fn decode_errors(path: &Path, seek: Option<f64>) -> String {
 /// Timestamps per stream never go backwards.
 fn assert_monotonic(probe: &Probe) {
     let mut last: std::collections::HashMap<u64, f64> = Default::default();
-    for &(stream, pts, _) in &probe.packets {
+    for &Packet { stream, pts, .. } in &probe.packets {
         if let Some(&previous) = last.get(&stream) {
             assert!(
                 pts >= previous,
@@ -151,18 +241,20 @@ fn assert_monotonic(probe: &Probe) {
     }
 }
 
-/// ffprobe's view of the fixture itself, once.
+fn probe_bytes(media: &[u8]) -> Probe {
+    let dir = scratch_dir("fixture");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fixture.webm");
+    std::fs::write(&path, media).unwrap();
+    let p = probe(&path);
+    done(&dir);
+    p
+}
+
+/// ffprobe's view of the Chrome fixture itself, once.
 fn fixture_probe() -> &'static Probe {
     static PROBE: std::sync::OnceLock<Probe> = std::sync::OnceLock::new();
-    PROBE.get_or_init(|| {
-        let dir = scratch_dir("fixture");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("chrome.webm");
-        std::fs::write(&path, CHROME).unwrap();
-        let p = probe(&path);
-        done(&dir);
-        p
-    })
+    PROBE.get_or_init(|| probe_bytes(CHROME))
 }
 
 /// How long one generation of the fixture lasts once spliced: its last video frame's
@@ -171,8 +263,8 @@ fn fixture_span() -> f64 {
     let video: Vec<f64> = fixture_probe()
         .packets
         .iter()
-        .filter(|(s, _, _)| *s == 0)
-        .map(|(_, t, _)| *t)
+        .filter(|p| p.stream == 0)
+        .map(|p| p.pts)
         .collect();
     let n = video.len();
     video[n - 1] + (video[n - 1] - video[n - 2])
@@ -234,7 +326,7 @@ async fn a_session_of_three_generations_is_one_seekable_webm() {
     eprintln!(
         "ffprobe: duration {duration:.3} s (expected {expected:.3}), {} packets ({} keyframes), errors: {:?}",
         p.packets.len(),
-        p.packets.iter().filter(|p| p.2).count(),
+        p.packets.iter().filter(|p| p.keyframe).count(),
         p.errors
     );
     assert!(p.errors.is_empty(), "ffprobe complains: {}", p.errors);
@@ -249,13 +341,105 @@ async fn a_session_of_three_generations_is_one_seekable_webm() {
         "every packet of every generation"
     );
     assert_monotonic(&p);
-    let last_pts = p.packets.iter().map(|p| p.1).fold(0.0, f64::max);
+    let last_pts = p.packets.iter().map(|p| p.pts).fold(0.0, f64::max);
     assert!(
         last_pts > 2.0 * span,
         "the third generation follows the second"
     );
+    // Chrome's BlockGroups keep their BlockAdditions (the canvas's alpha plane).
+    let additional = |p: &Probe| p.packets.iter().filter(|p| p.additional).count();
+    assert!(additional(fixture_probe()) > 0, "the fixture has alpha");
+    assert_eq!(additional(&p), 3 * additional(fixture_probe()));
     assert_eq!(decode_errors(&path, None), "", "decodes cleanly");
     assert_eq!(decode_errors(&path, Some(13.0)), "", "seeks and decodes");
+    drop(server);
+    done(&dir);
+}
+
+/// Rounding of ffprobe's millisecond timestamps.
+const MS: f64 = 0.0015;
+
+#[tokio::test]
+async fn an_ffmpeg_recording_with_alpha_is_spliced_whole_block_additions_included() {
+    let dir = scratch_dir("alpha");
+    let server = TestServer::with(|c| c.record_dir = dir.clone()).await;
+    let mut publisher = Publisher::connect(&server, "alpha", "session=s").await;
+    publisher.start(MIME).await;
+    for g in 1..=3 {
+        let media = with_fresh_track_uids(ALPHA, g, 2);
+        publisher.publish_generation(g, &cut(&media, 9, g)).await;
+        server
+            .until_api("alpha", |s| {
+                s["generation"] == g && s["buffered_bytes"] == ALPHA.len()
+            })
+            .await;
+    }
+    publisher.stop().await;
+    let list = until_recordings(&server, "the recording to finish", |l| {
+        l.len() == 1 && l[0]["state"] == "finished"
+    })
+    .await;
+    let rec = &list[0];
+    assert_eq!(rec["generations"], 3, "{rec:#}");
+    assert!(rec["split_reason"].is_null(), "{rec:#}");
+    let path = dir.join(rec["file"].as_str().unwrap());
+
+    let fixture = probe_bytes(ALPHA);
+    let p = probe(&path);
+    assert!(fixture.errors.is_empty(), "{}", fixture.errors);
+    assert!(p.errors.is_empty(), "ffprobe complains: {}", p.errors);
+    assert_monotonic(&p);
+    let n = fixture.packets.len();
+    assert!(fixture.packets.iter().any(|p| p.additional), "alpha");
+    assert_eq!(p.packets.len(), 3 * n, "every packet of every generation");
+    // Each generation is the fixture moved later as a whole: the same packets in the
+    // same order, alpha side data included, every timestamp by the same shift.
+    let shifts: Vec<f64> = p
+        .packets
+        .chunks(n)
+        .enumerate()
+        .map(|(k, generation)| {
+            let shift = generation[0].pts - fixture.packets[0].pts;
+            for (got, want) in generation.iter().zip(&fixture.packets) {
+                assert_eq!(
+                    (got.stream, got.keyframe, got.additional),
+                    (want.stream, want.keyframe, want.additional),
+                    "generation {k}: {got:?} for {want:?}"
+                );
+                assert!(
+                    (got.pts - want.pts - shift).abs() < MS,
+                    "generation {k}: {got:?} for {want:?}, shift {shift}"
+                );
+            }
+            shift
+        })
+        .collect();
+    let span = shifts[1] - shifts[0];
+    let (first, last) = fixture
+        .packets
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+            (lo.min(p.pts), hi.max(p.pts))
+        });
+    eprintln!(
+        "alpha: shifts {shifts:?}, fixture {first:.3}..{last:.3} s, duration {:?}",
+        p.duration
+    );
+    assert!(shifts[0].abs() < MS, "{shifts:?}");
+    assert!((shifts[2] - shifts[1] - span).abs() < MS, "{shifts:?}");
+    // No overlap, and one video frame (15 fps) between generations.
+    assert!(
+        span > last - first && span < last - first + 1.0 / 15.0 + MS,
+        "{shifts:?}"
+    );
+    let duration = p.duration.expect("a Duration");
+    assert!(
+        (duration - 3.0 * span).abs() < 2.0 * MS,
+        "{duration} for {span}"
+    );
+    assert!((rec["duration"].as_f64().unwrap() - duration).abs() < 0.01);
+    assert_eq!(decode_errors(&path, None), "", "decodes cleanly");
+    assert_eq!(decode_errors(&path, Some(5.0)), "", "seeks and decodes");
     drop(server);
     done(&dir);
 }
@@ -444,8 +628,9 @@ async fn kill_9_mid_stream_leaves_a_playable_file_that_the_next_start_finalizes(
 
     let second = Server::spawn(&dir, |_| {});
     let server = TestServer::at(second.addr);
+    // `ended` is set once it is finalized (the sidecar has a duration from before).
     let list = until_recordings(&server, "the interrupted recording finalized", |l| {
-        l.len() == 1 && l[0]["state"] == "interrupted" && !l[0]["duration"].is_null()
+        l.len() == 1 && l[0]["state"] == "interrupted" && !l[0]["ended"].is_null()
     })
     .await;
     assert!(
@@ -453,6 +638,9 @@ async fn kill_9_mid_stream_leaves_a_playable_file_that_the_next_start_finalizes(
         "{list:#?}"
     );
     assert!(list[0]["error"].is_null(), "{list:#?}");
+    // What the file says, and the generations the sidecar counted before the crash.
+    assert_eq!(list[0]["generations"], 2, "{list:#?}");
+    assert_eq!(list[0]["tracks"], "V_VP8 192x144, A_OPUS 48000 Hz 2 ch");
     let p = probe(&path);
     assert!(p.errors.is_empty(), "finalized: {}", p.errors);
     let duration = p.duration.expect("a Duration after finalizing");
@@ -918,6 +1106,50 @@ async fn a_publisher_that_changes_its_video_starts_a_new_file_and_says_why() {
             "{rec:#} {p:?}"
         );
     }
+    drop(server);
+    done(&dir);
+}
+
+#[tokio::test]
+async fn a_publisher_back_after_a_drop_gets_a_new_file_that_continues_the_old_one() {
+    let dir = scratch_dir("reconnect");
+    let server = TestServer::with(|c| c.record_dir = dir.clone()).await;
+    let query = "session=s&name_prefix=show";
+    let mut publisher = Publisher::connect(&server, "blip", query).await;
+    publisher.start(MIME).await;
+    publish_generations(&server, &mut publisher, "blip", &[1]).await;
+    // The network goes: both sockets close without a stop, and the session ends.
+    drop(publisher);
+    let list = until_recordings(&server, "the dropped session's file", |l| {
+        l.len() == 1 && l[0]["state"] == "finished"
+    })
+    .await;
+    let first = list[0]["id"].clone();
+    assert!(list[0]["continues"].is_null(), "{list:#?}");
+
+    // The recorder page comes back as it does: same session, a new generation.
+    let mut publisher = Publisher::connect(&server, "blip", query).await;
+    publisher.start(MIME).await;
+    publish_generations(&server, &mut publisher, "blip", &[2]).await;
+    publisher.stop().await;
+    let list = until_recordings(&server, "the second file", |l| {
+        l.len() == 2 && l.iter().all(|r| r["state"] == "finished")
+    })
+    .await;
+    let second = list.iter().find(|r| r["id"] != first).unwrap();
+    assert_eq!(second["continues"], first, "{list:#?}");
+    let why = second["split_reason"].as_str().unwrap();
+    assert!(why.contains("reconnected"), "{why}");
+
+    // Another name prefix is another broadcast, not a continuation.
+    drop(publisher);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server.get_json("/api/streams/blip").await.0 != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "the stream ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = record(&server, "blip", "session=t&name_prefix=other", &[3]).await;
+    assert!(other["continues"].is_null(), "{other:#}");
     drop(server);
     done(&dir);
 }
