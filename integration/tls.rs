@@ -5,11 +5,12 @@ mod common;
 
 use blobcast::tls::Identity;
 use blobcast::Config;
-use common::{cut, Publisher, Viewer, Ws, CLIP, PATIENCE};
+use common::{cut, scratch_dir, Publisher, Viewer, Ws, CLIP, PATIENCE};
 use futures_util::StreamExt;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,16 +29,34 @@ struct TlsServer {
     identity: Arc<Identity>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// Its own record directory (not ./rec), removed on drop.
+    record_dir: PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.record_dir);
+    }
 }
 
 impl TlsServer {
     /// As `blobcast --listen 127.0.0.1:0 --tls-self-signed`.
     async fn start() -> TlsServer {
+        TlsServer::start_on(Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// As `blobcast --listen {ip}:0 --tls-self-signed`.
+    async fn start_on(ip: IpAddr) -> TlsServer {
         let _ = env_logger::builder().is_test(true).try_init();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = Config::local();
+        if !ip.is_loopback() {
+            config.publish_key = Some(format!("{:x}", rand_seed()));
+        }
         config.public_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/public").into();
+        let record_dir = scratch_dir("tls-rec");
+        config.record_dir = record_dir.clone();
         config.listen = addr;
         config.tls_self_signed = true;
         let identity = blobcast::tls::prepare(&mut config)
@@ -53,6 +72,7 @@ impl TlsServer {
             identity,
             stop: Some(stop),
             task: Some(task),
+            record_dir,
         }
     }
 
@@ -70,9 +90,15 @@ impl TlsServer {
         TlsConnector::from(Arc::new(config))
     }
 
-    /// A TLS connection verified for `name` (a DNS name or an IP in the certificate).
+    /// A TLS connection over loopback verified for `name` (a DNS name or an IP in the
+    /// certificate).
     async fn tls(&self, name: &str) -> TlsStream<TcpStream> {
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        self.tls_at(Ipv4Addr::LOCALHOST.into(), name).await
+    }
+
+    /// A TLS connection to `ip`, verified for `name`.
+    async fn tls_at(&self, ip: IpAddr, name: &str) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect((ip, self.addr.port())).await.unwrap();
         let name = ServerName::try_from(name.to_string()).unwrap();
         tokio::time::timeout(PATIENCE, self.connector().connect(name, tcp))
             .await
@@ -99,11 +125,14 @@ impl TlsServer {
 
     /// One HTTP/1.1 request over https (to the IP, the other name the certificate has).
     async fn get(&self, path: &str) -> (u16, String) {
-        let mut tls = self.tls("127.0.0.1").await;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-            self.addr.port()
-        );
+        self.get_at(Ipv4Addr::LOCALHOST.into(), path).await
+    }
+
+    /// One HTTP/1.1 request over https to `ip`, the certificate verified for that IP.
+    async fn get_at(&self, ip: IpAddr, path: &str) -> (u16, String) {
+        let mut tls = self.tls_at(ip, &ip.to_string()).await;
+        let host = SocketAddr::new(ip, self.addr.port());
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         tls.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
         let read = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut response)).await;
@@ -179,6 +208,52 @@ async fn a_clip_published_over_wss_is_watched_over_wss_exactly_and_https_serves_
         }
     }
     assert!(ended, "viewer was told the stream ended");
+    // And it was recorded, into the server's own directory rather than ./rec.
+    let webms = std::fs::read_dir(&server.record_dir)
+        .unwrap()
+        .filter(|e| {
+            let path = e.as_ref().unwrap().path();
+            path.extension().is_some_and(|ext| ext == "webm")
+        })
+        .count();
+    assert_eq!(webms, 1, "one recording in {}", server.record_dir.display());
+}
+
+/// Different at every run, for a throw-away publish key.
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// This machine's address towards its default route, found the way a LAN client's
+/// packets would arrive (a UDP connect sends nothing), independently of how the
+/// server lists its addresses.
+fn default_route_address() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("198.51.100.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_on_all_addresses_is_valid_for_this_machines_address() {
+    let Some(lan) = default_route_address() else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: this machine has no default route, so no LAN address to test with"
+        );
+        return;
+    };
+    let mut server = TlsServer::start_on(Ipv4Addr::UNSPECIFIED.into()).await;
+    assert_eq!(
+        server.get_at(lan, "/healthz").await,
+        (200, "ok".to_string())
+    );
+    assert_eq!(server.get("/healthz").await.0, 200, "and loopback");
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -289,7 +364,15 @@ impl Drop for Child {
 async fn the_binary_prints_an_https_address_and_the_fingerprint_it_serves() {
     let mut child = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_blobcast"))
-            .args(["--listen", "127.0.0.1:0", "--tls-self-signed"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-self-signed",
+                "--no-record",
+            ])
+            // Even with --no-record the catalog is read (and a crash's files finished).
+            .arg("--record-dir")
+            .arg(scratch_dir("tls-bin-rec"))
             .env_remove("BLOBCAST_PUBLISH_KEY")
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -16,7 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
 use std::future::Future;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +96,8 @@ impl Identity {
     }
 
     /// A fresh self-signed certificate (ECDSA P-256) for the listen address, localhost,
-    /// 127.0.0.1 and ::1; on an unspecified address (0.0.0.0) also this host's name.
+    /// 127.0.0.1 and ::1; on an unspecified address (0.0.0.0, ::) also this host's name
+    /// and its own addresses (of that family; `[::]` takes both), as Linux lists them.
     pub fn self_signed(listen: SocketAddr) -> Result<Identity, TlsError> {
         let mut names = vec![
             "localhost".to_string(),
@@ -105,12 +106,14 @@ impl Identity {
         ];
         let ip = listen.ip();
         if ip.is_unspecified() {
-            if let Some(host) = host_name() {
-                names.push(host);
-            }
-        } else if !names.contains(&ip.to_string()) {
+            names.extend(host_name());
+            let addresses = local_addresses();
+            let served = addresses.iter().filter(|a| ip.is_ipv6() || a.is_ipv4());
+            names.extend(served.map(IpAddr::to_string));
+        } else {
             names.push(ip.to_string());
         }
+        names.dedup();
         let mut params = rcgen::CertificateParams::new(names)?;
         params
             .distinguished_name
@@ -187,6 +190,47 @@ fn host_name() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
     (!name.is_empty()).then(|| name.to_string())
+}
+
+/// This machine's own addresses, loopback and link-local left out (Linux's /proc;
+/// none elsewhere): what a LAN client types to reach a server on 0.0.0.0.
+fn local_addresses() -> Vec<IpAddr> {
+    let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+    let mut found = local_ipv4(&read("/proc/net/fib_trie"));
+    found.extend(local_ipv6(&read("/proc/net/if_inet6")));
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// The `/32 host LOCAL` leaves of /proc/net/fib_trie: the addresses of this host.
+fn local_ipv4(fib_trie: &str) -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    let mut leaf = None;
+    for line in fib_trie.lines().map(str::trim_start) {
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            leaf = addr.trim().parse::<Ipv4Addr>().ok();
+        } else if line.starts_with("/32 host LOCAL") {
+            found.extend(leaf.take().filter(|a| !a.is_loopback()).map(IpAddr::V4));
+        }
+    }
+    found
+}
+
+/// The global-scope addresses of /proc/net/if_inet6 (a link-local one needs a zone,
+/// which a browser's address bar does not take).
+fn local_ipv6(if_inet6: &str) -> Vec<IpAddr> {
+    const GLOBAL_SCOPE: &str = "00";
+    if_inet6
+        .lines()
+        .filter_map(|line| {
+            // address, interface index, prefix length, scope, flags, name
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (hex, scope) = (fields.first()?, fields.get(3)?);
+            let bits = u128::from_str_radix(hex, 16).ok()?;
+            (*scope == GLOBAL_SCOPE).then_some(IpAddr::V6(Ipv6Addr::from(bits)))
+        })
+        .collect()
 }
 
 /// Serves `filter` over TLS on `listener` until `signal`, then waits for the open HTTP
@@ -338,6 +382,41 @@ mod tests {
         std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
         assert!(Identity::load(&cert, &key).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn local_addresses_come_from_procs_tables() {
+        // As Linux writes it (indentation trimmed: the parser ignores it).
+        let fib_trie = [
+            "Main:",
+            "+-- 0.0.0.0/0 3 0 5",
+            "+-- 127.0.0.0/8 2 0 2",
+            "|-- 127.0.0.0",
+            "/8 host LOCAL",
+            "|-- 127.0.0.1",
+            "/32 host LOCAL",
+            "|-- 192.168.1.0",
+            "/24 link UNICAST",
+            "|-- 192.168.1.20",
+            "/32 host LOCAL",
+            "|-- 192.168.1.255",
+            "/32 link BROADCAST",
+        ]
+        .join("\n   ");
+        assert_eq!(
+            local_ipv4(&fib_trie),
+            [IpAddr::from([192, 168, 1, 20])],
+            "neither loopback, nor a network, nor a broadcast address"
+        );
+        let if_inet6 = "00000000000000000000000000000001 01 80 10 80       lo\n\
+            fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n\
+            fd000000000000000000000000000002 04 40 00 82     eth0\n";
+        assert_eq!(
+            local_ipv6(if_inet6),
+            ["fd00::2".parse::<IpAddr>().unwrap()],
+            "global scope only"
+        );
+        assert!(local_ipv4("").is_empty() && local_ipv6("garbage").is_empty());
     }
 
     #[test]
