@@ -79,8 +79,16 @@ async fn a_chunk_that_beats_its_blob_is_held_until_the_blob_arrives() {
             .unwrap();
         offset += piece.len() as u64;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    server.until_api("race", |s| s["generation"] == 1).await;
+    // Every one of them has reached the server (1 blob + the chunks), and none went
+    // into the buffer.
+    server
+        .until_metrics(&format!("blobcast_frames_in_total {}", pieces.len()))
+        .await;
+    let (_, info) = server.get_json("/api/streams/race").await;
+    assert_eq!(
+        (info["generation"].as_u64(), info["buffered_bytes"].as_u64()),
+        (Some(1), Some(2))
+    );
     publisher.send_blob(2, &pieces[0]).await;
 
     viewer.pump_until_holds(2, CLIP).await;
@@ -148,49 +156,147 @@ async fn a_resume_after_the_generation_moved_on_gets_the_new_snapshot() {
     assert_eq!(viewer.controls[0]["resumed"], false);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_viewer_is_cut_off_while_the_publisher_and_a_normal_viewer_carry_on() {
-    let server = TestServer::with(|c| {
-        c.max_viewer_lag = 2 << 20;
-        c.send_timeout_secs = 2;
-    })
-    .await;
-    let mut publisher = Publisher::connect(&server, "busy", "session=s1").await;
+/// 24 MiB of media in 64 KiB chunks: far more than socket buffers can absorb.
+const FLOOD_CHUNKS: usize = 384;
+
+fn flood_chunk() -> Vec<u8> {
+    CLIP.iter().cycle().take(64 * 1024).copied().collect()
+}
+
+/// A publisher on `stream` whose first generation's 4 KiB blob the server holds.
+async fn publisher_with_blob(server: &TestServer, stream: &str) -> Publisher {
+    let mut publisher = Publisher::connect(server, stream, "session=s1").await;
     publisher.start(MIME).await;
     publisher.send_blob(1, &CLIP[..4096]).await;
+    // Chunks that beat their blob are held only up to a bound: let the blob land first.
+    server.until_api(stream, |s| s["generation"] == 1).await;
+    publisher
+}
 
-    // The slow viewer never reads a byte until the end.
-    let mut slow_chunk = connect(&server.ws_url("/ws/watch/busy/chunk")).await;
+async fn flood(publisher: &mut Publisher) {
+    let chunk = flood_chunk();
+    for _ in 0..FLOOD_CHUNKS {
+        publisher.send_chunk(&chunk).await;
+    }
+}
+
+/// What the generation holds after the blob and the flood.
+fn flooded_generation() -> Vec<u8> {
+    let mut generation = CLIP[..4096].to_vec();
+    generation.extend(flood_chunk().repeat(FLOOD_CHUNKS));
+    generation
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_never_holds_up_the_publisher_or_a_normal_viewer() {
+    // Bounds too generous to fire during the test: if the stalled viewer could hold up
+    // the publisher, nothing would ever release it.
+    let server = TestServer::with(|c| {
+        c.max_viewer_lag = 1 << 40;
+        c.send_timeout_secs = 3600;
+    })
+    .await;
+    let mut publisher = publisher_with_blob(&server, "busy").await;
+
+    // The stalled viewer never reads a byte.
+    let stalled_chunk = connect_small_window(&server.ws_url("/ws/watch/busy/chunk")).await;
+    let stalled_blob = connect_small_window(&server.ws_url("/ws/watch/busy/blob")).await;
     // The normal viewer reads continuously on its own task, as a browser would.
     let mut normal = Viewer::connect(&server, "busy").await;
-    let chunk: Vec<u8> = CLIP.iter().cycle().take(64 * 1024).copied().collect();
-    let mut expected = CLIP[..4096].to_vec();
-    for _ in 0..384 {
-        expected.extend_from_slice(&chunk);
-    }
+    let expected = flooded_generation();
+    let length = expected.len();
     let normal = tokio::spawn(async move {
         normal.pump_until_holds(1, &expected).await;
+        normal
     });
+    tokio::time::timeout(PATIENCE, flood(&mut publisher))
+        .await
+        .expect("the publisher sent 24 MiB past a stalled viewer");
+    let _normal = normal.await.expect("the normal viewer got every byte");
+    // Both viewers are still there: the stalled one was neither waited for nor dropped.
+    server
+        .until_api("busy", |s| {
+            s["buffered_bytes"] == length && s["viewers"] == 2
+        })
+        .await;
+    drop((stalled_chunk, stalled_blob));
+}
 
-    // 24 MiB of media in 64 KiB chunks: far more than socket buffers can absorb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let server = TestServer::with(|c| {
+        c.max_viewer_lag = 1 << 40;
+        c.send_timeout_secs = 1;
+    })
+    .await;
+    let mut publisher = publisher_with_blob(&server, "stall").await;
+    let mut stalled = connect_small_window(&server.ws_url("/ws/watch/stall/chunk")).await;
+    flood(&mut publisher).await;
+    // Without reading a byte, wait for the server to give up on the viewer; then read
+    // what it was sent through to the close frame, which waits behind it.
+    server
+        .until_metrics("blobcast_viewers_lagged_total 1")
+        .await;
+    let (code, reason) = closed_with(&mut stalled).await;
+    assert_eq!(code, 4408, "{reason}");
+    assert!(reason.contains("did not accept a write"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_reads_but_falls_behind_is_cut_off_at_the_lag_bound() {
+    let server = TestServer::with(|c| {
+        c.max_viewer_lag = 2 << 20;
+        c.send_timeout_secs = 3600;
+    })
+    .await;
+    let mut publisher = publisher_with_blob(&server, "lag").await;
+    let mut dawdler = connect_small_window(&server.ws_url("/ws/watch/lag/chunk")).await;
+    flood(&mut publisher).await;
+    // It reads, only slowly: every write completes, but the live edge runs away from it.
+    let (code, reason) = loop {
+        let message = tokio::time::timeout(PATIENCE, dawdler.next())
+            .await
+            .expect("the server answered in time");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("expected frames then a close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4408, "{reason}");
+    assert!(reason.contains("behind the live edge"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_on_a_slow_link_gets_a_snapshot_that_takes_longer_than_the_send_timeout() {
+    let server = TestServer::with(|c| c.send_timeout_secs = 1).await;
+    let mut publisher = publisher_with_blob(&server, "big").await;
+    flood(&mut publisher).await;
+    let expected = flooded_generation();
+    server
+        .until_api("big", |s| s["buffered_bytes"] == expected.len())
+        .await;
+    // Connected after the media is buffered, it reads its 24 MiB snapshot at a pace of
+    // about 6 MB/s: some 4 s in all, each write accepted well within the 1 s timeout.
+    let _chunk = connect(&server.ws_url("/ws/watch/big/chunk")).await;
+    let mut blob = connect_small_window(&server.ws_url("/ws/watch/big/blob")).await;
     let started = std::time::Instant::now();
-    for _ in 0..384 {
-        publisher.send_chunk(&chunk).await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut received = Vec::new();
+    while received.len() < expected.len() {
+        let message = tokio::time::timeout(PATIENCE, blob.next())
+            .await
+            .expect("the snapshot kept coming");
+        match message {
+            Some(Ok(Message::Binary(frame))) => received.extend_from_slice(&frame[16..]),
+            Some(Ok(Message::Text(_))) => {}
+            other => panic!("the snapshot was cut off: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!(
-        "published 24 MiB past a stalled viewer in {:?}",
-        started.elapsed()
-    );
-    normal.await.expect("the normal viewer got every byte");
-
-    let (code, reason) = closed_with(&mut slow_chunk).await;
-    assert_eq!(code, 4408, "slow viewer closed with {code} {reason}");
-    let (_, metrics) = server.get_text("/metrics").await;
-    assert!(
-        metrics.contains("blobcast_viewers_lagged_total 1"),
-        "{metrics}"
-    );
+    assert!(received == expected, "the snapshot is the published bytes");
+    println!("a 24 MiB snapshot read slowly in {:?}", started.elapsed());
 }
 
 /// Opens a publisher socket and returns how the server closed it after `send`.
@@ -285,12 +391,34 @@ async fn every_bad_input_gets_its_close_code_and_the_server_keeps_serving() {
         assert!(got_reason.contains(reason), "{what}: reason {got_reason:?}");
     }
 
-    // A gap, and a generation that outgrows --max-buffer, on a live publisher.
+    // A gap, an overlap, an offset at the end of u64, and a generation that outgrows
+    // --max-buffer, on a live publisher.
     let mut publisher = Publisher::connect(&server, "g", "session=s").await;
     publisher.send_blob(1, &[1; 1000]).await;
     publisher.chunk.send(bin(1, 1500, 10)).await.unwrap();
     let (code, reason) = closed_with(&mut publisher.chunk).await;
     assert_eq!((code, reason.contains("gap")), (4422, true), "{reason}");
+    for (what, offset, expect) in [
+        ("overlap", 995, "overlaps"),
+        ("end of u64", u64::MAX - 3, "gap"),
+    ] {
+        let mut chunk = connect(&server.ws_url("/ws/publish/g/chunk?session=s")).await;
+        chunk.send(bin(1, offset, 10)).await.unwrap();
+        let (code, reason) = closed_with(&mut chunk).await;
+        assert_eq!(
+            (code, reason.contains(expect)),
+            (4422, true),
+            "{what}: {reason}"
+        );
+    }
+    // A viewer may only send control frames; a big message is over its limit.
+    let mut chatty = connect(&server.ws_url("/ws/watch/g/chunk")).await;
+    chatty
+        .send(Message::binary(vec![0u8; 100_000]))
+        .await
+        .unwrap();
+    let (code, reason) = closed_with(&mut chatty).await;
+    assert_eq!(code, 1009, "{reason}");
 
     let mut publisher = Publisher::connect(&server, "h", "session=s").await;
     publisher.send_blob(1, &[1; 1000]).await;
@@ -357,6 +485,126 @@ async fn viewer_limit_is_enforced_with_a_close_code() {
     let mut second = connect(&server.ws_url("/ws/watch/full/chunk")).await;
     let (code, reason) = closed_with(&mut second).await;
     assert_eq!(code, 4429, "{reason}");
+}
+
+#[tokio::test]
+async fn the_stream_limit_is_enforced_and_waiting_viewers_cannot_lock_publishers_out() {
+    let server = TestServer::with(|c| c.max_streams = 1).await;
+    // A viewer waits on a name nobody publishes; a second such name is over the limit.
+    let _waiting = Viewer::connect(&server, "nobody").await;
+    let mut another = connect(&server.ws_url("/ws/watch/nobody-else/chunk")).await;
+    let (code, reason) = closed_with(&mut another).await;
+    assert_eq!(code, 4429, "{reason}");
+    assert!(reason.contains("wait for a publisher"), "{reason}");
+    // A publisher still gets its stream; a second published stream is over the limit.
+    let mut publisher = Publisher::connect(&server, "one", "session=s").await;
+    publisher.send_blob(1, b"x").await;
+    server.until_api("one", |s| s["live"] == true).await;
+    let (code, reason) = publisher_refusal(&server, "/ws/publish/two/blob?session=s", vec![]).await;
+    assert_eq!(code, 4429, "{reason}");
+    assert!(reason.contains("published streams"), "{reason}");
+}
+
+/// Sends a raw HTTP/1.1 request and returns the response head and body.
+async fn raw_http(server: &TestServer, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&response).into_owned();
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let length = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if response.len() >= head_end + 4 + length {
+                    return text;
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection ended mid-response: {text}");
+            response.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the server answered")
+}
+
+#[tokio::test]
+async fn a_broken_websocket_handshake_is_refused_with_a_status_and_a_reason() {
+    let server = TestServer::start().await;
+    let request = |extra: &str| {
+        format!("GET /ws/watch/cam/chunk HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n")
+    };
+    let handshake = "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    // Connection: close, so no Upgrade token: a plain GET.
+    let plain = raw_http(&server, &request("")).await;
+    assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+    assert!(plain.contains("this is a WebSocket route"), "{plain}");
+
+    let upgrade = |extra: &str| {
+        format!(
+            "GET /ws/watch/cam/chunk HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n{handshake}{extra}\r\n"
+        )
+    };
+    let version = raw_http(&server, &upgrade("Sec-WebSocket-Version: 8\r\n")).await;
+    assert!(version.starts_with("HTTP/1.1 426"), "{version}");
+    assert!(
+        version
+            .to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{version}"
+    );
+    let subprotocol = raw_http(
+        &server,
+        &upgrade("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n"),
+    )
+    .await;
+    assert!(subprotocol.starts_with("HTTP/1.1 400"), "{subprotocol}");
+    assert!(subprotocol.contains("subprotocol"), "{subprotocol}");
+    let bad_key = raw_http(
+        &server,
+        "GET /ws/watch/cam/chunk HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: nope\r\n\r\n",
+    )
+    .await;
+    assert!(bad_key.starts_with("HTTP/1.1 400"), "{bad_key}");
+    assert!(bad_key.contains("Sec-WebSocket-Key"), "{bad_key}");
+    // And a real client still gets in.
+    let mut viewer = Viewer::connect(&server, "cam").await;
+    viewer
+        .pump_until("the hello", |v| v.saw_control("stream"))
+        .await;
+}
+
+#[tokio::test]
+async fn a_peer_that_closes_gets_the_close_handshake_answered() {
+    let server = TestServer::start().await;
+    let mut publisher = Publisher::connect(&server, "polite", "session=s").await;
+    publisher.send_blob(1, b"x").await;
+    let mut viewer = connect(&server.ws_url("/ws/watch/polite/chunk")).await;
+    for ws in [&mut viewer, &mut publisher.chunk] {
+        ws.send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .unwrap();
+        // The server echoes the close (RFC 6455 §5.5.1) instead of dropping the TCP
+        // connection, which a browser would report as 1006, not clean.
+        let (code, _) = closed_with(ws).await;
+        assert_eq!(code, 1000);
+    }
 }
 
 #[tokio::test]

@@ -70,5 +70,12 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     } else {
         (StatusCode::BAD_REQUEST, format!("{rejection:?}"))
     };
-    Ok(error_response(status, &message))
+    let mut response = error_response(status, &message);
+    if status == StatusCode::UPGRADE_REQUIRED {
+        response.headers_mut().insert(
+            warp::http::header::SEC_WEBSOCKET_VERSION,
+            warp::http::HeaderValue::from_static("13"),
+        );
+    }
+    Ok(response)
 }

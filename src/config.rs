@@ -3,7 +3,7 @@
 
 use crate::client_addr::TrustedProxy;
 use crate::tls::Identity;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub struct Config {
     #[arg(long, env = "BLOBCAST_MAX_VIEWER_LAG", default_value = "8M", value_parser = parse_size)]
     pub max_viewer_lag: u64,
 
-    /// Streams the server holds at once.
+    /// Published streams at once; as many again may have viewers waiting for a publisher.
     #[arg(long, env = "BLOBCAST_MAX_STREAMS", default_value_t = 100)]
     pub max_streams: usize,
 
@@ -113,7 +113,12 @@ pub enum ConfigError {
 impl Config {
     /// The defaults, for tests and embedding.
     pub fn local() -> Config {
-        Config::parse_from(["blobcast", "--listen", "127.0.0.1:0"])
+        // The defaults alone: a BLOBCAST_* variable in the caller's environment (a publish
+        // key, say) must not change what a test or an embedder gets.
+        let matches = Config::command()
+            .mut_args(|arg| arg.env(None))
+            .get_matches_from(["blobcast", "--listen", "127.0.0.1:0"]);
+        Config::from_arg_matches(&matches).expect("the defaults are valid")
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -55,13 +55,66 @@ impl FrameHeader {
         })
     }
 
-    /// A new frame carrying `payload` (a copy: only for frames cut from buffered ones).
+    /// A new contiguous frame carrying a copy of `payload`: what a publisher sends. The
+    /// server itself never builds one; it cuts with [`OutFrame::cut`].
     pub fn frame(self, payload: &[u8]) -> Bytes {
         let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
-        out.put_u64(self.generation);
-        out.put_u64(self.offset);
+        self.put(&mut out);
         out.put_slice(payload);
         out.freeze()
+    }
+
+    fn put(self, out: &mut BytesMut) {
+        out.put_u64(self.generation);
+        out.put_u64(self.offset);
+    }
+}
+
+/// A binary frame as a viewer is sent it: one WebSocket message whose bytes are the
+/// concatenation of its parts. Nearly always the publisher's own frame, shared. A frame
+/// cut out of buffered ones (a resume from the middle of a frame, a live join's init
+/// segment and keyframe cluster) is a fresh 16-byte header followed by slices of the
+/// buffered payloads, so cutting copies no media, and no joiner costs a copy under the
+/// stream's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    /// A publisher frame, header included, exactly as it was accepted.
+    Whole(Bytes),
+    /// A header of our own, then payload slices: `parts[0]` is the 16-byte header.
+    Cut(Vec<Bytes>),
+}
+
+impl OutFrame {
+    pub fn cut(header: FrameHeader, payload: impl IntoIterator<Item = Bytes>) -> OutFrame {
+        let mut head = BytesMut::with_capacity(HEADER_LEN);
+        header.put(&mut head);
+        let mut parts = vec![head.freeze()];
+        parts.extend(payload.into_iter().filter(|p| !p.is_empty()));
+        OutFrame::Cut(parts)
+    }
+
+    pub fn parts(&self) -> &[Bytes] {
+        match self {
+            OutFrame::Whole(bytes) => std::slice::from_ref(bytes),
+            OutFrame::Cut(parts) => parts,
+        }
+    }
+
+    /// Bytes on the wire, header included.
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The message as one contiguous copy: what the viewer receives, for tests.
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            OutFrame::Whole(bytes) => bytes.clone(),
+            OutFrame::Cut(parts) => parts.concat().into(),
+        }
     }
 }
 
@@ -161,6 +214,24 @@ mod tests {
             FrameHeader::parse(&frame[..15]),
             Err(ProtocolError::ShortFrame(15))
         );
+    }
+
+    #[test]
+    fn a_cut_frame_is_its_header_then_the_slices_it_shares() {
+        let media = Bytes::from_static(b"0123456789");
+        let header = FrameHeader {
+            generation: 7,
+            offset: 3,
+        };
+        let cut = OutFrame::cut(header, [media.slice(3..5), Bytes::new(), media.slice(8..)]);
+        assert_eq!(cut.to_bytes(), header.frame(b"3489"));
+        assert_eq!(cut.len(), HEADER_LEN + 4);
+        assert_eq!(cut.parts().len(), 3, "empty slices are left out");
+        // The payload parts point into the buffered bytes: nothing was copied.
+        assert_eq!(cut.parts()[1].as_ptr(), media[3..].as_ptr());
+        let whole = OutFrame::Whole(header.frame(b"x"));
+        assert_eq!(whole.parts().len(), 1);
+        assert_eq!(whole.to_bytes(), header.frame(b"x"));
     }
 
     #[test]

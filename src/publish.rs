@@ -7,7 +7,7 @@ use crate::protocol::{close, FrameHeader, PublisherControl, StreamName, HEADER_L
 use crate::stream::buffer::{Accepted, FrameError};
 use crate::stream::Stream;
 use crate::upgrade::WebSocket;
-use crate::ws::{close_with, Closing, Socket};
+use crate::ws::{answer_close, close_with, Closing, Socket};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::net::SocketAddr;
@@ -78,7 +78,7 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
         tokio::select! {
             message = rx.next() => match message {
                 None => break None,
-                Some(Err(err)) => break Some(Closing::read_error(&err)),
+                Some(Err(err)) => break Closing::read_error(&err),
                 Some(Ok(message)) if message.is_close() => break None,
                 Some(Ok(message)) => {
                     if let Err(closing) = handle(&stream, &app, request.socket, message) {
@@ -97,7 +97,10 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
             log::info!("{who} closed: {} {}", closing.code, closing.reason);
             close_with(&mut tx, closing).await;
         }
-        None => log::info!("{who} disconnected"),
+        None => {
+            log::info!("{who} disconnected");
+            answer_close(&mut tx).await;
+        }
     }
     drop(guard);
 }

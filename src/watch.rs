@@ -5,18 +5,18 @@
 //! the snapshot and each new generation's blob, and `end`.
 
 use crate::app::App;
-use crate::protocol::{close, Join, StreamName, ViewerControl};
+use crate::protocol::{close, Join, OutFrame, StreamName, ViewerControl};
 use crate::stream::buffer::{ChunkCursor, Lagging};
 use crate::stream::registry::ViewerGuard;
 use crate::stream::{Refusal, Snapshot, Stream};
 use crate::upgrade::WebSocket;
-use crate::ws::{binary_fragments, close_with, Closing, Receiver, Sender, Socket};
-use bytes::Bytes;
+use crate::ws::{answer_close, binary_fragments, close_with, Closing, Receiver, Sender, Socket};
 use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// The chunk socket's subscription, taken before the upgrade is answered.
 pub struct ChunkSubscription {
@@ -176,7 +176,7 @@ async fn send_blobs(
                 if let Err(ended) = send_control(app, tx, &hello).await {
                     return ended;
                 }
-                if let Err(ended) = send_frames(app, tx, &[blob]).await {
+                if let Err(ended) = send_frames(app, tx, &[OutFrame::Whole(blob)]).await {
                     return ended;
                 }
                 sent_generation = Some(generation);
@@ -192,25 +192,30 @@ async fn send_blobs(
     }
 }
 
-/// Writes `frames` as one batch; a viewer that cannot take them in time is dead to us.
-async fn send_frames(app: &App, tx: &mut Sender, frames: &[Bytes]) -> Result<(), Ended> {
+/// Writes `frames` as one batch. The send timeout bounds each write, not the batch: a
+/// joiner on a slow link may take its time over a big snapshot as long as it keeps
+/// reading, and a viewer that stops reading is cut off after one timeout.
+async fn send_frames(app: &App, tx: &mut Sender, frames: &[OutFrame]) -> Result<(), Ended> {
     if frames.is_empty() {
         return Ok(());
     }
-    let bytes: usize = frames.iter().map(Bytes::len).sum();
-    let write = async {
-        for frame in frames {
-            for fragment in binary_fragments(frame) {
-                tx.feed(fragment).await?;
-            }
+    for frame in frames {
+        for fragment in binary_fragments(frame) {
+            within_send_timeout(app, tx.feed(fragment)).await?;
         }
-        tx.flush().await
-    };
+    }
+    within_send_timeout(app, tx.flush()).await?;
+    let bytes: usize = frames.iter().map(OutFrame::len).sum();
+    app.registry.metrics().bytes_out(bytes as u64);
+    Ok(())
+}
+
+async fn within_send_timeout(
+    app: &App,
+    write: impl Future<Output = Result<(), WsError>>,
+) -> Result<(), Ended> {
     match tokio::time::timeout(app.send_timeout(), write).await {
-        Ok(Ok(())) => {
-            app.registry.metrics().bytes_out(bytes as u64);
-            Ok(())
-        }
+        Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Ended::ByViewer),
         Err(_) => {
             app.registry.metrics().viewer_lagged();
@@ -260,7 +265,9 @@ async fn viewer_gone(mut rx: Receiver) -> Ended {
             None => return Ended::ByViewer,
             Some(Ok(message)) if message.is_close() => return Ended::ByViewer,
             Some(Ok(_)) => continue,
-            Some(Err(err)) => return Ended::Closing(Closing::read_error(&err)),
+            Some(Err(err)) => {
+                return Closing::read_error(&err).map_or(Ended::ByViewer, Ended::Closing)
+            }
         }
     }
 }
@@ -278,7 +285,10 @@ async fn refuse(app: &App, who: &str, tx: &mut Sender, refusal: &Refusal) {
 
 async fn finish(who: &str, tx: &mut Sender, ended: Ended) {
     match ended {
-        Ended::ByViewer => log::info!("{who} disconnected"),
+        Ended::ByViewer => {
+            log::info!("{who} disconnected");
+            answer_close(tx).await;
+        }
         Ended::Closing(closing) => {
             log::info!("{who} closed: {} {}", closing.code, closing.reason);
             close_with(tx, closing).await;

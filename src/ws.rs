@@ -1,7 +1,7 @@
 //! What every socket handler shares: closing with a code and a reason, and naming the
 //! peer in log lines.
 
-use crate::protocol::close;
+use crate::protocol::{close, OutFrame};
 use crate::stream::Refusal;
 use crate::upgrade::WebSocket;
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use futures_util::SinkExt;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -56,32 +57,61 @@ impl Closing {
         Closing::new(code, refusal.to_string())
     }
 
-    /// A read that failed: the peer broke the WebSocket protocol or a size limit.
-    pub fn read_error(err: &WsError) -> Closing {
+    /// What a failed read means: `None` when the peer simply went away (a reset, or the
+    /// connection ended without a close frame), else the peer broke the WebSocket
+    /// protocol or a size limit and is told so.
+    pub fn read_error(err: &WsError) -> Option<Closing> {
         let code = match err {
+            WsError::ConnectionClosed
+            | WsError::AlreadyClosed
+            | WsError::Io(_)
+            | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return None,
             WsError::Capacity(_) => close::TOO_BIG,
             _ => close::MALFORMED,
         };
-        Closing::new(code, err.to_string())
+        Some(Closing::new(code, err.to_string()))
     }
 }
 
-/// `message` as one binary WebSocket message in frames of at most [`MAX_FRAGMENT`]
+/// `frame` as one binary WebSocket message in frames of at most [`MAX_FRAGMENT`]
 /// payload bytes (RFC 6455 §5.4): the receiving browser or client sees the same single
-/// message. Each frame is a slice of the same shared `Bytes`.
-pub fn binary_fragments(message: &Bytes) -> impl Iterator<Item = Message> + '_ {
-    let count = message.len().div_ceil(MAX_FRAGMENT).max(1);
-    (0..count).map(move |i| {
-        let start = i * MAX_FRAGMENT;
-        let end = (start + MAX_FRAGMENT).min(message.len());
-        let opcode = if i == 0 { Data::Binary } else { Data::Continue };
-        let payload = message.slice(start..end);
-        Message::Frame(Frame::message(
+/// message. Each WebSocket frame is a slice of the shared parts, never a copy.
+pub fn binary_fragments(frame: &OutFrame) -> impl Iterator<Item = Message> + '_ {
+    let mut pieces = frame
+        .parts()
+        .iter()
+        .flat_map(|part| {
+            (0..part.len())
+                .step_by(MAX_FRAGMENT)
+                .map(move |start| part.slice(start..(start + MAX_FRAGMENT).min(part.len())))
+        })
+        .peekable();
+    let mut first = true;
+    std::iter::from_fn(move || {
+        let payload = match pieces.next() {
+            Some(piece) => piece,
+            // An empty message is still one (final, empty) frame.
+            None if first => Bytes::new(),
+            None => return None,
+        };
+        let opcode = if std::mem::take(&mut first) {
+            Data::Binary
+        } else {
+            Data::Continue
+        };
+        let last = pieces.peek().is_none();
+        Some(Message::Frame(Frame::message(
             payload,
             OpCode::Data(opcode),
-            i + 1 == count,
-        ))
+            last,
+        )))
     })
+}
+
+/// Once the peer has sent its close frame: sends the reply tungstenite queued for it, so
+/// the peer sees a clean close with its own code rather than a dropped connection.
+pub async fn answer_close(tx: &mut Sender) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, tx.close()).await;
 }
 
 /// Sends the close frame; a peer that does not take it in time is dropped anyway.
@@ -113,6 +143,27 @@ impl fmt::Display for Socket {
 mod tests {
     use super::*;
 
+    /// The WebSocket frames of `frame`, checked for opcodes, finality and size.
+    fn fragments_of(frame: &OutFrame) -> Vec<Bytes> {
+        let frames: Vec<Frame> = binary_fragments(frame)
+            .map(|m| match m {
+                Message::Frame(frame) => frame,
+                other => panic!("not a frame: {other:?}"),
+            })
+            .collect();
+        assert!(!frames.is_empty());
+        for (i, f) in frames.iter().enumerate() {
+            let first = if i == 0 { Data::Binary } else { Data::Continue };
+            assert_eq!(f.header().opcode, OpCode::Data(first), "frame {i}");
+            assert_eq!(f.header().is_final, i + 1 == frames.len(), "frame {i}");
+            assert!(f.payload().len() <= MAX_FRAGMENT);
+        }
+        frames
+            .into_iter()
+            .map(|f| Bytes::copy_from_slice(f.payload()))
+            .collect()
+    }
+
     #[test]
     fn fragments_carry_the_message_in_order_and_only_the_last_is_final() {
         for len in [
@@ -124,28 +175,27 @@ mod tests {
             3 * MAX_FRAGMENT + 7,
         ] {
             let message = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<u8>>());
-            let frames: Vec<Frame> = binary_fragments(&message)
-                .map(|m| match m {
-                    Message::Frame(frame) => frame,
-                    other => panic!("not a frame: {other:?}"),
-                })
-                .collect();
-            assert_eq!(frames.len(), len.div_ceil(MAX_FRAGMENT).max(1), "len {len}");
-            let mut joined = Vec::new();
-            for (i, frame) in frames.iter().enumerate() {
-                let header = frame.header();
-                let first = if i == 0 { Data::Binary } else { Data::Continue };
-                assert_eq!(header.opcode, OpCode::Data(first), "len {len} frame {i}");
-                assert_eq!(
-                    header.is_final,
-                    i + 1 == frames.len(),
-                    "len {len} frame {i}"
-                );
-                assert!(frame.payload().len() <= MAX_FRAGMENT);
-                joined.extend_from_slice(frame.payload());
-            }
-            assert_eq!(joined, message, "len {len}");
+            let pieces = fragments_of(&OutFrame::Whole(message.clone()));
+            assert_eq!(pieces.len(), len.div_ceil(MAX_FRAGMENT).max(1), "len {len}");
+            assert_eq!(pieces.concat(), message, "len {len}");
         }
+    }
+
+    #[test]
+    fn a_cut_frame_goes_out_as_one_message_of_its_parts() {
+        let media = Bytes::from((0..3 * MAX_FRAGMENT).map(|i| i as u8).collect::<Vec<u8>>());
+        let header = crate::protocol::FrameHeader {
+            generation: 2,
+            offset: 9,
+        };
+        let cut = OutFrame::cut(
+            header,
+            [media.slice(9..MAX_FRAGMENT + 12), media.slice(100..105)],
+        );
+        let pieces = fragments_of(&cut);
+        // Header, then the first slice in two frames, then the small one.
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(pieces.concat(), cut.to_bytes());
     }
 
     #[test]

@@ -154,6 +154,22 @@ impl TestServer {
         }
     }
 
+    /// Waits until the `/metrics` text contains `line`.
+    pub async fn until_metrics(&self, line: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (_, metrics) = self.get_text("/metrics").await;
+            if metrics.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the metrics never showed {line:?}: {metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = reqwest::get(self.http_url(path)).await.unwrap();
         let status = response.status().as_u16();
@@ -169,6 +185,23 @@ pub async fn connect(url: &str) -> Ws {
 }
 
 /// The HTTP status a refused upgrade got.
+/// A client whose TCP receive window stays at 64 KiB. Loopback autotuning lets a socket
+/// that is never read take in tens of MiB (tcp_rmem's maximum), which would hide a viewer
+/// that does not read behind kernel buffers; a fixed buffer turns autotuning off.
+pub async fn connect_small_window(url: &str) -> Ws {
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .expect("a ws:// URL");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    ws
+}
+
 pub async fn connect_refused(url: &str) -> u16 {
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
@@ -301,6 +334,12 @@ pub struct Viewer {
     pub skipped: u64,
     /// Where that jump was taken: the init segment's length.
     pub jumped_at: u64,
+    /// Per socket, the generation and end offset of the last frame it carried. Within a
+    /// generation each socket's frames must follow on exactly: a duplicate or a gap on
+    /// one socket fails the test. (The snapshot and the chunk socket overlap by design;
+    /// that overlap is dropped by offset, as a browser does.)
+    chunk_edge: Option<(u64, u64)>,
+    blob_edge: Option<(u64, u64)>,
 }
 
 impl Viewer {
@@ -330,6 +369,8 @@ impl Viewer {
             received_bytes: 0,
             skipped: 0,
             jumped_at: 0,
+            chunk_edge: None,
+            blob_edge: None,
         }
     }
 
@@ -357,6 +398,8 @@ impl Viewer {
         let fresh = Viewer::connect_with(server, stream, &query).await;
         self.chunk = fresh.chunk;
         self.blob = fresh.blob;
+        self.chunk_edge = None;
+        self.blob_edge = None;
         self.controls.clear();
         self.binary_frames = 0;
         self.received_bytes = 0;
@@ -367,6 +410,7 @@ impl Viewer {
         self.binary_frames += 1;
         self.received_bytes += frame.len();
         let header = FrameHeader::parse(&frame).expect("server frames have headers");
+        self.check_follows_on(header, frame.len() - HEADER_LEN, from_blob_socket);
         if from_blob_socket && header.offset == 0 && Some(header.generation) != self.generation {
             if let Some(g) = self.generation {
                 self.generations.insert(g, std::mem::take(&mut self.data));
@@ -391,6 +435,25 @@ impl Viewer {
             _ => self.held.push((header, frame)),
         }
         self.apply_held();
+    }
+
+    fn check_follows_on(&mut self, header: FrameHeader, len: usize, from_blob_socket: bool) {
+        let live_jump = from_blob_socket && self.joined_live() && self.skipped == 0;
+        let (socket, edge) = if from_blob_socket {
+            ("blob", &mut self.blob_edge)
+        } else {
+            ("chunk", &mut self.chunk_edge)
+        };
+        if let Some((generation, end)) = *edge {
+            let jumped = live_jump && header.offset > end;
+            assert!(
+                generation != header.generation || header.offset == end || jumped,
+                "the {socket} socket sent generation {generation} from offset {} right after \
+                 offset {end}: a duplicate or a gap on one socket",
+                header.offset
+            );
+        }
+        *edge = Some((header.generation, header.offset + len as u64));
     }
 
     /// What this viewer holds of generation `generation`.

@@ -3,10 +3,11 @@
 //! arrives. Pure and synchronous: the caller holds the lock, nothing here awaits.
 //!
 //! Frames are stored as the publisher's whole wire frames (header included), so what a
-//! viewer is sent is the very `Bytes` the publisher sent, shared, never copied.
+//! viewer is sent is the very `Bytes` the publisher sent, shared, never copied; a frame
+//! cut for a resume or a live join is a new header over slices of those same bytes.
 
 use super::index::{mime_matches, MediaIndex};
-use crate::protocol::{FrameHeader, HEADER_LEN};
+use crate::protocol::{FrameHeader, OutFrame, HEADER_LEN};
 use crate::webm::StreamInfo;
 use bytes::Bytes;
 
@@ -78,34 +79,31 @@ impl Generation {
         learned
     }
 
-    /// A copy of media bytes `0..end`, which lie in the first frames.
-    fn head(&self, end: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(end as usize);
-        for frame in &self.frames {
-            let want = (end - out.len() as u64) as usize;
-            if want == 0 {
-                break;
-            }
-            let payload = &frame.bytes[HEADER_LEN..];
-            out.extend_from_slice(&payload[..want.min(payload.len())]);
-        }
-        out
+    /// Media bytes `0..end`, which lie in the first frames, as slices of them.
+    fn head(&self, end: u64) -> impl Iterator<Item = Bytes> + '_ {
+        self.frames
+            .iter()
+            .take_while(move |frame| frame.offset < end)
+            .map(move |frame| {
+                let stop = HEADER_LEN + (end.min(frame.end()) - frame.offset) as usize;
+                frame.bytes.slice(HEADER_LEN..stop)
+            })
     }
 
-    /// Appends `frames[..]` from media offset `from`, cutting the first frame if `from`
+    /// Appends the frames from media offset `from` on, cutting the first one if `from`
     /// falls inside it.
-    fn frames_from(&self, generation: u64, from: u64, out: &mut Vec<Bytes>) {
+    fn frames_from(&self, from: u64, out: &mut Vec<OutFrame>) {
         let first = self.frames.partition_point(|f| f.end() <= from);
         for frame in &self.frames[first..] {
             if frame.offset < from {
                 let skip = HEADER_LEN + (from - frame.offset) as usize;
                 let header = FrameHeader {
-                    generation,
+                    generation: self.id,
                     offset: from,
                 };
-                out.push(header.frame(&frame.bytes[skip..]));
+                out.push(OutFrame::cut(header, [frame.bytes.slice(skip..)]));
             } else {
-                out.push(frame.bytes.clone());
+                out.push(OutFrame::Whole(frame.bytes.clone()));
             }
         }
     }
@@ -294,7 +292,10 @@ impl Buffer {
             .current
             .as_mut()
             .expect("caller matched the generation");
-        let end = header.offset + (frame.len() - HEADER_LEN) as u64;
+        // Saturating: a hostile offset near u64::MAX is a gap, not an overflow.
+        let end = header
+            .offset
+            .saturating_add((frame.len() - HEADER_LEN) as u64);
         if end <= current.len {
             return Ok(Accepted::Dropped);
         }
@@ -335,7 +336,9 @@ impl Buffer {
             .previous
             .as_mut()
             .expect("caller matched the generation");
-        let end = header.offset + (frame.len() - HEADER_LEN) as u64;
+        let end = header
+            .offset
+            .saturating_add((frame.len() - HEADER_LEN) as u64);
         if header.offset != previous.len || end > self.limits.max_generation_bytes {
             return Accepted::Dropped;
         }
@@ -372,15 +375,15 @@ impl Buffer {
     /// A live-edge join: the init segment as frame (G, 0), then the buffered bytes from
     /// the newest cluster that opens with a video keyframe, at their true offset. None
     /// until the generation has such a cluster (or is not WebM).
-    pub fn live_snapshot(&self) -> Option<Vec<Bytes>> {
+    pub fn live_snapshot(&self) -> Option<Vec<OutFrame>> {
         let current = self.current.as_ref()?;
         let (init_end, start) = current.index.live_start()?;
         let init = FrameHeader {
             generation: current.id,
             offset: 0,
         };
-        let mut out = vec![init.frame(&current.head(init_end))];
-        current.frames_from(current.id, start, &mut out);
+        let mut out = vec![OutFrame::cut(init, current.head(init_end))];
+        current.frames_from(start, &mut out);
         Some(out)
     }
 
@@ -423,7 +426,7 @@ impl Buffer {
         &self,
         cursor: &mut ChunkCursor,
         max_behind: u64,
-        out: &mut Vec<Bytes>,
+        out: &mut Vec<OutFrame>,
     ) -> Result<(), Lagging> {
         let Some(current) = &self.current else {
             return Ok(());
@@ -445,7 +448,7 @@ impl Buffer {
             return Err(Lagging { behind });
         }
         if let Some(previous) = in_previous {
-            previous.frames_from(previous.id, cursor.offset, out);
+            previous.frames_from(cursor.offset, out);
             cursor.offset = previous.len;
             if !moving_on {
                 return Ok(());
@@ -458,7 +461,7 @@ impl Buffer {
                 offset: current.blob_end(),
             };
         }
-        current.frames_from(current.id, cursor.offset, out);
+        current.frames_from(cursor.offset, out);
         cursor.offset = current.len;
         Ok(())
     }
@@ -499,7 +502,7 @@ mod tests {
     fn read(buffer: &Buffer, cursor: &mut ChunkCursor) -> Vec<Bytes> {
         let mut out = Vec::new();
         buffer.read_chunks(cursor, u64::MAX, &mut out).unwrap();
-        out
+        out.iter().map(OutFrame::to_bytes).collect()
     }
 
     #[test]
@@ -516,6 +519,25 @@ mod tests {
         assert_eq!(payloads(&snapshot), b"headabcd");
         assert_eq!(snapshot[0].as_ptr(), blob.as_ptr(), "shared, not copied");
         assert_eq!(b.len(), 8);
+    }
+
+    #[test]
+    fn an_offset_near_the_end_of_u64_is_a_gap_not_an_overflow() {
+        let mut b = Buffer::new(LIMITS);
+        b.accept_blob(frame(5, 0, b"head")).unwrap();
+        assert_eq!(
+            b.accept_chunk(frame(5, u64::MAX - 1, b"abc")),
+            Err(FrameError::Gap {
+                generation: 5,
+                expected: 4,
+                got: u64::MAX - 1
+            })
+        );
+        b.accept_blob(frame(6, 0, b"next")).unwrap();
+        assert_eq!(
+            b.accept_chunk(frame(5, u64::MAX, b"late tail")),
+            Ok(Accepted::Dropped)
+        );
     }
 
     #[test]
@@ -663,13 +685,29 @@ mod tests {
             max_generation_bytes: 1 << 20,
         });
         assert!(b.live_snapshot().is_none());
-        b.accept_blob(frame(3, 0, &CHROME[..5000])).unwrap();
-        let mut offset = 5000;
-        for piece in CHROME[5000..].chunks(7000) {
-            b.accept_chunk(frame(3, offset, piece)).unwrap();
+        // A blob shorter than the init segment: the init is cut from two frames.
+        let mut buffered = vec![frame(3, 0, &CHROME[..50])];
+        let mut offset = 50;
+        for piece in CHROME[50..].chunks(7000) {
+            buffered.push(frame(3, offset, piece));
             offset += piece.len() as u64;
         }
-        let frames = b.live_snapshot().expect("a keyframe cluster");
+        b.accept_blob(buffered[0].clone()).unwrap();
+        for chunk in &buffered[1..] {
+            b.accept_chunk(chunk.clone()).unwrap();
+        }
+        let cut = b.live_snapshot().expect("a keyframe cluster");
+        // Every media byte sent is a slice of a buffered frame: a joiner copies nothing.
+        let within = |part: &Bytes| {
+            buffered.iter().any(|f| {
+                let range = f.as_ptr_range();
+                range.contains(&part.as_ptr()) && part.len() <= f.len()
+            })
+        };
+        for frame in &cut {
+            assert!(frame.parts()[1..].iter().all(within), "{frame:?}");
+        }
+        let frames: Vec<Bytes> = cut.iter().map(OutFrame::to_bytes).collect();
         let init = FrameHeader::parse(&frames[0]).unwrap();
         assert_eq!(init.offset, 0);
         let init_len = frames[0].len() - HEADER_LEN;

@@ -6,7 +6,7 @@ pub mod index;
 pub mod registry;
 
 use crate::metrics::Metrics;
-use crate::protocol::{Join, StreamName};
+use crate::protocol::{Join, OutFrame, StreamName};
 use crate::recording::{Recorder, Slot};
 use buffer::{Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, Lagging};
 use bytes::Bytes;
@@ -152,7 +152,7 @@ pub struct Snapshot {
     pub join: Join,
     /// The viewer already holds the current generation up to its offset.
     pub resumed: bool,
-    pub frames: Vec<Bytes>,
+    pub frames: Vec<OutFrame>,
 }
 
 impl Stream {
@@ -323,7 +323,7 @@ impl Stream {
                 generation,
                 join: Join::Start,
                 resumed: false,
-                frames: buffer.snapshot(),
+                frames: buffer.snapshot().into_iter().map(OutFrame::Whole).collect(),
             },
         }
     }
@@ -340,7 +340,7 @@ impl Stream {
         &self,
         cursor: &mut ChunkCursor,
         max_behind: u64,
-        out: &mut Vec<Bytes>,
+        out: &mut Vec<OutFrame>,
     ) -> Result<(), Lagging> {
         self.buffer.lock().read_chunks(cursor, max_behind, out)
     }

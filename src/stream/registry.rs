@@ -21,12 +21,30 @@ pub struct RegistryLimits {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
-    #[error("the server already has {0} streams, its limit")]
-    TooManyStreams(usize),
+    #[error("{0}")]
+    TooManyStreams(StreamLimit),
     #[error("this stream already has {0} viewers, its limit")]
     TooManyViewers(usize),
     #[error("another publisher session is live on this stream; stop it first")]
     PublisherBusy,
+}
+
+/// Which of the two `--max-streams` bounds was reached. Streams that only have viewers
+/// waiting for a publisher are counted apart from published ones, so that viewers of
+/// names nobody publishes cannot lock publishers out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamLimit {
+    #[error("the server already has {0} published streams, its limit")]
+    Published(usize),
+    #[error("{0} streams already wait for a publisher, the limit; watch a live one")]
+    Waiting(usize),
+}
+
+/// Who attaches: a publisher makes a stream published, a viewer alone leaves it waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Publisher,
+    Viewer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +109,29 @@ impl Registry {
         &self,
         streams: &mut HashMap<StreamName, Arc<Stream>>,
         name: &StreamName,
+        role: Role,
     ) -> Result<Arc<Stream>, Refusal> {
-        if let Some(stream) = streams.get(name) {
-            return Ok(stream.clone());
+        let published = |s: &Arc<Stream>| s.presence.lock().publisher.is_some();
+        let existing = streams.get(name);
+        let adds = match role {
+            Role::Publisher => existing.is_none_or(|s| !published(s)),
+            Role::Viewer => existing.is_none(),
+        };
+        if adds {
+            let max = self.limits.max_streams;
+            let counted = streams
+                .values()
+                .filter(|s| published(s) == (role == Role::Publisher))
+                .count();
+            if counted >= max {
+                return Err(Refusal::TooManyStreams(match role {
+                    Role::Publisher => StreamLimit::Published(max),
+                    Role::Viewer => StreamLimit::Waiting(max),
+                }));
+            }
         }
-        if streams.len() >= self.limits.max_streams {
-            return Err(Refusal::TooManyStreams(self.limits.max_streams));
+        if let Some(stream) = existing {
+            return Ok(stream.clone());
         }
         let stream = Arc::new(Stream::new(
             name.clone(),
@@ -114,7 +149,7 @@ impl Registry {
         session: &str,
     ) -> Result<PublisherGuard, Refusal> {
         let mut streams = self.streams.lock();
-        let stream = self.stream_entry(&mut streams, name)?;
+        let stream = self.stream_entry(&mut streams, name, Role::Publisher)?;
         let mut presence = stream.presence.lock();
         match &mut presence.publisher {
             Some(current) if current.id == session => current.sockets += 1,
@@ -148,7 +183,7 @@ impl Registry {
         socket: ViewerSocket,
     ) -> Result<ViewerGuard, Refusal> {
         let mut streams = self.streams.lock();
-        let stream = self.stream_entry(&mut streams, name)?;
+        let stream = self.stream_entry(&mut streams, name, Role::Viewer)?;
         let mut presence = stream.presence.lock();
         let count = match socket {
             ViewerSocket::Blob => &mut presence.blob_viewers,
@@ -297,7 +332,7 @@ mod tests {
         let _a = r.attach_viewer(&name("a"), ViewerSocket::Chunk).unwrap();
         assert_eq!(
             r.attach_viewer(&name("b"), ViewerSocket::Chunk).err(),
-            Some(Refusal::TooManyStreams(1))
+            Some(Refusal::TooManyStreams(StreamLimit::Waiting(1)))
         );
         assert_eq!(
             r.attach_viewer(&name("a"), ViewerSocket::Chunk).err(),
@@ -305,5 +340,25 @@ mod tests {
         );
         assert!(r.attach_viewer(&name("a"), ViewerSocket::Blob).is_ok());
         assert_eq!(r.counts(), (1, 1));
+    }
+
+    #[test]
+    fn waiting_viewers_cannot_lock_publishers_out() {
+        let r = registry(1, 10);
+        let _waiting = r
+            .attach_viewer(&name("nobody"), ViewerSocket::Chunk)
+            .unwrap();
+        let _live = r.attach_publisher(&name("live"), "s1").unwrap();
+        assert_eq!(
+            r.attach_publisher(&name("other"), "s2").err(),
+            Some(Refusal::TooManyStreams(StreamLimit::Published(1)))
+        );
+        // Publishing where viewers wait turns a waiting stream into a published one.
+        assert_eq!(
+            r.attach_publisher(&name("nobody"), "s3").err(),
+            Some(Refusal::TooManyStreams(StreamLimit::Published(1)))
+        );
+        assert!(r.attach_viewer(&name("live"), ViewerSocket::Chunk).is_ok());
+        assert_eq!(r.counts().0, 2, "nothing leaked");
     }
 }
