@@ -82,6 +82,13 @@ export async function unitTests(root, test) {
     assert.deepEqual(jumps, [[9, 200, 800]]);
     assert.equal(r.length, 1100);
     assert.deepEqual(r.pieces.map((p) => p.offset), [0, 800, 1000]);
+    // What blob mode checks before playing what is held: it has a hole, so forget it
+    // and take a fresh snapshot (no resume point).
+    assert.ok(r.joinedAtLiveEdge);
+    r.forget();
+    assert.equal(r.resumePoint(), null);
+    assert.equal(r.push(frame(9, 0, 200), true), 'start');
+    assert.ok(!r.joinedAtLiveEdge, 'a snapshot from the start holds it all');
     // Without the hello's join=live, the same frame is a gap, not a jump.
     const plain = new Reassembler();
     plain.push(frame(9, 0, 200), true);

@@ -37,6 +37,8 @@ export class Reassembler {
     this.future = new Map();
     this.liveJoin = null;
     this.jumps = [];
+    /** What is held of the current generation skips from its init to the live edge. */
+    this.joinedAtLiveEdge = false;
     this.stats = { frames: 0, bytes: 0, dropped: 0, partial: 0, held: 0, starts: 0 };
     this.aheadSince = null;
   }
@@ -44,6 +46,16 @@ export class Reassembler {
   /** The hello announced a live-edge join for `generation` (or null to cancel). */
   expectLiveJoin(generation) {
     this.liveJoin = generation;
+  }
+
+
+  /** Drops everything held: the next connect takes a fresh snapshot. */
+  forget() {
+    this.generation = null;
+    this.joinedAtLiveEdge = false;
+    this.length = 0;
+    this.pieces = [];
+    this.ended();
   }
 
   /** `?gen=&offset=` for a resuming reconnect, or null when nothing is held. */
@@ -97,6 +109,7 @@ export class Reassembler {
       // keyframe cluster at `offset`.
       const from = this.length;
       this.liveJoin = null;
+      this.joinedAtLiveEdge = true;
       this.length = offset;
       this.jumps.push({ generation, from, to: offset });
       this.handlers.onJump?.(generation, from, offset);
@@ -111,6 +124,7 @@ export class Reassembler {
 
   start(frame) {
     this.generation = frame.generation;
+    this.joinedAtLiveEdge = false;
     this.length = 0;
     this.pieces = [];
     this.ahead = [];

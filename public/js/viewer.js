@@ -141,6 +141,9 @@ export class ViewerConnection {
     chunk.onclose = (e) => this.lost(chunk, e);
     chunk.onopen = () => {
       if (this.chunk !== chunk) return;
+      // Either socket may be the first to close: both carry the time they opened, so
+      // a connection that lived long resets the backoff whichever of them goes first.
+      chunk.openedAt = Date.now();
       const blobParams = { ...params };
       if (this.joinLive) blobParams.join = 'live';
       const blob = new WebSocket(socketUrl(`/ws/watch/${this.stream}/blob`, blobParams));
@@ -167,10 +170,18 @@ export class ViewerConnection {
     if (msg.type === 'stream') {
       this.hellos.push(msg);
       if (this.hellos.length > 50) this.hellos.shift();
-      if (msg.live && msg.join === 'live' && !msg.resumed) {
-        this.reassembler.expectLiveJoin(msg.generation);
-      }
+      // The viewer learns the mime here, and with it whether it plays with MSE: it
+      // turns joinLive off for blob mode, which needs whole generations.
       this.events.onHello(msg);
+      if (msg.live && msg.join === 'live' && !msg.resumed) {
+        if (this.joinLive) {
+          this.reassembler.expectLiveJoin(msg.generation);
+        } else {
+          // We asked for the live edge before the mime was known. Nothing of this join
+          // has been taken yet (the hello comes first): ask again, for the whole thing.
+          this.reconnectNow();
+        }
+      }
     } else if (msg.type === 'end') {
       this.reassembler.ended();
       this.events.onEnd();
@@ -588,7 +599,7 @@ class BlobPlayer {
     const lastTime = g.scanner.lastTime;
     this.shown = { generation: g.generation, url, lastTime };
     this.lastSwap = performance.now();
-    const sw = viewer.recordSwitch({ generation: g.generation, kind: newGeneration ? 'generation' : 'swap', pos });
+    const sw = viewer.recordSwitch({ generation: g.generation, from: previous?.generation ?? null, kind: newGeneration ? 'generation' : 'swap', pos });
     // Poster: the last decoded frame covers the video while the new source loads.
     viewer.poster.capture();
     sw.overlayShown = viewer.poster.show();
@@ -687,6 +698,8 @@ export class Viewer {
       onEnd: () => this.onEnd(),
       onLost: (close, delay) => this.onLost(close, delay),
     });
+    // Before the hello, the mime is unknown: ask for the live edge if MSE is likely,
+    // and take that back in onHello if the stream's codecs need blob mode.
     this.conn.joinLive = this.plannedMode() === 'mse';
     // userPaused is set by the page's Pause button only: the browser pauses on its own
     // too (a src swap, the end of a blob, muted autoplay scrolled off screen), and
@@ -739,6 +752,12 @@ export class Viewer {
     return this.player ? this.player.kind : this.plannedMode(this.mime);
   }
 
+  /** The player kind ensurePlayer would create for `mime` (the current one if any). */
+  playerKind(mime) {
+    if (this.player) return this.player.kind;
+    return this.plannedMode(mime) === 'mse' && mseSupports(mime) ? 'mse' : 'blob';
+  }
+
   connect() {
     this.conn.connect();
     this.tickTimer = setInterval(() => this.tick(), 250);
@@ -754,6 +773,7 @@ export class Viewer {
   onHello(msg) {
     this.hello = msg;
     if (msg.mime) this.setMime(msg.mime);
+    if (this.mime) this.conn.joinLive = this.playerKind(this.mime) === 'mse';
     if (!msg.live) {
       this.setState(this.state === 'ended' ? 'ended' : 'waiting');
       return;
@@ -804,11 +824,28 @@ export class Viewer {
     return this.player;
   }
 
+  /**
+   * Blob mode plays whole files: from now on every join asks for the whole generation
+   * (join=start). True if what is held began at a live-edge jump and a fresh snapshot
+   * has been asked for instead.
+   */
+  wholeGenerationsOnly() {
+    const r = this.reassembler;
+    this.conn.joinLive = false;
+    r.expectLiveJoin(null);
+    if (!r.joinedAtLiveEdge) return false;
+    this.note('blob mode: the held generation starts at the live edge; fetching all of it');
+    r.forget();
+    this.conn.reconnectNow();
+    return true;
+  }
+
   /** Drops the current player and plays the held generation with another one. */
   switchMode(mode) {
     this.forcedMode = mode;
     this.player?.destroy();
     this.player = null;
+    if (mode === 'blob' && this.wholeGenerationsOnly()) return;
     const r = this.reassembler;
     if (r.generation === null) return;
     const player = this.ensurePlayer(r.pieces[0].bytes);
@@ -824,7 +861,16 @@ export class Viewer {
   onStart(generation, bytes) {
     this.note(`generation ${generation}`);
     if (this.state !== 'live') this.setState('live');
-    this.ensurePlayer(bytes).start(generation, bytes);
+    const player = this.ensurePlayer(bytes);
+    player.start(generation, bytes);
+    if (player.kind === 'blob' && this.reassembler.liveJoin === generation) {
+      // Only the WebM header told us MSE cannot play this: the live-edge jump is still
+      // to come. A resume from the header's end gets the rest of the generation.
+      this.note('blob mode: resuming after the header instead of jumping to the live edge');
+      this.conn.joinLive = false;
+      this.reassembler.expectLiveJoin(null);
+      this.conn.reconnectNow();
+    }
     this.onChange?.();
   }
 
@@ -938,7 +984,9 @@ export class Viewer {
     if (captured === null) return;
     // expectedDisplayTime is on the performance clock of this page.
     const shown = performance.timeOrigin + meta.expectedDisplayTime;
-    probe.samples.push({ captured, shown, latency: shown - captured, y0 });
+    // mediaTime too: where the frame sits on the player's timeline, against when it was
+    // captured, tells whether media is missing (or repeated) between two frames.
+    probe.samples.push({ captured, shown, latency: shown - captured, mediaTime: meta.mediaTime, y0 });
     if (probe.samples.length > 5000) probe.samples.shift();
   }
 
