@@ -20,6 +20,7 @@ import {
   viewerState,
   waitUntil,
   assertPlays,
+  playFiguresSummary,
   sleep,
   slowUplink,
 } from './harness.mjs';
@@ -83,7 +84,10 @@ async function closeAll(list) {
   }
 }
 
-const viewerUrl = (stream, mode) => `${server.url}/watch/${stream}${mode ? `?mode=${mode}` : ''}`;
+function viewerUrl(stream, mode, extra = {}) {
+  const q = new URLSearchParams({ ...(mode ? { mode } : {}), ...extra }).toString();
+  return `${server.url}/watch/${stream}${q ? `?${q}` : ''}`;
+}
 
 async function waitLive(recorder, timeout = 15000) {
   await waitUntil(
@@ -131,7 +135,18 @@ r.test('test pattern: mse and blob viewers joining before start, mid-stream and 
     opened.push(rec);
     const first = await waitLive(rec);
     for (const v of Object.values(early)) await waitFrames(v);
-    await sleep(1500);
+    // Mid-stream: 2-3.5 s into a generation (restarts every 5 s), so the newest
+    // keyframe-led cluster (keyframe=1 s) is past the first one: a live join must jump.
+    await waitUntil(
+      rec,
+      () => {
+        const age = Date.now() - window.blobcastRecorder.generation;
+        return age >= 2000 && age <= 3500;
+      },
+      null,
+      10000,
+      'a generation 2-3.5 s old',
+    );
     const mid = {
       mse: await open(viewerUrl(stream, 'mse'), 'mid-stream mse viewer'),
       blob: await open(viewerUrl(stream, 'blob'), 'mid-stream blob viewer'),
@@ -153,22 +168,28 @@ r.test('test pattern: mse and blob viewers joining before start, mid-stream and 
     }
     const lateState = await viewerState(late.mse);
     assert.ok(lateState.generation >= restarted.generation, 'the late viewer joined a restarted generation');
-    // MSE viewers ask for join=live. A server that honours it says so in the hello and
-    // sends the init then a keyframe cluster: exactly one intended jump. One that does
-    // not sends the whole generation: no jump. Both must play.
+    // MSE viewers ask for join=live; the server answers with the init segment, then the
+    // newest keyframe-led cluster. Mid-stream that is past the first cluster: exactly one
+    // intended jump. Just after a restart it may still be the first cluster: no jump.
     for (const v of [mid.mse, late.mse]) {
       const { first, jumps } = await v.evaluate(() => ({
         first: window.blobcastViewer.viewer.conn.hellos.find((h) => h.live),
-        jumps: window.blobcastViewer.viewer.reassembler.jumps.length,
+        jumps: window.blobcastViewer.viewer.reassembler.jumps,
       }));
-      console.log(`     ${v.label}: server join "${first.join}", ${jumps} jump(s)`);
-      assert.equal(jumps, first.join === 'live' ? (jumps ? 1 : 0) : 0, `${v.label}: jumps vs join ${first.join}`);
+      console.log(`     ${v.label}: server join "${first.join}", ${jumps.length} jump(s)`);
+      assert.equal(first.join, 'live', `${v.label}: the server's join`);
+      if (v === mid.mse) {
+        assert.equal(jumps.length, 1, `${v.label}: one live-edge jump`);
+        assert.ok(jumps[0].to > jumps[0].from, `${v.label}: the jump goes forward`);
+      } else {
+        assert.ok(jumps.length <= 1, `${v.label}: ${jumps.length} jumps`);
+      }
     }
     for (const v of [mid.blob, late.blob]) {
       const first = await v.evaluate(() => window.blobcastViewer.viewer.conn.hellos.find((h) => h.live));
       assert.equal(first.join, 'start', 'blob mode asks for the whole generation');
     }
-    await Promise.all(viewers.map((v) => assertPlays(v, { ms: 2500, minFrames: 15, minAdvance: 1.0 })));
+    await Promise.all(viewers.map((v) => assertPlays(v, { ms: 2500 })));
     // Every viewer went through at least one generation switch or joined after one.
     const earlyState = await viewerState(early.mse);
     assert.ok(earlyState.switches.filter((s) => s.kind === 'generation').length >= 2, 'the early viewer saw a restart');
@@ -184,85 +205,227 @@ r.test('test pattern: mse and blob viewers joining before start, mid-stream and 
   }
 });
 
-r.test('mse viewer keeps playing across restarts with no blank frame, poster shown at each switch', async () => {
-  const stream = 'switches';
+/** Records the URL of every WebSocket the page opens, in window.socketUrls. */
+const RECORD_SOCKET_URLS = `
+  window.socketUrls = [];
+  window.WebSocket = class extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      window.socketUrls.push(String(url));
+    }
+  };`;
+
+async function blobSocketUrls(page) {
+  const urls = await page.evaluate(() => window.socketUrls);
+  return urls.map((u) => new URL(u)).filter((u) => u.pathname.endsWith('/blob')).map((u) => u.searchParams);
+}
+
+r.test('blob mode always joins with join=start: codecs MediaSource cannot play, and a fallback from mse', async () => {
+  const stream = 'blobjoin';
   const opened = [];
   try {
-    const viewer = await open(viewerUrl(stream, 'mse'), 'sampled mse viewer');
-    opened.push(viewer);
-    // What the person sees, every 50 ms: the poster canvas while it is shown, else the
-    // video; and the raw video frame too.
-    await viewer.evaluate(() => {
-      const video = document.getElementById('video');
-      const poster = document.getElementById('poster');
-      const c = document.createElement('canvas');
-      c.width = 64;
-      c.height = 48;
-      const ctx = c.getContext('2d', { willReadFrequently: true });
-      const measure = (source) => {
-        ctx.clearRect(0, 0, 64, 48);
-        ctx.drawImage(source, 0, 0, 64, 48);
-        const d = ctx.getImageData(0, 0, 64, 48).data;
-        let sum = 0;
-        let sq = 0;
-        let lit = 0;
-        const n = d.length / 4;
-        for (let i = 0; i < d.length; i += 4) {
-          const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-          sum += y;
-          sq += y * y;
-          if (y > 30) lit++;
-        }
-        const mean = sum / n;
-        return { mean, sd: Math.sqrt(Math.max(0, sq / n - mean * mean)), lit: lit / n };
-      };
-      window.samples = [];
-      setInterval(() => {
-        const posterShown = !poster.hidden;
-        const raw = video.readyState >= 2 ? measure(video) : { mean: 0, sd: 0, lit: 0, noFrame: true };
-        const seen = posterShown ? measure(poster) : raw;
-        window.samples.push({ t: Date.now(), ct: video.currentTime, posterShown, raw, seen });
-      }, 50);
-    });
-    const rec = await open(recorderUrl(server.url, { stream, ...PATTERN, restart: 3 }), 'recorder');
+    const rec = await open(recorderUrl(server.url, { stream, ...PATTERN, restart: 20 }), 'recorder');
     opened.push(rec);
-    await viewer.bringToFront(); // headless Chromium composites video frames for the front tab only
     await waitLive(rec);
-    await waitFrames(viewer);
-    // Two generation switches played through, plus 1.5 s after the second.
-    await waitUntil(
-      viewer,
-      () => {
-        const done = window.blobcastViewer.switches.filter((s) => s.kind === 'generation' && s.boundary > 0 && s.presentedAt);
-        return done.length >= 2 && Date.now() > done[1].presentedAt + 1600;
-      },
-      null,
-      20000,
-      'two generation switches played through',
+    // Far enough into the generation that a live join jumps (keyframe=1 s).
+    await sleep(2500);
+    // MediaSource exists but refuses VP8: the page asks for the live edge before it
+    // knows the mime, then must take that back.
+    const noVp8 = await open(
+      viewerUrl(stream),
+      'viewer whose MediaSource refuses vp8',
+      `${RECORD_SOCKET_URLS}
+      const supported = MediaSource.isTypeSupported.bind(MediaSource);
+      MediaSource.isTypeSupported = (type) => !/vp8/i.test(type) && supported(type);`,
     );
-    const { switches, samples } = await viewer.evaluate(() => ({
-      switches: window.blobcastViewer.switches.filter((s) => s.kind === 'generation' && s.boundary > 0 && s.presentedAt),
-      samples: window.samples,
-    }));
-    for (const sw of switches.slice(0, 2)) {
-      const window_ = samples.filter((s) => s.t >= sw.presentedAt - 1000 && s.t <= sw.presentedAt + 1500);
-      assert.ok(window_.length >= 30, `only ${window_.length} samples around the switch at ${sw.boundary}`);
-      for (const s of window_) {
-        const at = `${s.t - sw.presentedAt} ms from the switch (boundary ${sw.boundary.toFixed(2)} s, currentTime ${s.ct.toFixed(2)})`;
-        assert.ok(!s.raw.noFrame, `the video had no frame ${at}`);
-        for (const [what, m] of [['video', s.raw], ['what is seen', s.seen]]) {
-          assert.ok(m.lit > 0.6 && m.sd > 12, `blank-looking ${what} ${at}: ${JSON.stringify(m)}`);
-        }
-      }
-      assert.ok(sw.overlayShown, `poster not shown at the switch to generation ${sw.generation}`);
-      // Seamless: the last frame before the boundary and the first after it are close.
-      assert.ok(sw.firstMediaTime - sw.lastMediaTimeBefore < 0.5, `a jump in media time at the switch: ${sw.lastMediaTimeBefore} -> ${sw.firstMediaTime}`);
+    opened.push(noVp8);
+    const fallback = await open(viewerUrl(stream), 'mse viewer falling back to blob', RECORD_SOCKET_URLS);
+    opened.push(fallback);
+    await waitFrames(noVp8);
+    await waitFrames(fallback);
+    let s = await viewerState(noVp8);
+    assert.equal(s.mode, 'blob');
+    let urls = await blobSocketUrls(noVp8);
+    assert.equal(urls[0].get('join'), 'live', 'the first join asks for the live edge (mime unknown yet)');
+    assert.equal(urls.at(-1).get('join'), null, 'once the mime is known: the whole generation');
+    assert.equal(s.hello.join, 'start');
+    assert.equal(await noVp8.evaluate(() => window.blobcastViewer.viewer.reassembler.jumps.length), 0, 'no live-edge jump in blob mode');
+
+    // What MsePlayer.failed() does after five demuxer errors in 20 s.
+    assert.equal((await viewerState(fallback)).mode, 'mse');
+    assert.equal(await fallback.evaluate(() => window.blobcastViewer.viewer.reassembler.jumps.length), 1, 'the mse viewer joined at the live edge');
+    const before = (await blobSocketUrls(fallback)).length;
+    await fallback.evaluate(() => window.blobcastViewer.viewer.switchMode('blob'));
+    await waitUntil(fallback, () => window.blobcastViewer.mode === 'blob' && window.blobcastViewer.hello?.join === 'start', null, 8000, 'blob mode with a join=start hello');
+    urls = await blobSocketUrls(fallback);
+    assert.ok(urls.length > before, 'a new join for the whole generation');
+    assert.equal(urls.at(-1).get('join'), null);
+    assert.equal(urls.at(-1).get('gen'), null, 'a fresh snapshot, not a resume of the jumped generation');
+
+    // Later reconnects keep join=start.
+    for (const page of [noVp8, fallback]) {
+      const n = (await blobSocketUrls(page)).length;
+      await page.evaluate(() => window.blobcastViewer.reconnect());
+      await waitUntil(page, (n) => window.socketUrls.filter((u) => new URL(u).pathname.endsWith('/blob')).length > n, n, 5000, 'a reconnect');
+      urls = await blobSocketUrls(page);
+      assert.equal(urls.at(-1).get('join'), null, `${page.label}: a reconnect in blob mode asks for join=start`);
+      await sleep(1000);
+      await assertPlays(page, { ms: 2500 });
     }
-    await assertPlays(viewer, { ms: 1500, minFrames: 10, minAdvance: 0.8 });
   } finally {
     await closeAll(opened);
   }
 });
+
+/**
+ * From now on, every 50 ms, what the person sees (the poster canvas while it is shown,
+ * else the video) and the raw video frame, measured: mean and spread of the luma and the
+ * share of lit pixels. The test pattern is never black, so a blank frame stands out.
+ */
+async function sampleWhatIsSeen(viewer) {
+  await viewer.evaluate(() => {
+    const video = document.getElementById('video');
+    const poster = document.getElementById('poster');
+    const c = document.createElement('canvas');
+    c.width = 64;
+    c.height = 48;
+    const ctx = c.getContext('2d', { willReadFrequently: true });
+    const measure = (source) => {
+      ctx.clearRect(0, 0, 64, 48);
+      ctx.drawImage(source, 0, 0, 64, 48);
+      const d = ctx.getImageData(0, 0, 64, 48).data;
+      let sum = 0;
+      let sq = 0;
+      let lit = 0;
+      const n = d.length / 4;
+      for (let i = 0; i < d.length; i += 4) {
+        const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+        sum += y;
+        sq += y * y;
+        if (y > 30) lit++;
+      }
+      const mean = sum / n;
+      return { mean, sd: Math.sqrt(Math.max(0, sq / n - mean * mean)), lit: lit / n };
+    };
+    window.samples = [];
+    setInterval(() => {
+      const posterShown = !poster.hidden;
+      const raw = video.readyState >= 2 ? measure(video) : { mean: 0, sd: 0, lit: 0, noFrame: true };
+      const seen = posterShown ? measure(poster) : raw;
+      window.samples.push({ t: Date.now(), ct: video.currentTime, posterShown, raw, seen });
+    }, 50);
+  });
+}
+
+/**
+ * Missing media between two presented frames, ms: how much further the capture clock
+ * (the test pattern's cells, read back from each presented frame with ?clock=1) moved
+ * than the media timeline did. Frames the viewer drops or could not read move both by
+ * the same amount; a recorder that loses media at a restart makes it positive, one whose
+ * recorders overlap makes it negative (a short repeat).
+ */
+const missingMs = (a, b) => b.captured - a.captured - (b.mediaTime - a.mediaTime) * 1000;
+/**
+ * Bounds on missingMs at a generation switch. A frame is 50 ms at 20 fps: jitter of the
+ * canvas timer and a frame or two lost at a recorder's start stay under 150 ms; a lost
+ * chunk (300 ms) does not.
+ */
+const MAX_MISSING_MS = 150;
+const MAX_REPEATED_MS = 250;
+
+for (const [mode, restart] of [
+  // Blob viewers play ~3 s behind and move to a new generation once it holds 2 s of
+  // media, at a src swap (every 2.5 s at most): with restarts every 5 s each generation
+  // is shown (at 3 s one could be skipped, its successor already there).
+  ['mse', 3],
+  ['blob', 5],
+]) {
+  r.test(`${mode} viewer keeps playing across restarts with no blank frame, poster shown at each switch`, async () => {
+    const stream = `switches-${mode}`;
+    const opened = [];
+    try {
+      const viewer = await open(viewerUrl(stream, mode, { clock: 1 }), `sampled ${mode} viewer`);
+      opened.push(viewer);
+      await sampleWhatIsSeen(viewer);
+      const rec = await open(recorderUrl(server.url, { stream, ...PATTERN, restart }), 'recorder');
+      opened.push(rec);
+      await viewer.bringToFront(); // headless Chromium composites video frames for the front tab only
+      await waitLive(rec);
+      await waitFrames(viewer);
+      // Two generation switches (not the first join) played through, plus 1.6 s after
+      // the second.
+      await viewer.evaluate((mode) => {
+        window.playedSwitches = () =>
+          window.blobcastViewer.switches.filter(
+            (s) => s.kind === 'generation' && s.presentedAt && (mode === 'mse' ? s.boundary > 0 : s.from !== null),
+          );
+      }, mode);
+      await waitUntil(
+        viewer,
+        () => {
+          const done = window.playedSwitches();
+          return done.length >= 2 && Date.now() > done[1].presentedAt + 1600;
+        },
+        null,
+        30000,
+        'two generation switches played through',
+      );
+      const { switches, samples, clock } = await viewer.evaluate(() => ({
+        switches: window.playedSwitches(),
+        samples: window.samples,
+        clock: window.blobcastViewer.clockSamples(),
+      }));
+      // Blank-frame check: everything seen from just before the first switch to the end,
+      // which must cover each switch.
+      const from = switches[0].at - 1000;
+      for (const sw of switches.slice(0, 2)) {
+        const around = samples.filter((s) => s.t >= sw.at - 1000 && s.t <= sw.presentedAt + 1500);
+        assert.ok(around.length >= 30, `only ${around.length} samples around the switch to generation ${sw.generation}`);
+        assert.ok(sw.overlayShown, `poster not shown at the switch to generation ${sw.generation}`);
+      }
+      for (const s of samples.filter((s) => s.t >= from)) {
+        const at = `${s.t - switches[0].presentedAt} ms from the first switch (currentTime ${s.ct.toFixed(2)}, poster ${s.posterShown ? 'shown' : 'hidden'})`;
+        // In blob mode the video has no frame while a new src loads: the poster covers it.
+        if (mode === 'mse') assert.ok(!s.raw.noFrame, `the video had no frame ${at}`);
+        const shown = mode === 'mse' ? [['video', s.raw], ['what is seen', s.seen]] : [['what is seen', s.seen]];
+        for (const [what, m] of shown) {
+          assert.ok(m.lit > 0.6 && m.sd > 12, `blank-looking ${what} ${at}: ${JSON.stringify(m)}`);
+        }
+      }
+      if (mode === 'mse') {
+        // Restarts lose no media: across each boundary the capture clock steps as far as
+        // the media timeline (sequence mode makes the timeline continuous whatever the
+        // recorder did, so the timeline alone proves nothing).
+        const steps = [];
+        for (const sw of switches.slice(0, 2)) {
+          const i = clock.findIndex((c) => c.mediaTime >= sw.boundary - 0.001);
+          assert.ok(i > 0, `no clock read on both sides of the boundary at ${sw.boundary.toFixed(2)} s`);
+          const [a, b] = [clock[i - 1], clock[i]];
+          assert.ok(b.mediaTime - a.mediaTime < 0.3, `the clock was read ${((b.mediaTime - a.mediaTime) * 1000).toFixed(0)} ms of media apart at the boundary ${sw.boundary.toFixed(2)} s`);
+          const missing = missingMs(a, b);
+          steps.push(missing);
+          assert.ok(missing < MAX_MISSING_MS, `${missing.toFixed(0)} ms of capture missing at the switch to generation ${sw.generation} (media ${a.mediaTime.toFixed(3)} -> ${b.mediaTime.toFixed(3)} s, captured ${a.captured} -> ${b.captured})`);
+          assert.ok(missing > -MAX_REPEATED_MS, `${(-missing).toFixed(0)} ms of capture repeated at the switch to generation ${sw.generation}`);
+        }
+        const inside = clock.slice(1).map((c, i) => missingMs(clock[i], c)).filter((_, i) => clock[i + 1].shown >= from);
+        console.log(`     capture clock vs media time at the switches: ${steps.map((m) => `${m.toFixed(0)} ms`).join(', ')}; elsewhere ${Math.min(...inside).toFixed(0)}..${Math.max(...inside).toFixed(0)} ms over ${inside.length} frames`);
+      } else {
+        // Blob mode restarts its timeline with every src: only reported. How much further
+        // the capture clock moved than the wall clock over each switch (positive: media
+        // skipped to stay near the live edge; negative: replayed).
+        const skips = switches.slice(0, 2).map((sw) => {
+          const a = clock.filter((c) => c.shown < sw.at).at(-1);
+          const b = clock.find((c) => c.shown >= sw.presentedAt);
+          return a && b ? `${(b.captured - a.captured - (b.shown - a.shown)).toFixed(0)} ms` : '?';
+        });
+        console.log(`     blob generation switches skip ${skips.join(', ')} of capture`);
+      }
+      await assertPlays(viewer, { ms: 2500 });
+    } finally {
+      await closeAll(opened);
+    }
+  });
+}
 
 r.test('camera (fake device) publishes with the default format; a viewer plays, pauses, goes live', async () => {
   const stream = 'camera';
@@ -276,7 +439,7 @@ r.test('camera (fake device) publishes with the default format; a viewer plays, 
     opened.push(viewer);
     await waitFrames(viewer);
     assert.equal((await viewerState(viewer)).mode, 'mse', 'auto mode picks MediaSource in Chromium');
-    await assertPlays(viewer, { ms: 2500, minFrames: 12, minAdvance: 1.0 });
+    await assertPlays(viewer, { ms: 2500, fps: 15 });
     await viewer.bringToFront();
     await sleep(300);
     await viewer.screenshot({ path: join(ARTIFACTS, 'viewer-camera.png') });
@@ -289,7 +452,7 @@ r.test('camera (fake device) publishes with the default format; a viewer plays, 
     await viewer.click('#golive');
     await waitUntil(viewer, () => !document.getElementById('video').paused && window.blobcastViewer.lag < 2, null, 5000, 'back at the live edge');
     await viewer.waitForSelector('#golive', { state: 'hidden', timeout: 3000 });
-    await assertPlays(viewer, { ms: 1500, minFrames: 8, minAdvance: 0.7 });
+    await assertPlays(viewer, { ms: 1500, fps: 15 });
   } finally {
     await closeAll(opened);
   }
@@ -305,7 +468,7 @@ r.test('screen (the fake picker) publishes and a viewer plays it', async () => {
     const viewer = await open(viewerUrl(stream), 'screen viewer (auto mode)');
     opened.push(viewer);
     await waitFrames(viewer, 3);
-    await assertPlays(viewer, { ms: 2000, minFrames: 5, minAdvance: 0.8 });
+    await assertPlays(viewer, { ms: 2000, fps: 15 });
   } finally {
     await closeAll(opened);
   }
@@ -327,7 +490,7 @@ r.test('resume: a viewer blip resumes without a snapshot; a publisher blip conti
     const resumed = await viewerState(viewer);
     assert.equal(resumed.generation, held.generation);
     assert.ok(resumed.length >= held.length);
-    await assertPlays(viewer, { ms: 1500, minFrames: 10, minAdvance: 0.7 });
+    await assertPlays(viewer, { ms: 1500 });
     const stats = await viewer.evaluate(() => window.blobcastViewer.viewer.reassembler.stats);
     assert.equal(stats.starts, 1, 'no snapshot after the resume');
 
@@ -337,7 +500,7 @@ r.test('resume: a viewer blip resumes without a snapshot; a publisher blip conti
     assert.deepEqual(after.errors, []);
     await waitUntil(viewer, (g) => window.blobcastViewer.generation === g, after.generation, 10000, 'viewer on the new generation');
     await sleep(500);
-    await assertPlays(viewer, { ms: 2000, minFrames: 12, minAdvance: 0.9 });
+    await assertPlays(viewer, { ms: 2000 });
   } finally {
     await closeAll(opened);
   }
@@ -358,7 +521,7 @@ r.test('mse viewer recovers from a demuxer error with a fresh MediaSource', asyn
     await viewer.evaluate(() => window.blobcastViewer.viewer.player.enqueue({ kind: 'append', bytes: new Uint8Array(4096).fill(0x42) }));
     await waitUntil(viewer, () => window.blobcastViewer.recoveries.length >= 1, null, 5000, 'a recovery');
     await sleep(1000);
-    const st = await assertPlays(viewer, { ms: 2000, minFrames: 12, minAdvance: 0.9 });
+    const st = await assertPlays(viewer, { ms: 2000, allowRecoveries: 1 });
     assert.equal(st.state.recoveries, 1, 'one recovery');
     assert.deepEqual(st.state.errors, []);
   } finally {
@@ -462,14 +625,116 @@ r.test('front page lists the live stream; duration= stops it, viewers see "ended
     await waitLive(rec);
     await waitUntil(viewer, () => window.blobcastViewer.state === 'live', null, 8000, 'viewer live again');
     await sleep(1500);
-    await assertPlays(viewer, { ms: 1500, minFrames: 8, minAdvance: 0.6 });
+    await assertPlays(viewer, { ms: 1500 });
+  } finally {
+    await closeAll(opened);
+  }
+});
+
+r.test('recordings page: a stopped session with restarts is listed, plays through its splices, and seeks', async () => {
+  const stream = 'recorded';
+  const opened = [];
+  try {
+    // Restarts every 2 s, stops by itself after 6 s: one file spliced from 3 generations.
+    const rec = await open(recorderUrl(server.url, { stream, ...PATTERN, restart: 2, duration: 6, name_prefix: 'browsertest' }), 'recorder');
+    opened.push(rec);
+    await waitLive(rec);
+    await waitUntil(rec, () => window.blobcastRecorder.state === 'stopped', null, 15000, 'stopped after duration=6');
+    assert.ok((await recorderState(rec)).generations >= 3, 'the recorder restarted');
+    let entry = null;
+    const until = Date.now() + 10000;
+    while (Date.now() < until) {
+      const list = await (await fetch(`${server.url}/api/recordings`)).json();
+      entry = list.find((x) => x.stream === stream);
+      if (entry?.state === 'finished') break;
+      await sleep(200);
+    }
+    assert.equal(entry?.state, 'finished', `the recording: ${JSON.stringify(entry)}`);
+    assert.equal(entry.name_prefix, 'browsertest');
+    assert.ok(entry.generations >= 2, `${entry.generations} generations spliced`);
+    assert.ok(entry.duration > 4 && entry.duration < 7, `duration ${entry.duration} s for a 6 s session`);
+
+    const page = await open(`${server.url}/recordings`, 'recordings page');
+    opened.push(page);
+    const item = `li[data-id="${entry.id}"]`;
+    await page.waitForSelector(`${item} .badge.state-finished`, { timeout: 8000 });
+    await page.bringToFront(); // video frames are presented in the front tab only
+    await page.click(`${item} button:has-text("Play")`);
+    await waitUntil(page, () => {
+      const v = document.getElementById('player');
+      return v.readyState >= 2 && Number.isFinite(v.duration) && v.duration > 0;
+    }, null, 8000, 'the recording loaded with a finite duration');
+    // Capture time against media time, read from the clock cells of the frame shown:
+    // the first frame here, one after the seek below.
+    const readFrame = (page, minMediaTime) =>
+      page.evaluate(async (minMediaTime) => {
+        const { decodeClock } = await import('/js/testpattern.js');
+        const v = document.getElementById('player');
+        const c = document.createElement('canvas');
+        return new Promise((resolve) => {
+          const seen = [];
+          const onFrame = (now, meta) => {
+            if (meta.mediaTime >= minMediaTime) {
+              c.width = v.videoWidth;
+              c.height = v.videoHeight;
+              const ctx = c.getContext('2d', { willReadFrequently: true });
+              ctx.drawImage(v, 0, 0);
+              seen.push({ mediaTime: meta.mediaTime, captured: decodeClock(ctx.getImageData(0, 0, c.width, c.height)) });
+            }
+            if (seen.length >= 10) resolve(seen);
+            else v.requestVideoFrameCallback(onFrame);
+          };
+          v.requestVideoFrameCallback(onFrame);
+          setTimeout(() => resolve(seen), 5000);
+        });
+      }, minMediaTime);
+    const start = (await readFrame(page, 0)).find((f) => f.captured !== null);
+    assert.ok(start, 'the test pattern clock is readable in the recording');
+    const media = await page.evaluate(() => {
+      const v = document.getElementById('player');
+      const ranges = [];
+      for (let i = 0; i < v.seekable.length; i++) ranges.push([v.seekable.start(i), v.seekable.end(i)]);
+      return { duration: v.duration, seekable: ranges, error: v.error?.message ?? null };
+    });
+    assert.equal(media.error, null);
+    assert.ok(Math.abs(media.duration - entry.duration) < 0.5, `video.duration ${media.duration} s, the recording's ${entry.duration} s`);
+    assert.equal(media.seekable.length, 1, `seekable ${JSON.stringify(media.seekable)}`);
+    assert.ok(media.seekable[0][0] <= 0.05 && media.seekable[0][1] >= media.duration - 0.05, `seekable ${JSON.stringify(media.seekable)} of ${media.duration} s`);
+
+    // The seek bar: to the middle, past a splice.
+    const target = media.duration / 2;
+    const seek = await page.evaluate((target) => {
+      const v = document.getElementById('player');
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => resolve({ seeked: false, currentTime: v.currentTime }), 5000);
+        v.addEventListener('seeked', () => {
+          clearTimeout(timer);
+          resolve({ seeked: true, currentTime: v.currentTime });
+        }, { once: true });
+        v.currentTime = target;
+      });
+    }, target);
+    assert.ok(seek.seeked, `no seeked event (currentTime ${seek.currentTime})`);
+    assert.ok(Math.abs(seek.currentTime - target) < 0.25, `seeked to ${seek.currentTime} s, wanted ${target} s`);
+    const after = await readFrame(page, target - 0.05);
+    assert.ok(after.length >= 10, `only ${after.length} frames presented after the seek`);
+    const mid = after.find((f) => f.captured !== null);
+    assert.ok(mid, 'the clock is readable after the seek');
+    // The splices lose no media either: from the first frame to the middle, the capture
+    // clock moved as far as the recording's timeline.
+    const missing = mid.captured - start.captured - (mid.mediaTime - start.mediaTime) * 1000;
+    console.log(`     recording ${entry.duration.toFixed(2)} s, ${entry.generations} generations; capture clock vs media time from the start to ${mid.mediaTime.toFixed(2)} s: ${missing.toFixed(0)} ms`);
+    assert.ok(Math.abs(missing) < 2 * MAX_MISSING_MS, `${missing.toFixed(0)} ms of capture missing (or repeated, if negative) between the start and the middle`);
+    await page.screenshot({ path: join(ARTIFACTS, 'recordings.png') });
+    assert.deepEqual(page.problems, []);
+    assert.ok(!(await page.isVisible('#errors')), await page.textContent('#errors'));
   } finally {
     await closeAll(opened);
   }
 });
 
 r.test('screenshots of the recorder and viewer pages are in the artifacts folder', async () => {
-  for (const name of ['recorder.png', 'viewer-mse.png', 'viewer-blob.png', 'viewer-camera.png', 'index.png']) {
+  for (const name of ['recorder.png', 'viewer-mse.png', 'viewer-blob.png', 'viewer-camera.png', 'index.png', 'recordings.png']) {
     const size = statSync(join(ARTIFACTS, name)).size;
     assert.ok(size > 5000, `${name} is only ${size} bytes`);
   }
@@ -500,6 +765,7 @@ try {
 }
 const failures = results.filter((x) => !x.ok);
 console.log(`screenshots: ${ARTIFACTS}`);
+console.log(playFiguresSummary());
 console.log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
 const passed = results.length - failures.length;
 const failed = failures.length + (setupFailed ? 1 : 0);
