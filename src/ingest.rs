@@ -145,6 +145,45 @@ where
     S: FutureStream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let mut body = std::pin::pin!(body);
+    let response = handle(name, action, query, headers, body.as_mut(), &app).await;
+    // A refusal comes before the body is read (or all of it): read the rest first, up
+    // to a bound. A client cut off mid-upload sees a reset instead of the answer, and
+    // a proxy that streams uploads (nginx with request buffering off) turns it into a
+    // 502.
+    let bound = app.config.max_frame + HEADER_LEN as u64;
+    let timeout = Duration::from_secs(app.config.ingest_timeout_secs);
+    let _ = tokio::time::timeout(timeout, drain(body, bound)).await;
+    response
+}
+
+/// Reads and drops what is left of `body`, at most `bound` bytes.
+async fn drain<S, B>(mut body: std::pin::Pin<&mut S>, bound: u64)
+where
+    S: FutureStream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut dropped = 0u64;
+    while let Some(Ok(piece)) = body.next().await {
+        dropped += piece.remaining() as u64;
+        if dropped > bound {
+            return;
+        }
+    }
+}
+
+async fn handle<S, B>(
+    name: String,
+    action: String,
+    query: IngestQuery,
+    headers: HeaderMap,
+    mut body: std::pin::Pin<&mut S>,
+    app: &App,
+) -> Response
+where
+    S: FutureStream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
     let stream_name = match StreamName::parse(&name) {
         Ok(name) => name,
         Err(err) => return refuse(StatusCode::BAD_REQUEST, &err.to_string()),
@@ -172,7 +211,7 @@ where
         }
     };
     if action == "stop" {
-        return stop(&app, &stream_name, &session);
+        return stop(app, &stream_name, &session);
     }
 
     // The frame: the wire frame as the body, or its header fields as HTTP headers.
@@ -212,7 +251,6 @@ where
         }
         None => {}
     }
-    let mut body = std::pin::pin!(body);
     while let Some(piece) = body.next().await {
         let mut piece = match piece {
             Ok(piece) => piece,
@@ -253,7 +291,7 @@ where
         );
     }
 
-    let stream = match app.http_publishers.hold(&app, &stream_name, &session) {
+    let stream = match app.http_publishers.hold(app, &stream_name, &session) {
         Ok(stream) => stream,
         Err(refusal) => {
             app.registry.metrics().connection_refused();
