@@ -1,119 +1,158 @@
 //! What a generation's WebM says, learned as its bytes arrive: where the init segment
-//! ends, which clusters open with a video keyframe (a live joiner may start there), and
-//! the codecs and picture size for the API. Payloads that are not WebM (MP4 from Safari)
-//! are relayed just the same, only without an index.
+//! ends, the newest cluster a live joiner may start at, and the codecs and picture size
+//! for the API; and whether that agrees with the mime the publisher declared.
+//!
+//! Payloads that are not WebM (MP4 from Safari) are relayed just the same, only without
+//! an index; so is the rest of a generation whose WebM broke the scanner.
+//!
+//! An index costs the same few hundred bytes whatever it is fed: the scanner's events are
+//! looked at the moment they are found and only the newest join point is kept, so a frame
+//! packed with millions of tiny clusters or blocks costs time, not memory.
 
-use crate::webm::{Event, Scanner, StreamInfo};
-use std::collections::VecDeque;
-
-/// Keyframe-led clusters remembered per generation; a joiner only needs the newest.
-const KEPT_KEYFRAME_CLUSTERS: usize = 4;
+use crate::webm::{Event, EventSink, Scanner, StreamInfo, WebmError};
 
 #[derive(Debug)]
 pub struct MediaIndex {
     /// None once the bytes turned out not to be WebM, or broke the scanner.
     scanner: Option<Scanner>,
-    events: Vec<Event>,
+    facts: Facts,
+    problem: Option<WebmError>,
+}
+
+/// Where a live joiner may start and what the tracks are, updated event by event while
+/// the scanner runs (never from the scanner's state after a push, which may be a later
+/// file's: the answer must not depend on where the pieces were cut).
+#[derive(Debug, Default)]
+struct Facts {
+    /// End of the init segment of the file that starts the generation.
     init_end: Option<u64>,
-    video_track: Option<u64>,
-    /// The cluster whose first video block we are still waiting for.
+    /// The track whose first block in a cluster decides whether a joiner may start
+    /// there: the video track; with no video, the audio track (every Opus or Vorbis frame
+    /// decodes on its own, so any cluster will do).
+    lead_track: Option<u64>,
+    /// The cluster whose first lead-track block we are still waiting for.
     open_cluster: Option<u64>,
-    keyframe_clusters: VecDeque<u64>,
+    /// The newest cluster whose first lead-track block is a keyframe.
+    newest_keyframe_cluster: Option<u64>,
+    /// A second EBML header came: no live join for the rest of this generation.
+    second_file: bool,
+    /// The DocType of the file being read.
+    doc_type: String,
+    /// What the newest Tracks element said.
     info: Option<StreamInfo>,
-    problem: Option<String>,
+    /// A Tracks element was parsed during the current `feed`.
+    tracks_arrived: bool,
+}
+
+impl EventSink for Facts {
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::EbmlHeader {
+                offset, doc_type, ..
+            } => {
+                self.doc_type = doc_type;
+                if offset > 0 {
+                    self.second_file();
+                }
+            }
+            Event::InitSegment { range } if range.start == 0 => self.init_end = Some(range.end),
+            Event::Tracks { tracks, .. } => {
+                let info = StreamInfo::from_tracks(&self.doc_type, &tracks);
+                self.lead_track = info
+                    .video
+                    .as_ref()
+                    .map(|v| v.track)
+                    .or(info.audio.as_ref().map(|a| a.track));
+                self.info = Some(info);
+                self.tracks_arrived = true;
+            }
+            Event::ClusterStart { offset, .. } => self.open_cluster = Some(offset),
+            Event::Block {
+                cluster_offset,
+                track,
+                keyframe,
+                ..
+            } if Some(track) == self.lead_track && self.open_cluster == Some(cluster_offset) => {
+                // Chrome often opens a cluster with an audio block: what matters is the
+                // first *video* block.
+                self.open_cluster = None;
+                if keyframe && self.init_end.is_some() && !self.second_file {
+                    self.newest_keyframe_cluster = Some(cluster_offset);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Facts {
+    /// A second file inside one generation (a recorder that restarted without a new
+    /// generation). Its init does not start at offset 0, where a joiner begins, and the
+    /// old file's init may not decode the new clusters: no more live joins until the next
+    /// generation.
+    fn second_file(&mut self) {
+        self.second_file = true;
+        self.init_end = None;
+        self.newest_keyframe_cluster = None;
+        self.open_cluster = None;
+    }
 }
 
 /// What one `feed` learned that the caller may want to act on.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Learned {
+    /// A Tracks element was parsed: `info()` may have changed.
     pub tracks: bool,
-    pub problem: Option<String>,
+    /// The scanner gave up here (or the payload is not WebM): no index from now on.
+    pub problem: Option<WebmError>,
 }
 
 impl MediaIndex {
     pub fn new() -> MediaIndex {
         MediaIndex {
             scanner: Some(Scanner::new()),
-            events: Vec::new(),
-            init_end: None,
-            video_track: None,
-            open_cluster: None,
-            keyframe_clusters: VecDeque::new(),
-            info: None,
+            facts: Facts::default(),
             problem: None,
         }
     }
 
     /// Feeds the generation's next bytes (exactly in order, nothing skipped).
     pub fn feed(&mut self, payload: &[u8]) -> Learned {
-        let mut learned = Learned::default();
         let Some(scanner) = &mut self.scanner else {
-            return learned;
+            return Learned::default();
         };
-        self.events.clear();
-        let result = scanner.push(payload, &mut self.events);
-        for event in self.events.drain(..) {
-            match event {
-                Event::EbmlHeader { offset, .. } if offset > 0 => {
-                    // A second file inside one generation: its init is not at offset 0,
-                    // so a live joiner could not start from it. Forget the old one.
-                    self.init_end = None;
-                    self.keyframe_clusters.clear();
-                    self.open_cluster = None;
-                }
-                Event::InitSegment { range } if range.start == 0 => self.init_end = Some(range.end),
-                Event::Tracks { .. } => {
-                    self.info = scanner.stream_info().cloned();
-                    self.video_track = self
-                        .info
-                        .as_ref()
-                        .and_then(|i| i.video.as_ref())
-                        .map(|v| v.track);
-                    learned.tracks = true;
-                }
-                Event::ClusterStart { offset, .. } => self.open_cluster = Some(offset),
-                Event::Block {
-                    cluster_offset,
-                    track,
-                    keyframe,
-                    ..
-                } if Some(track) == self.video_track
-                    && self.open_cluster == Some(cluster_offset) =>
-                {
-                    // Chrome often opens a cluster with an audio block: what matters is
-                    // the first *video* block.
-                    self.open_cluster = None;
-                    if keyframe && self.init_end.is_some() {
-                        if self.keyframe_clusters.len() == KEPT_KEYFRAME_CLUSTERS {
-                            self.keyframe_clusters.pop_front();
-                        }
-                        self.keyframe_clusters.push_back(cluster_offset);
-                    }
-                }
-                _ => {}
-            }
-        }
+        self.facts.tracks_arrived = false;
+        let result = scanner.push(payload, &mut self.facts);
+        let mut learned = Learned {
+            tracks: self.facts.tracks_arrived,
+            problem: None,
+        };
         if let Err(err) = result {
-            let problem = err.to_string();
-            self.problem = Some(problem.clone());
-            learned.problem = Some(problem);
+            self.problem = Some(err.clone());
+            learned.problem = Some(err);
             self.scanner = None;
         }
         learned
     }
 
     /// Where a live joiner starts: (end of the init segment, newest keyframe cluster).
+    ///
+    /// None until there is such a cluster, and for good once the scanner has failed: the
+    /// newest cluster it knew would grow stale and a joiner would be sent everything
+    /// since, so the whole generation (`join=start`) is the honest answer.
     pub fn live_start(&self) -> Option<(u64, u64)> {
-        Some((self.init_end?, *self.keyframe_clusters.back()?))
+        self.scanner.as_ref()?;
+        Some((self.facts.init_end?, self.facts.newest_keyframe_cluster?))
     }
 
+    /// What the newest Tracks element said.
     pub fn info(&self) -> Option<&StreamInfo> {
-        self.info.as_ref()
+        self.facts.info.as_ref()
     }
 
     /// Why there is no index, if there is none.
-    pub fn problem(&self) -> Option<&str> {
-        self.problem.as_deref()
+    pub fn problem(&self) -> Option<&WebmError> {
+        self.problem.as_ref()
     }
 }
 
@@ -123,9 +162,39 @@ impl Default for MediaIndex {
     }
 }
 
-/// Whether the codecs the publisher declared in its mime type are the ones its WebM
-/// carries. Only codecs both sides name are compared; an unknown name proves nothing.
+/// The container a mime type names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    /// `video/webm`, `audio/webm`, `video/x-matroska`...: EBML.
+    Ebml,
+    /// Another audio or video container: `video/mp4` from Safari, `audio/ogg`...
+    Other,
+    /// No audio or video type at all (empty, `application/octet-stream`): no claim.
+    Unstated,
+}
+
+impl Container {
+    fn declared_by(mime: &str) -> Container {
+        let essence = mime.split(';').next().unwrap_or_default().trim();
+        let essence = essence.to_ascii_lowercase();
+        let Some((kind, subtype)) = essence.split_once('/') else {
+            return Container::Unstated;
+        };
+        match (kind, subtype) {
+            ("video" | "audio", "webm" | "x-matroska" | "matroska") => Container::Ebml,
+            ("video" | "audio", _) => Container::Other,
+            _ => Container::Unstated,
+        }
+    }
+}
+
+/// Whether the publisher's declared mime type fits the WebM its Tracks describe: the
+/// container first (a `video/mp4` carrying WebM does not), then the codecs. Only codecs
+/// both sides name are compared; an unknown name proves nothing.
 pub fn mime_matches(mime: &str, info: &StreamInfo) -> bool {
+    if Container::declared_by(mime) == Container::Other {
+        return false;
+    }
     let Some((_, codecs)) = mime.split_once("codecs=") else {
         return true;
     };
@@ -158,11 +227,112 @@ fn codec_id_for(mime_codec: &str) -> Option<&'static str> {
     })
 }
 
+/// Turns what the indexes of a publish session learn into warnings, each kind at most
+/// once per session: a recorder that restarts every 30 s with the same wrong mime must
+/// not log the same line every 30 s. One per publish session; the caller logs them.
+#[derive(Debug, Default)]
+pub struct MediaNotices {
+    mismatch_told: bool,
+    unindexed_told: bool,
+}
+
+impl MediaNotices {
+    /// What in `learned` (from the generation whose stream info is `info`) is worth a
+    /// warning that has not been given yet, given the declared `mime`.
+    pub fn check(
+        &mut self,
+        mime: Option<&str>,
+        learned: &Learned,
+        info: Option<&StreamInfo>,
+    ) -> Option<String> {
+        let declared = mime.map_or(Container::Unstated, Container::declared_by);
+        let (told, notice) = match (&learned.problem, declared) {
+            // Declared as something else and indeed not WebM: nothing to index, nothing
+            // wrong.
+            (Some(WebmError::NotWebm), Container::Other) => return None,
+            (Some(WebmError::NotWebm), Container::Ebml) => (
+                &mut self.mismatch_told,
+                format!(
+                    "declared mime {:?} says WebM, but the payload does not start with the \
+                     EBML magic; relaying it without a WebM index",
+                    mime.unwrap_or_default()
+                ),
+            ),
+            (Some(problem), _) => (
+                &mut self.unindexed_told,
+                format!("relaying without a WebM index: {problem}"),
+            ),
+            (None, _) => {
+                let (mime, info) = (mime?, info?);
+                if !learned.tracks || mime_matches(mime, info) {
+                    return None;
+                }
+                (
+                    &mut self.mismatch_told,
+                    format!(
+                        "declared mime {mime:?} does not match what the payload carries \
+                         ({}: {info})",
+                        info.doc_type
+                    ),
+                )
+            }
+        };
+        (!std::mem::replace(told, true)).then_some(notice)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webm::ebml::id;
+    use crate::webm::testutil::*;
 
     const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+
+    /// EBML header, unknown-size Segment, Info and the given Tracks body: an init segment.
+    fn init_with(tracks: &[u8]) -> Vec<u8> {
+        [
+            ebml_header("webm"),
+            [id_bytes(id::SEGMENT), UNKNOWN.to_vec()].concat(),
+            info(1_000_000, None),
+            el(id::TRACKS, tracks),
+        ]
+        .concat()
+    }
+
+    /// Video on track 1, audio on track 2, as `vp8_opus_tracks`.
+    fn vp8_opus_init() -> Vec<u8> {
+        init_with(
+            &[
+                video_track(1, 11, "V_VP8", 320, 240),
+                audio_track(2, 22, "A_OPUS", 48000.0, 2),
+            ]
+            .concat(),
+        )
+    }
+
+    fn opus_only_init() -> Vec<u8> {
+        init_with(&audio_track(1, 22, "A_OPUS", 48000.0, 2))
+    }
+
+    fn cluster(tc: u64, blocks: &[Vec<u8>]) -> Vec<u8> {
+        el_unknown(id::CLUSTER, &[timecode(tc), blocks.concat()].concat())
+    }
+
+    /// Indexes `init` followed by `clusters`, one feed each; returns the index and the
+    /// offset of every cluster.
+    fn index_of(init: &[u8], clusters: &[Vec<u8>]) -> (MediaIndex, Vec<u64>) {
+        let mut index = MediaIndex::new();
+        assert_eq!(index.feed(init).problem, None);
+        let mut offsets = Vec::new();
+        let mut at = init.len() as u64;
+        for c in clusters {
+            offsets.push(at);
+            assert_eq!(index.feed(c).problem, None);
+            at += c.len() as u64;
+        }
+        (index, offsets)
+    }
 
     #[test]
     fn chrome_recording_yields_init_and_keyframe_clusters_whatever_the_cuts() {
@@ -188,23 +358,261 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_opening_with_audio_then_a_video_keyframe_is_keyframe_led() {
+        let init = vp8_opus_init();
+        let (index, at) = index_of(
+            &init,
+            &[cluster(
+                0,
+                &[
+                    simple_block(2, 0, true, 40),
+                    simple_block(2, 20, true, 40),
+                    simple_block(1, 21, true, 500),
+                    simple_block(1, 54, false, 100),
+                ],
+            )],
+        );
+        assert_eq!(index.live_start(), Some((init.len() as u64, at[0])));
+    }
+
+    #[test]
+    fn a_cluster_whose_first_video_block_is_a_delta_frame_is_not() {
+        let init = vp8_opus_init();
+        let (index, at) = index_of(
+            &init,
+            &[
+                cluster(0, &[simple_block(1, 0, true, 500)]),
+                // Audio first, then a delta frame; a keyframe later in the same cluster
+                // does not make it a place to start (the delta before it needs its past).
+                cluster(
+                    1000,
+                    &[
+                        simple_block(2, 0, true, 40),
+                        simple_block(1, 1, false, 100),
+                        simple_block(1, 34, true, 500),
+                    ],
+                ),
+                // Audio only so far: undecided, and so not a join point either.
+                cluster(2000, &[simple_block(2, 0, true, 40)]),
+            ],
+        );
+        assert_eq!(index.live_start(), Some((init.len() as u64, at[0])));
+    }
+
+    #[test]
+    fn block_groups_are_keyframes_without_a_reference_block() {
+        let init = vp8_opus_init();
+        let key_group = || block_group(1, 0, None, false, 300);
+        let delta_group = || block_group(1, 0, Some(-33), false, 100);
+        let (index, at) = index_of(
+            &init,
+            &[
+                cluster(0, &[simple_block(2, 0, true, 40), key_group()]),
+                cluster(1000, &[delta_group(), key_group()]),
+            ],
+        );
+        assert_eq!(index.live_start(), Some((init.len() as u64, at[0])));
+        // A group with BlockAdditions and no reference is still a keyframe.
+        let (index, at) = index_of(
+            &init,
+            &[
+                cluster(0, &[key_group()]),
+                cluster(1000, &[block_group(1, 0, None, true, 300)]),
+            ],
+        );
+        assert_eq!(index.live_start(), Some((init.len() as u64, at[1])));
+    }
+
+    #[test]
+    fn in_an_audio_only_stream_every_cluster_is_a_join_point() {
+        let init = opus_only_init();
+        let opus = |tc| simple_block(1, tc, true, 60);
+        let (index, at) = index_of(
+            &init,
+            &[
+                cluster(0, &[opus(0), opus(20)]),
+                cluster(1000, &[opus(0), opus(20)]),
+                cluster(2000, &[opus(0)]),
+            ],
+        );
+        assert_eq!(index.live_start(), Some((init.len() as u64, at[2])));
+        assert!(index.info().unwrap().video.is_none());
+        // A block marked as not decodable on its own is still respected.
+        let (index, at) = index_of(
+            &init,
+            &[
+                cluster(0, &[opus(0)]),
+                cluster(1000, &[simple_block(1, 0, false, 60)]),
+            ],
+        );
+        assert_eq!(index.live_start(), Some((init.len() as u64, at[0])));
+        // Neither video nor audio: nothing to start on.
+        let (index, _) = index_of(&init_with(&[]), &[cluster(0, &[opus(0)])]);
+        assert_eq!(index.live_start(), None);
+    }
+
+    #[test]
+    fn after_a_scanner_error_live_join_falls_back_to_the_whole_generation() {
+        let init = vp8_opus_init();
+        let (mut index, _) = index_of(&init, &[cluster(0, &[simple_block(1, 0, true, 500)])]);
+        assert!(index.live_start().is_some());
+        // At an element boundary, 0x00 cannot start an ID.
+        let learned = index.feed(&[0x00, 1, 2, 3]);
+        assert!(
+            matches!(learned.problem, Some(WebmError::IdTooLong { .. })),
+            "{learned:?}"
+        );
+        assert_eq!(index.live_start(), None);
+        assert!(index.problem().is_some());
+        // Later keyframe clusters change nothing: the index is gone for this generation.
+        assert_eq!(
+            index.feed(&cluster(1000, &[simple_block(1, 0, true, 500)])),
+            Learned::default()
+        );
+        assert_eq!(index.live_start(), None);
+        assert!(index.info().is_some(), "what the Tracks said still stands");
+    }
+
+    #[test]
+    fn a_second_file_in_one_generation_ends_live_joins_for_it() {
+        let init = vp8_opus_init();
+        let key_cluster = |tc| cluster(tc, &[simple_block(1, 0, true, 500)]);
+        let (mut index, _) = index_of(&init, &[key_cluster(0)]);
+        assert!(index.live_start().is_some());
+        for piece in [init.clone(), key_cluster(0), key_cluster(1000)] {
+            assert_eq!(index.feed(&piece).problem, None);
+        }
+        assert_eq!(index.live_start(), None);
+    }
+
+    #[test]
+    fn what_the_index_says_does_not_depend_on_the_cuts() {
+        // Found by the fuzz target: a second file's EBML header and an error arriving in
+        // the same piece as the first file's Tracks once hid those Tracks.
+        let data = [
+            vp8_opus_init(),
+            cluster(
+                0,
+                &[simple_block(2, 0, true, 30), simple_block(1, 1, true, 50)],
+            ),
+            ebml_header("webm"),
+            el_unknown(id::CUES, &[]),
+        ]
+        .concat();
+        let said = |cuts: &[usize]| {
+            let mut index = MediaIndex::new();
+            let mut start = 0;
+            for &cut in cuts.iter().chain([&data.len()]) {
+                index.feed(&data[start..cut]);
+                start = cut;
+            }
+            (
+                index.live_start(),
+                index.info().cloned(),
+                index.problem().cloned(),
+            )
+        };
+        let whole = said(&[]);
+        assert!(whole.1.is_some() && whole.2.is_some(), "{whole:?}");
+        for cut in 0..=data.len() {
+            assert_eq!(said(&[cut]), whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_frame_of_tiny_clusters_and_blocks_costs_no_memory_per_element() {
+        // 16 MiB, the largest frame a publisher may send, of the smallest elements the
+        // scanner reports: 5-byte empty Clusters and 6-byte SimpleBlocks. Held as events
+        // they would take about 200 MB.
+        let mut unit = el(id::CLUSTER, &[]);
+        unit.extend(el_unknown(id::CLUSTER, &[]));
+        for i in 0..100 {
+            unit.extend(simple_block(1 + i % 2, 0, i % 3 == 0, 0));
+        }
+        let frame = unit.repeat((16 << 20) / unit.len());
+        let elements = (frame.len() / unit.len()) * 102;
+        assert!(elements > 2_500_000);
+
+        let mut index = MediaIndex::new();
+        index.feed(&vp8_opus_init());
+        let (learned, heap) = heap_use(|| index.feed(&frame));
+        assert_eq!(learned, Learned::default());
+        assert!(index.live_start().is_some(), "the clusters were indexed");
+        assert!(
+            heap.peak < 16 * 1024 && heap.retained < 4 * 1024,
+            "{elements} elements: {heap:?}"
+        );
+    }
+
+    #[test]
     fn non_webm_is_relayed_without_an_index() {
         let mut index = MediaIndex::new();
         let learned = index.feed(b"\0\0\0\x20ftypiso5 an mp4 from safari");
-        assert!(learned.problem.is_some());
+        assert_eq!(learned.problem, Some(WebmError::NotWebm));
         assert!(index.live_start().is_none());
         assert_eq!(index.feed(b"more"), Learned::default());
     }
 
     #[test]
-    fn declared_codecs_are_checked_against_the_tracks() {
+    fn declared_codecs_and_container_are_checked_against_the_tracks() {
         let mut index = MediaIndex::new();
         index.feed(CHROME);
         let info = index.info().unwrap();
         assert!(mime_matches("video/webm;codecs=vp8,opus", info));
         assert!(mime_matches("video/webm", info));
-        assert!(mime_matches("video/webm;codecs=\"vp8.0, opus\"", info));
+        assert!(mime_matches("Video/WebM; codecs=\"vp8.0, opus\"", info));
+        assert!(mime_matches("video/x-matroska;codecs=vp8", info));
+        assert!(mime_matches("application/octet-stream", info));
+        assert!(mime_matches("", info));
         assert!(!mime_matches("video/webm;codecs=vp9,opus", info));
         assert!(!mime_matches("video/webm;codecs=h264", info));
+        assert!(!mime_matches("video/mp4", info));
+        assert!(!mime_matches("video/mp4;codecs=vp8,opus", info));
+    }
+
+    /// One generation of a session: a fresh index fed `payload`, checked by `notices`.
+    fn generation_notice(
+        notices: &mut MediaNotices,
+        mime: Option<&str>,
+        payload: &[u8],
+    ) -> Option<String> {
+        let mut index = MediaIndex::new();
+        let learned = index.feed(payload);
+        notices.check(mime, &learned, index.info())
+    }
+
+    #[test]
+    fn a_mismatch_is_told_once_per_session_not_per_generation() {
+        let mp4 = b"\0\0\0\x20ftypiso5\0\0\0\x01";
+        let cases: [(&str, &[u8], Option<&str>); 4] = [
+            ("video/mp4", CHROME, Some("\"video/mp4\" does not match")),
+            ("video/webm;codecs=vp9", CHROME, Some("(webm: V_VP8 ")),
+            ("video/webm;codecs=vp8", mp4, Some("says WebM")),
+            ("audio/mp4", mp4, None),
+        ];
+        for (mime, payload, want) in cases {
+            let mut session = MediaNotices::default();
+            let first = generation_notice(&mut session, Some(mime), payload);
+            match want {
+                Some(want) => assert!(
+                    first.as_deref().is_some_and(|n| n.contains(want)),
+                    "{mime}: {first:?}"
+                ),
+                None => assert_eq!(first, None, "{mime}"),
+            }
+            for _ in 0..3 {
+                assert_eq!(generation_notice(&mut session, Some(mime), payload), None);
+            }
+            // The next publish session is told again.
+            let mut next = MediaNotices::default();
+            assert_eq!(generation_notice(&mut next, Some(mime), payload), first);
+        }
+        // A matching mime, or none, is nothing to tell; an undeclared non-WebM payload is.
+        let mut session = MediaNotices::default();
+        let webm = Some("video/webm;codecs=vp8,opus");
+        assert_eq!(generation_notice(&mut session, webm, CHROME), None);
+        assert_eq!(generation_notice(&mut session, None, CHROME), None);
+        let unindexed = generation_notice(&mut session, None, mp4).unwrap();
+        assert!(unindexed.starts_with("relaying without a WebM index"));
     }
 }

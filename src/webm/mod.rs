@@ -13,9 +13,9 @@ mod scanner;
 mod tracks;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
-pub use scanner::{BlockKind, ClusterTimecode, Event, Scanner};
+pub use scanner::{BlockKind, ClusterTimecode, Event, EventSink, Scanner};
 pub use tracks::{
     AudioSettings, AudioStream, StreamInfo, Track, TrackKind, VideoSettings, VideoStream,
 };

@@ -85,6 +85,29 @@ pub enum Event {
     },
 }
 
+/// Where a [`Scanner`] hands its events, the moment it finds them.
+///
+/// Events are not bounded by the input's size the way the scanner's own buffers are: a
+/// 5-byte empty Cluster or a 6-byte SimpleBlock each make one, so a 16 MiB push can make
+/// millions. A `Vec<Event>` collects them all, which suits tests and trusted files; the
+/// relay passes a sink that keeps only what it needs, so a push costs no memory per
+/// event. A closure `FnMut(Event)` is a sink too.
+pub trait EventSink {
+    fn event(&mut self, event: Event);
+}
+
+impl EventSink for Vec<Event> {
+    fn event(&mut self, event: Event) {
+        self.push(event);
+    }
+}
+
+impl<F: FnMut(Event)> EventSink for F {
+    fn event(&mut self, event: Event) {
+        self(event);
+    }
+}
+
 /// Track number vint (at most 8 bytes), relative timecode (2), flags (1).
 const BLOCK_HEAD_MAX: usize = 8 + 2 + 1;
 /// A collect buffer larger than this is freed after use rather than kept per stream.
@@ -241,11 +264,12 @@ impl Scanner {
         self.body.capacity()
     }
 
-    /// Feeds the next bytes of the stream and appends what they complete to `out`.
+    /// Feeds the next bytes of the stream and hands what they complete to `out`, one event
+    /// at a time, as it is found.
     ///
-    /// On error, `out` keeps the events found before it, and every later push returns the
-    /// same error: the caller relays on without an index.
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<Event>) -> Result<(), WebmError> {
+    /// On error, `out` has had the events found before it, and every later push returns
+    /// the same error: the caller relays on without an index.
+    pub fn push(&mut self, data: &[u8], out: &mut impl EventSink) -> Result<(), WebmError> {
         self.pushed = self.pushed.saturating_add(data.len() as u64);
         if let Some(e) = &self.error {
             return Err(e.clone());
@@ -259,7 +283,7 @@ impl Scanner {
         result
     }
 
-    fn run(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), WebmError> {
+    fn run(&mut self, mut input: &[u8], out: &mut dyn EventSink) -> Result<(), WebmError> {
         // Every pass consumes input, finishes an element, or closes frames (at most
         // `max_depth`), so this ends.
         loop {
@@ -391,7 +415,7 @@ impl Scanner {
         &mut self,
         header: Header,
         offset: u64,
-        out: &mut Vec<Event>,
+        out: &mut dyn EventSink,
     ) -> Result<(), WebmError> {
         let id = header.id;
         let data_offset = offset
@@ -448,7 +472,7 @@ impl Scanner {
                     _ => return Err(WebmError::Unexpected { offset, id }),
                 }
                 self.open(FrameKind::Segment, id, offset, data_offset, end)?;
-                out.push(Event::SegmentStart {
+                out.event(Event::SegmentStart {
                     offset,
                     data_offset,
                     size: header.size,
@@ -457,7 +481,7 @@ impl Scanner {
             (Some(FrameKind::Segment), id::CLUSTER) => {
                 if let Some(file) = self.file.as_mut().filter(|f| !f.init_done) {
                     file.init_done = true;
-                    out.push(Event::InitSegment {
+                    out.event(Event::InitSegment {
                         range: file.offset..offset,
                     });
                 }
@@ -604,7 +628,7 @@ impl Scanner {
 
     /// Closes every frame whose end is the current position (an ancestor ending closes
     /// its unknown-size descendants too).
-    fn close_finished(&mut self, out: &mut Vec<Event>) {
+    fn close_finished(&mut self, out: &mut dyn EventSink) {
         let pos = self.pos;
         if let Some(depth) = self
             .stack
@@ -615,18 +639,18 @@ impl Scanner {
         }
     }
 
-    fn close_to(&mut self, depth: usize, out: &mut Vec<Event>) {
+    fn close_to(&mut self, depth: usize, out: &mut dyn EventSink) {
         while self.stack.len() > depth {
             self.close_top(out);
         }
     }
 
-    fn close_top(&mut self, out: &mut Vec<Event>) {
+    fn close_top(&mut self, out: &mut dyn EventSink) {
         let Some(frame) = self.stack.pop() else {
             return;
         };
         match frame.kind {
-            FrameKind::Cluster { announced: false } => out.push(Event::ClusterStart {
+            FrameKind::Cluster { announced: false } => out.event(Event::ClusterStart {
                 offset: frame.offset,
                 data_offset: frame.data_offset,
                 size: frame.end.map(|end| end - frame.data_offset),
@@ -636,7 +660,7 @@ impl Scanner {
                 cluster_offset,
                 block: Some(head),
                 referenced,
-            } => out.push(Event::Block {
+            } => out.event(Event::Block {
                 offset: frame.offset,
                 cluster_offset,
                 track: head.track,
@@ -650,12 +674,12 @@ impl Scanner {
     }
 
     /// Reports the innermost Cluster, if it has not been yet.
-    fn announce_cluster(&mut self, timecode: Option<ClusterTimecode>, out: &mut Vec<Event>) {
+    fn announce_cluster(&mut self, timecode: Option<ClusterTimecode>, out: &mut dyn EventSink) {
         if let Some(frame) = self.stack.last_mut() {
             if let FrameKind::Cluster { announced } = &mut frame.kind {
                 if !*announced {
                     *announced = true;
-                    out.push(Event::ClusterStart {
+                    out.event(Event::ClusterStart {
                         offset: frame.offset,
                         data_offset: frame.data_offset,
                         size: frame.end.map(|end| end - frame.data_offset),
@@ -671,7 +695,7 @@ impl Scanner {
         head: BlockHead,
         offset: u64,
         in_group: bool,
-        out: &mut Vec<Event>,
+        out: &mut dyn EventSink,
     ) {
         let Some(frame) = self.stack.last_mut() else {
             return;
@@ -681,7 +705,7 @@ impl Scanner {
                 *block = Some(head);
             }
         } else {
-            out.push(Event::Block {
+            out.event(Event::Block {
                 offset,
                 cluster_offset: frame.offset,
                 track: head.track,
@@ -699,7 +723,7 @@ impl Scanner {
         data_offset: u64,
         end: u64,
         data: &[u8],
-        out: &mut Vec<Event>,
+        out: &mut dyn EventSink,
     ) -> Result<(), WebmError> {
         match what {
             Small::EbmlHeader => {
@@ -710,7 +734,7 @@ impl Scanner {
                 if let Some(file) = &mut self.file {
                     file.doc_type.clone_from(&doc_type);
                 }
-                out.push(Event::EbmlHeader {
+                out.event(Event::EbmlHeader {
                     offset,
                     end,
                     doc_type,
@@ -718,7 +742,7 @@ impl Scanner {
             }
             Small::Info => {
                 let (timecode_scale, duration) = tracks::parse_info(data, data_offset)?;
-                out.push(Event::Info {
+                out.event(Event::Info {
                     range: offset..end,
                     timecode_scale,
                     duration,
@@ -728,7 +752,7 @@ impl Scanner {
                 let tracks = tracks::parse_tracks(data, data_offset)?;
                 let doc_type = self.file.as_ref().map_or("", |f| f.doc_type.as_str());
                 self.stream_info = Some(StreamInfo::from_tracks(doc_type, &tracks));
-                out.push(Event::Tracks {
+                out.event(Event::Tracks {
                     range: offset..end,
                     tracks,
                 });

@@ -1,5 +1,6 @@
 //! Test-only builders that write tiny EBML/WebM byte vectors, so tests can state the exact
-//! structure they feed the scanner (known or unknown sizes, odd layouts, hostile bytes).
+//! structure they feed the scanner (known or unknown sizes, odd layouts, hostile bytes),
+//! and a heap meter, so they can bound what feeding it costs.
 
 use super::ebml::id;
 use super::{Event, Scanner, WebmError};
@@ -218,4 +219,87 @@ pub fn events(data: &[u8]) -> Vec<Event> {
     let (events, err) = scan(data);
     assert_eq!(err, None, "events so far: {events:#?}");
     events
+}
+
+/// Heap bytes a closure used on its own thread: the most held at once beyond what the
+/// thread held before, and what was still held after.
+#[derive(Debug, Clone, Copy)]
+pub struct HeapUse {
+    pub peak: usize,
+    pub retained: isize,
+}
+
+/// Runs `f` and measures its heap use. Counts are per thread (each test runs on its
+/// own), so tests running alongside do not disturb the figure.
+pub fn heap_use<T>(f: impl FnOnce() -> T) -> (T, HeapUse) {
+    let before = heap::LIVE.with(|l| l.get());
+    heap::PEAK.with(|p| p.set(before));
+    let result = f();
+    let after = heap::LIVE.with(|l| l.get());
+    let peak = heap::PEAK.with(|p| p.get());
+    let used = HeapUse {
+        peak: (peak - before).max(0) as usize,
+        retained: after - before,
+    };
+    (result, used)
+}
+
+/// The test binary's allocator: the system's, counting live bytes per thread.
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        // Const-initialized and without destructors: using them never allocates, so
+        // the allocator may.
+        pub static LIVE: Cell<isize> = const { Cell::new(0) };
+        pub static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn count(delta: isize) {
+        // `try_with`: a thread being torn down still frees memory.
+        let _ = LIVE.try_with(|live| {
+            let now = live.get() + delta;
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is forwarded to `System` unchanged; counting touches only
+    // thread-locals that never allocate.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = System.alloc(layout);
+            if !p.is_null() {
+                count(layout.size() as isize);
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let p = System.alloc_zeroed(layout);
+            if !p.is_null() {
+                count(layout.size() as isize);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+            System.dealloc(p, layout);
+            count(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let q = System.realloc(p, layout, new_size);
+            if !q.is_null() {
+                count(new_size as isize - layout.size() as isize);
+            }
+            q
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
 }

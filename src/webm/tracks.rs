@@ -96,6 +96,29 @@ impl StreamInfo {
     }
 }
 
+/// For log lines: `V_VP8 640x480, A_OPUS 48000 Hz 2 ch`.
+impl std::fmt::Display for StreamInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.video, &self.audio) {
+            (None, None) => f.write_str("no audio or video track"),
+            (video, audio) => {
+                if let Some(v) = video {
+                    write!(f, "{} {}x{}", v.codec_id, v.width, v.height)?;
+                }
+                if let Some(a) = audio {
+                    let comma = if video.is_some() { ", " } else { "" };
+                    write!(
+                        f,
+                        "{comma}{} {} Hz {} ch",
+                        a.codec_id, a.sampling_frequency, a.channels
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The spec's defaults, for an Audio element that omits them.
 const DEFAULT_AUDIO: AudioSettings = AudioSettings {
     sampling_frequency: 8000.0,
@@ -265,6 +288,10 @@ mod tests {
         assert_eq!(info.video.as_ref().unwrap().width, 640);
         assert_eq!(info.audio.as_ref().unwrap().sampling_frequency, 48000.0);
         assert_eq!(info.doc_type, "webm");
+        assert_eq!(info.to_string(), "V_VP8 640x480, A_OPUS 48000 Hz 2 ch");
+        let audio_only = StreamInfo::from_tracks("webm", &tracks[1..]);
+        assert_eq!(audio_only.to_string(), "A_OPUS 48000 Hz 2 ch");
+        assert_eq!(StreamInfo::default().to_string(), "no audio or video track");
     }
 
     #[test]
