@@ -37,6 +37,30 @@ fn hello(viewer: &Viewer) -> &serde_json::Value {
         .unwrap()
 }
 
+/// A publisher on `stream` that has sent the whole Chrome recording as `generation`, and
+/// the server has buffered it.
+async fn publish_chrome(server: &TestServer, stream: &str, generation: u64) -> Publisher {
+    let mut publisher = Publisher::connect(server, stream, "session=s").await;
+    publisher.start(MIME).await;
+    publisher
+        .publish_generation(generation, &chrome_pieces())
+        .await;
+    let length = publisher.offset;
+    server
+        .until_api(stream, |s| s["buffered_bytes"] == length)
+        .await;
+    publisher
+}
+
+/// A `join=live` viewer of `stream`, once it has reached offset `length`.
+async fn join_live(server: &TestServer, stream: &str, length: usize) -> Viewer {
+    let mut viewer = Viewer::connect_with(server, stream, "join=live").await;
+    viewer
+        .pump_until(&format!("offset {length}"), |v| v.length() == length as u64)
+        .await;
+    viewer
+}
+
 #[tokio::test]
 async fn a_live_joiner_gets_the_init_then_a_keyframe_cluster_and_it_decodes() {
     let server = TestServer::start().await;
@@ -106,23 +130,83 @@ async fn a_live_join_without_a_keyframe_cluster_yet_falls_back_to_the_whole_blob
 #[tokio::test]
 async fn a_live_joiner_follows_the_next_generation_from_its_blob() {
     let server = TestServer::start().await;
-    let pieces = chrome_pieces();
-    let mut publisher = Publisher::connect(&server, "gen", "session=s").await;
-    publisher.start(MIME).await;
-    publisher.publish_generation(1, &pieces).await;
-    server
-        .until_api("gen", |s| s["buffered_bytes"] == CHROME.len())
-        .await;
-    let mut viewer = Viewer::connect_with(&server, "gen", "join=live").await;
-    viewer
-        .pump_until("the first generation's end", |v| {
-            v.length() == CHROME.len() as u64
-        })
-        .await;
+    let mut publisher = publish_chrome(&server, "gen", 1).await;
+    let mut viewer = join_live(&server, "gen", CHROME.len()).await;
     assert!(viewer.skipped > 0, "{:?}", viewer.controls);
-    publisher.publish_generation(2, &pieces).await;
+    publisher.publish_generation(2, &chrome_pieces()).await;
     viewer.pump_until_holds(2, CHROME).await;
     assert_decodes(viewer.holds(2).unwrap(), "next generation");
+}
+
+#[tokio::test]
+async fn after_the_webm_breaks_a_live_join_gets_the_whole_generation() {
+    let server = TestServer::start().await;
+    let mut publisher = publish_chrome(&server, "broken", 5).await;
+    let before = join_live(&server, "broken", CHROME.len()).await;
+    assert_eq!(hello(&before)["join"], "live");
+
+    // The recording ends on an element boundary, where 0x00 cannot start an element ID:
+    // the scanner gives up, and what it knew of the keyframes would only grow stale.
+    let garbage = [0u8, 1, 2, 3, 4, 5, 6, 7];
+    publisher.send_chunk(&garbage).await;
+    let whole = [CHROME, &garbage[..]].concat();
+    server
+        .until_api("broken", |s| s["buffered_bytes"] == whole.len())
+        .await;
+    let mut after = Viewer::connect_with(&server, "broken", "join=live").await;
+    after.pump_until_holds(5, &whole).await;
+    assert_eq!(hello(&after)["join"], "start");
+    assert_eq!(after.holds(5).unwrap(), &whole[..]);
+    assert_eq!(after.skipped, 0);
+
+    // The next generation is indexed afresh.
+    publisher.publish_generation(6, &chrome_pieces()).await;
+    server
+        .until_api("broken", |s| {
+            s["generation"] == 6 && s["buffered_bytes"] == CHROME.len()
+        })
+        .await;
+    let next = join_live(&server, "broken", CHROME.len()).await;
+    assert_eq!(hello(&next)["join"], "live");
+}
+
+#[tokio::test]
+async fn an_audio_only_stream_joins_live_at_any_cluster() {
+    // The Chrome recording without its video: Opus only, a cluster about every second.
+    let opus = audio_only(CHROME);
+    let server = TestServer::start().await;
+    let mut publisher = Publisher::connect(&server, "radio", "session=s").await;
+    publisher.start("audio/webm;codecs=opus").await;
+    publisher.publish_generation(1, &cut(&opus, 6, 3)).await;
+    server
+        .until_api("radio", |s| s["buffered_bytes"] == opus.len())
+        .await;
+    let viewer = join_live(&server, "radio", opus.len()).await;
+    assert_eq!(hello(&viewer)["join"], "live");
+    assert!(viewer.skipped > 0);
+    assert!(viewer.received_bytes < opus.len());
+    assert_decodes(&viewer.data, "audio-only live join");
+}
+
+/// `webm` with its video track dropped, remuxed by ffmpeg as a live recorder writes it.
+fn audio_only(webm: &[u8]) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("blobcast-join-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("av.webm"), dir.join("audio.webm"));
+    std::fs::write(&input, webm).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&input)
+        .args(["-map", "0:a", "-c", "copy", "-live", "1"])
+        .args(["-cluster_time_limit", "1000", "-f", "webm"])
+        .arg(&output)
+        .status()
+        .expect("ffmpeg runs (apt-get install ffmpeg; .ci/run installs it)");
+    assert!(status.success());
+    let opus = std::fs::read(&output).unwrap();
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&output);
+    opus
 }
 
 #[tokio::test]
