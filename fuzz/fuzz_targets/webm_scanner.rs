@@ -1,6 +1,7 @@
 //! Fuzzes the WebM scanner the way a publisher feeds it: one stream cut into pieces at
 //! fuzzer-chosen points. Besides "no panic, no hang", it checks that the pieces change
-//! nothing (same events, same error as one whole push) and that memory stays in bounds.
+//! nothing (same events, same error as one whole push) and that memory stays in bounds;
+//! and the same of the relay's media index built on it (same join point, same facts).
 //!
 //! Input layout: `stream ++ lengths ++ [n]`. The last byte gives how many bytes before it
 //! (at most 31) are piece lengths, cycled until the stream is used up; the rest is the
@@ -14,7 +15,8 @@
 
 #![no_main]
 
-use blobcast::webm::{Event, Limits, Scanner, WebmError};
+use blobcast::stream::index::MediaIndex;
+use blobcast::webm::{Event, Limits, Scanner, StreamInfo, WebmError};
 use libfuzzer_sys::fuzz_target;
 
 /// Small enough that the fuzzer can reach the limit, large enough for real headers.
@@ -40,6 +42,21 @@ fn scan<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> (Vec<Event>, Option<WebmE
     (events, error, scanner.position())
 }
 
+/// What the relay's index made of the pieces: join point, stream facts, failure.
+fn index<'a>(
+    pieces: impl Iterator<Item = &'a [u8]>,
+) -> (Option<(u64, u64)>, Option<StreamInfo>, Option<WebmError>) {
+    let mut index = MediaIndex::new();
+    for piece in pieces {
+        index.feed(piece);
+    }
+    (
+        index.live_start(),
+        index.info().cloned(),
+        index.problem().cloned(),
+    )
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_last() else {
         return;
@@ -54,7 +71,11 @@ fuzz_target!(|data: &[u8]| {
     let mut at = 0;
     let mut i = 0;
     while at < stream.len() {
-        let len = if all_zero { 1 } else { usize::from(lengths[i % lengths.len()]) };
+        let len = if all_zero {
+            1
+        } else {
+            usize::from(lengths[i % lengths.len()])
+        };
         let end = (at + len).min(stream.len());
         cut_pieces.push(&stream[at..end]);
         at = end;
@@ -62,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let whole = scan(std::iter::once(stream));
-    let cut = scan(cut_pieces.into_iter());
+    let cut = scan(cut_pieces.iter().copied());
     assert_eq!(whole.2, stream.len() as u64);
     assert_eq!(cut, whole);
 
@@ -77,5 +98,11 @@ fuzz_target!(|data: &[u8]| {
             Event::Block { offset, .. } => *offset,
         };
         assert!(offset <= whole.2, "{event:?} beyond {}", whole.2);
+    }
+
+    let indexed = index(std::iter::once(stream));
+    assert_eq!(index(cut_pieces.into_iter()), indexed);
+    if let Some((init_end, keyframe_cluster)) = indexed.0 {
+        assert!(init_end <= keyframe_cluster && keyframe_cluster < whole.2);
     }
 });
