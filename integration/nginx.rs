@@ -352,28 +352,6 @@ async fn recording_ranges_pass(server: &TestServer, dir: &Path) {
     assert_eq!(past.status(), 416);
 }
 
-/// A POST of HTTP ingest through nginx; the status and blobcast's JSON answer.
-async fn post(
-    server: &TestServer,
-    path: &str,
-    body: Vec<u8>,
-    headers: &[(&str, String)],
-) -> (u16, serde_json::Value) {
-    let len = body.len();
-    let mut request = reqwest::Client::new()
-        .post(server.http_url(path))
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("{path} ({len} bytes): not blobcast's: {text}"));
-    (status, json)
-}
-
 /// A Void element of `total` bytes (8-byte size): valid anywhere in a Cluster, so a
 /// frame of any size that is still WebM.
 fn void(total: usize) -> Vec<u8> {
@@ -398,20 +376,16 @@ async fn http_ingest_passes(server: &TestServer) {
         let (status, body) = if i % 2 == 0 {
             let body = frame(9, offset, piece).to_vec();
             let mime = ("content-type", MIME.to_owned());
-            post(
-                server,
-                &format!("/api/streams/web/{kind}?{q}"),
-                body,
-                &[mime],
-            )
-            .await
+            server
+                .post_json(&format!("/api/streams/web/{kind}?{q}"), body, &[mime])
+                .await
         } else {
             let headers = [
                 ("x-generation", "9".to_owned()),
                 ("x-offset", offset.to_string()),
             ];
             let path = format!("/api/streams/web/{kind}?{q}");
-            post(server, &path, piece.clone(), &headers).await
+            server.post_json(&path, piece.clone(), &headers).await
         };
         assert_eq!(status, 200, "{kind} {i}: {body}");
         offset += piece.len() as u64;
@@ -424,16 +398,18 @@ async fn http_ingest_passes(server: &TestServer) {
     let max_frame = blobcast::Config::local().max_frame as usize;
     let largest = frame(9, offset, &void(max_frame)).to_vec();
     let path = format!("/api/streams/web/chunk?{q}");
-    let (status, body) = post(server, &path, largest, &[]).await;
+    let (status, body) = server.post_json(&path, largest, &[]).await;
     assert_eq!(status, 200, "the largest frame: {body}");
     offset += max_frame as u64;
     let too_big = frame(9, offset, &void(max_frame + 1)).to_vec();
-    let (status, body) = post(server, &path, too_big, &[]).await;
+    let (status, body) = server.post_json(&path, too_big, &[]).await;
     assert_eq!(status, 413, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("--max-frame"),
         "blobcast refused it, not nginx: {body}"
     );
-    let (status, body) = post(server, &format!("/api/streams/web/stop?{q}"), vec![], &[]).await;
+    let (status, body) = server
+        .post_json(&format!("/api/streams/web/stop?{q}"), vec![], &[])
+        .await;
     assert_eq!(status, 200, "{body}");
 }

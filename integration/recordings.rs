@@ -473,6 +473,10 @@ async fn recordings_are_served_with_byte_ranges_and_survive_a_restart() {
     assert_eq!(header(&whole, "content-type"), "video/webm");
     assert_eq!(header(&whole, "content-length"), len.to_string());
     assert_eq!(whole.bytes().await.unwrap(), bytes);
+    let head = client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "content-length"), len.to_string());
+    assert!(head.bytes().await.unwrap().is_empty(), "HEAD has no body");
 
     let part = get(Some("bytes=100-199")).await.unwrap();
     assert_eq!(part.status(), 206);
@@ -809,23 +813,6 @@ async fn a_full_disk_stops_the_recording_not_the_live_stream() {
     done(&dir);
 }
 
-async fn post(
-    server: &TestServer,
-    path: &str,
-    body: Vec<u8>,
-    headers: &[(&str, String)],
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(server.http_url(path))
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn http_ingest_publishes_a_stream_that_a_websocket_viewer_watches_exactly() {
     let server = TestServer::with(|c| {
@@ -838,61 +825,57 @@ async fn http_ingest_publishes_a_stream_that_a_websocket_viewer_watches_exactly(
     let q = "session=h&key=k&name_prefix=web";
 
     // Refusals, each with a JSON reason.
-    let (status, body) = post(
-        &server,
-        "/api/streams/web/blob?session=h&key=nope",
-        frame(7, 0, &pieces[0]).to_vec(),
-        &[],
-    )
-    .await;
+    let (status, body) = server
+        .post_json(
+            "/api/streams/web/blob?session=h&key=nope",
+            frame(7, 0, &pieces[0]).to_vec(),
+            &[],
+        )
+        .await;
     assert_eq!(status, 401, "{body}");
     assert!(body["error"].as_str().unwrap().contains("key"));
-    let (status, body) = post(
-        &server,
-        "/api/streams/web/blob?key=k",
-        frame(7, 0, &pieces[0]).to_vec(),
-        &[],
-    )
-    .await;
+    let (status, body) = server
+        .post_json(
+            "/api/streams/web/blob?key=k",
+            frame(7, 0, &pieces[0]).to_vec(),
+            &[],
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = post(
-        &server,
-        &format!("/api/streams/web/blob?{q}"),
-        vec![1, 2, 3],
-        &[],
-    )
-    .await;
+    let (status, body) = server
+        .post_json(&format!("/api/streams/web/blob?{q}"), vec![1, 2, 3], &[])
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("16-byte"),
         "{body}"
     );
-    let (status, body) = post(
-        &server,
-        &format!("/api/streams/web/blob?{q}"),
-        frame(7, 5, b"x").to_vec(),
-        &[],
-    )
-    .await;
+    let (status, body) = server
+        .post_json(
+            &format!("/api/streams/web/blob?{q}"),
+            frame(7, 5, b"x").to_vec(),
+            &[],
+        )
+        .await;
     assert_eq!(status, 400, "a blob not at offset 0: {body}");
-    let (status, body) = post(
-        &server,
-        &format!("/api/streams/web/blob?{q}"),
-        vec![0; (1 << 20) + 17],
-        &[],
-    )
-    .await;
+    let (status, body) = server
+        .post_json(
+            &format!("/api/streams/web/blob?{q}"),
+            vec![0; (1 << 20) + 17],
+            &[],
+        )
+        .await;
     assert_eq!(status, 413, "{body}");
 
     // Generation 7: the blob with its header in the body and the mime as Content-Type;
     // then chunks, every other one as X-Generation / X-Offset headers and a raw body.
-    let (status, body) = post(
-        &server,
-        &format!("/api/streams/web/blob?{q}"),
-        frame(7, 0, &pieces[0]).to_vec(),
-        &[("content-type", MIME.to_owned())],
-    )
-    .await;
+    let (status, body) = server
+        .post_json(
+            &format!("/api/streams/web/blob?{q}"),
+            frame(7, 0, &pieces[0]).to_vec(),
+            &[("content-type", MIME.to_owned())],
+        )
+        .await;
     assert_eq!(
         (status, body["accepted"].as_str()),
         (200, Some("new_generation")),
@@ -901,24 +884,24 @@ async fn http_ingest_publishes_a_stream_that_a_websocket_viewer_watches_exactly(
     let mut offset = pieces[0].len() as u64;
     for (i, piece) in pieces[1..].iter().enumerate() {
         let (status, body) = if i % 2 == 0 {
-            post(
-                &server,
-                &format!("/api/streams/web/chunk?{q}"),
-                frame(7, offset, piece).to_vec(),
-                &[],
-            )
-            .await
+            server
+                .post_json(
+                    &format!("/api/streams/web/chunk?{q}"),
+                    frame(7, offset, piece).to_vec(),
+                    &[],
+                )
+                .await
         } else {
-            post(
-                &server,
-                &format!("/api/streams/web/chunk?{q}"),
-                piece.clone(),
-                &[
-                    ("x-generation", "7".into()),
-                    ("x-offset", offset.to_string()),
-                ],
-            )
-            .await
+            server
+                .post_json(
+                    &format!("/api/streams/web/chunk?{q}"),
+                    piece.clone(),
+                    &[
+                        ("x-generation", "7".into()),
+                        ("x-offset", offset.to_string()),
+                    ],
+                )
+                .await
         };
         assert_eq!(
             (status, body["accepted"].as_str()),
@@ -928,21 +911,21 @@ async fn http_ingest_publishes_a_stream_that_a_websocket_viewer_watches_exactly(
         offset += piece.len() as u64;
         if i == 3 {
             // Another session, and a gap, are refused without harm.
-            let (status, body) = post(
-                &server,
-                "/api/streams/web/blob?session=other&key=k",
-                frame(8, 0, b"x").to_vec(),
-                &[],
-            )
-            .await;
+            let (status, body) = server
+                .post_json(
+                    "/api/streams/web/blob?session=other&key=k",
+                    frame(8, 0, b"x").to_vec(),
+                    &[],
+                )
+                .await;
             assert_eq!(status, 409, "{body}");
-            let (status, body) = post(
-                &server,
-                &format!("/api/streams/web/chunk?{q}"),
-                frame(7, offset + 100, b"late").to_vec(),
-                &[],
-            )
-            .await;
+            let (status, body) = server
+                .post_json(
+                    &format!("/api/streams/web/chunk?{q}"),
+                    frame(7, offset + 100, b"late").to_vec(),
+                    &[],
+                )
+                .await;
             assert_eq!(status, 422, "{body}");
             assert!(body["error"].as_str().unwrap().contains("gap"), "{body}");
         }
@@ -955,33 +938,25 @@ async fn http_ingest_publishes_a_stream_that_a_websocket_viewer_watches_exactly(
     let mut offset = 0;
     for (i, piece) in pieces.iter().enumerate() {
         let kind = if i == 0 { "blob" } else { "chunk" };
-        let (status, body) = post(
-            &server,
-            &format!("/api/streams/web/{kind}?{q}"),
-            frame(8, offset, piece).to_vec(),
-            &[],
-        )
-        .await;
+        let (status, body) = server
+            .post_json(
+                &format!("/api/streams/web/{kind}?{q}"),
+                frame(8, offset, piece).to_vec(),
+                &[],
+            )
+            .await;
         assert_eq!(status, 200, "{body}");
         offset += piece.len() as u64;
     }
     viewer.pump_until_holds(8, CHROME).await;
 
-    let (status, body) = post(
-        &server,
-        "/api/streams/web/stop?session=other&key=k",
-        Vec::new(),
-        &[],
-    )
-    .await;
+    let (status, body) = server
+        .post_json("/api/streams/web/stop?session=other&key=k", Vec::new(), &[])
+        .await;
     assert_eq!(status, 409, "{body}");
-    let (status, body) = post(
-        &server,
-        &format!("/api/streams/web/stop?{q}"),
-        Vec::new(),
-        &[],
-    )
-    .await;
+    let (status, body) = server
+        .post_json(&format!("/api/streams/web/stop?{q}"), Vec::new(), &[])
+        .await;
     assert_eq!(status, 200, "{body}");
     viewer.pump_until("the end", |v| v.saw_control("end")).await;
 
@@ -998,26 +973,24 @@ async fn http_ingest_publishes_a_stream_that_a_websocket_viewer_watches_exactly(
 async fn an_idle_http_publisher_lets_go_of_its_stream() {
     let server = TestServer::with(|c| c.ingest_timeout_secs = 1).await;
     let blob = frame(1, 0, &chrome_pieces()[0]).to_vec();
-    let (status, _) = post(
-        &server,
-        "/api/streams/idle/blob?session=a",
-        blob.clone(),
-        &[],
-    )
-    .await;
+    let (status, _) = server
+        .post_json("/api/streams/idle/blob?session=a", blob.clone(), &[])
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = post(
-        &server,
-        "/api/streams/idle/blob?session=b",
-        frame(2, 0, b"x").to_vec(),
-        &[],
-    )
-    .await;
+    let (status, _) = server
+        .post_json(
+            "/api/streams/idle/blob?session=b",
+            frame(2, 0, b"x").to_vec(),
+            &[],
+        )
+        .await;
     assert_eq!(status, 409, "held by session a");
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let (status, info) = server.get_json("/api/streams/idle").await;
     assert_eq!(status, 404, "the stream ended with its publisher: {info}");
-    let (status, body) = post(&server, "/api/streams/idle/blob?session=b", blob, &[]).await;
+    let (status, body) = server
+        .post_json("/api/streams/idle/blob?session=b", blob, &[])
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 

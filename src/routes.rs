@@ -68,8 +68,9 @@ pub fn routes(
         .and(warp::query::<KeyQuery>())
         .and(with(app.clone()))
         .map(|id, query: KeyQuery, app| recordings::delete(id, query.key, app));
+    // HEAD too, for download tools that ask the size first; hyper sends no body for it.
     let recording_file = warp::path!("recordings" / String)
-        .and(warp::get())
+        .and(warp::get().or(warp::head()).unify())
         .and(warp::header::optional::<String>("range"))
         .and(with(app.clone()))
         .then(recordings::file);

@@ -170,6 +170,26 @@ impl TestServer {
         }
     }
 
+    /// POSTs `body` with `headers`; every answer of blobcast's, refusals included, is JSON.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> (u16, serde_json::Value) {
+        let len = body.len();
+        let mut request = reqwest::Client::new().post(self.http_url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path} ({len} bytes): not blobcast's JSON: {text}"));
+        (status, json)
+    }
+
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = reqwest::get(self.http_url(path)).await.unwrap();
         let status = response.status().as_u16();
