@@ -6,7 +6,7 @@
 //! viewer is sent is the very `Bytes` the publisher sent, shared, never copied; a frame
 //! cut for a resume or a live join is a new header over slices of those same bytes.
 
-use super::index::{mime_matches, MediaIndex};
+use super::index::{MediaIndex, MediaNotices};
 use crate::protocol::{FrameHeader, OutFrame, HEADER_LEN};
 use crate::webm::StreamInfo;
 use bytes::Bytes;
@@ -137,6 +137,8 @@ pub struct Buffer {
     mime: Option<String>,
     /// Something about the media worth a log line, for the caller to take.
     notice: Option<String>,
+    /// Which kinds of notice this publish session has been given already.
+    notices: MediaNotices,
 }
 
 impl Buffer {
@@ -149,6 +151,7 @@ impl Buffer {
             held: Vec::new(),
             mime: None,
             notice: None,
+            notices: MediaNotices::default(),
         }
     }
 
@@ -157,18 +160,9 @@ impl Buffer {
     }
 
     fn learned(&mut self, learned: super::index::Learned) {
-        if let Some(problem) = learned.problem {
-            self.notice = Some(format!("relaying without a WebM index: {problem}"));
-        } else if learned.tracks {
-            let info = self.current.as_ref().and_then(|g| g.index.info());
-            if let (Some(mime), Some(info)) = (&self.mime, info) {
-                if !mime_matches(mime, info) {
-                    self.notice = Some(format!(
-                        "declared mime {mime:?} does not match the tracks it carries ({})",
-                        describe(info)
-                    ));
-                }
-            }
+        let info = self.current.as_ref().and_then(|g| g.index.info());
+        if let Some(notice) = self.notices.check(self.mime.as_deref(), &learned, info) {
+            self.notice = Some(notice);
         }
     }
 
@@ -210,6 +204,7 @@ impl Buffer {
         self.clear();
         self.last_generation = None;
         self.mime = None;
+        self.notices = MediaNotices::default();
     }
 
     pub fn accept_blob(&mut self, frame: Bytes) -> Result<Accepted, FrameError> {
@@ -467,19 +462,6 @@ impl Buffer {
     }
 }
 
-fn describe(info: &StreamInfo) -> String {
-    let video = info
-        .video
-        .as_ref()
-        .map(|v| format!("{} {}x{}", v.codec_id, v.width, v.height));
-    let audio = info.audio.as_ref().map(|a| a.codec_id.clone());
-    [video, audio]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,6 +713,13 @@ mod tests {
         assert!(notice.contains("V_VP8"), "{notice}");
         b.accept_chunk(frame(1, 5000, &CHROME[5000..6000])).unwrap();
         assert_eq!(b.take_notice(), None);
+        // Nor again when the recorder restarts: once per publish session.
+        b.accept_blob(frame(2, 0, &CHROME[..5000])).unwrap();
+        assert_eq!(b.take_notice(), None);
+        b.reset_session();
+        b.set_mime("video/webm;codecs=vp9,opus".into());
+        b.accept_blob(frame(1, 0, &CHROME[..5000])).unwrap();
+        assert!(b.take_notice().is_some(), "a new session is told again");
     }
 
     #[test]
