@@ -986,7 +986,9 @@ export class Viewer {
     const shown = performance.timeOrigin + meta.expectedDisplayTime;
     // mediaTime too: where the frame sits on the player's timeline, against when it was
     // captured, tells whether media is missing (or repeated) between two frames.
-    probe.samples.push({ captured, shown, latency: shown - captured, mediaTime: meta.mediaTime, y0 });
+    // And the lag behind the newest media held: latency minus lag is how old that media
+    // is, the pipeline's delay without the live-edge control's choice of where to play.
+    probe.samples.push({ captured, shown, latency: shown - captured, mediaTime: meta.mediaTime, lag: this.lag(), y0 });
     if (probe.samples.length > 5000) probe.samples.shift();
   }
 
