@@ -8,8 +8,9 @@
 //! goes) and its Tracks. Later generations lose their init segment. Every Cluster header
 //! is rewritten (unknown size, 8-byte Timecode) so that each generation's timecodes
 //! follow the previous one's last block by one frame. Everything else in a Cluster is
-//! copied through untouched, as shared `Bytes`, once complete: the file on disk always
-//! ends at an element boundary, so a crash leaves a WebM that plays to its last block.
+//! copied through untouched once complete (shared `Bytes`, or gathered with its
+//! neighbours when tiny): the file on disk always ends at an element boundary, so a
+//! crash leaves a WebM that plays to its last block.
 //!
 //! Finalizing appends Cues (one per Cluster whose first video block is a keyframe) and
 //! patches the head in place: SeekHead, Duration, Segment and Cluster sizes.
@@ -30,12 +31,100 @@ const DURATION_LEN: usize = 11;
 const CLUSTER_HEADER_LEN: u64 = 12;
 /// Nanoseconds from the Unix epoch to 2001-01-01, Matroska's DateUTC origin.
 const MATROSKA_EPOCH_NS: i128 = 978_307_200_000_000_000;
+/// Clusters one file may hold; past it, the rest of each generation is not recorded.
+/// Every Cluster costs 32 bytes kept until the file is finalized (its offset and time,
+/// and its Cue), so this bounds that at 64 MiB a file, what `--max-buffer` allows a
+/// stream by default, however tiny the Clusters a publisher makes (a 5-byte empty one
+/// is enough). Chrome starts a Cluster about every 300 ms and at each keyframe (its
+/// fixture has 25 in 6 s), about 4 a second: this is six days of one unbroken session,
+/// and weeks at the one a second other muxers write.
+const MAX_CLUSTERS: usize = 1 << 21;
+/// Cluster children shorter than this are copied into one gathered piece rather than
+/// handed out as a shared slice each: a piece per 6-byte block would cost more memory
+/// than the block (a hostile frame can hold millions). Video frames are longer and
+/// still go out uncopied.
+const COPY_BELOW: u64 = 4096;
+/// Gathered bytes go out as a piece once they reach this.
+const GATHER_LIMIT: usize = 64 * 1024;
 
 /// A run of output bytes. `boundary`: the file ends at an element boundary after it.
 #[derive(Debug, Clone)]
 pub struct Piece {
     pub bytes: Bytes,
     pub boundary: bool,
+}
+
+/// Where a [`Splicer`] hands its output, piece by piece, as it makes it. A
+/// `Vec<Piece>` collects them; a closure `FnMut(Piece)` can write each one at once.
+pub trait PieceSink {
+    fn piece(&mut self, piece: Piece);
+}
+
+impl PieceSink for Vec<Piece> {
+    fn piece(&mut self, piece: Piece) {
+        self.push(piece);
+    }
+}
+
+impl<F: FnMut(Piece)> PieceSink for F {
+    fn piece(&mut self, piece: Piece) {
+        self(piece);
+    }
+}
+
+/// One call's output on its way to the sink: our own small elements (Cluster headers,
+/// the file head) and copies of tiny input elements are gathered into one buffer, so
+/// that millions of tiny elements make a few large pieces, not a piece each. The buffer
+/// only ever holds whole elements, so each gathered piece ends at a boundary; what is
+/// left goes out when the call ends (on drop, whichever way it returns).
+struct Out<'a> {
+    sink: &'a mut dyn PieceSink,
+    gathered: Vec<u8>,
+}
+
+impl<'a> Out<'a> {
+    fn new(sink: &'a mut dyn PieceSink) -> Out<'a> {
+        Out {
+            sink,
+            gathered: Vec::new(),
+        }
+    }
+
+    /// Whole elements to gather.
+    fn gather(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.gathered.capacity() == 0 {
+            // Room for GATHER_LIMIT and one more element, so a full piece does not hold
+            // twice its length (as doubling would leave it).
+            self.gathered
+                .reserve_exact(GATHER_LIMIT + COPY_BELOW as usize);
+        }
+        write(&mut self.gathered);
+        if self.gathered.len() >= GATHER_LIMIT {
+            self.hand_out();
+        }
+    }
+
+    /// A shared slice of the input, after what was gathered before it.
+    fn shared(&mut self, bytes: Bytes, boundary: bool) {
+        self.hand_out();
+        self.sink.piece(Piece { bytes, boundary });
+    }
+
+    fn hand_out(&mut self) {
+        if !self.gathered.is_empty() {
+            let bytes = Bytes::from(std::mem::take(&mut self.gathered));
+            self.sink.piece(Piece {
+                bytes,
+                boundary: true,
+            });
+        }
+    }
+}
+
+impl Drop for Out<'_> {
+    fn drop(&mut self) {
+        self.hand_out();
+    }
 }
 
 /// Why a generation cannot go on in the current file.
@@ -101,28 +190,45 @@ struct Generation {
 }
 
 impl Generation {
-    /// Copies input bytes `range` (all received and not yet trimmed).
+    /// The received frames' parts that hold input bytes `range`, in order: each frame
+    /// with the part of it that falls in the range.
+    fn parts(&self, range: Range<u64>) -> impl Iterator<Item = (&Bytes, Range<usize>)> {
+        self.frames
+            .iter()
+            .skip_while(move |(start, bytes)| start + bytes.len() as u64 <= range.start)
+            .take_while(move |(start, _)| *start < range.end)
+            .map(move |(start, bytes)| {
+                let end = start + bytes.len() as u64;
+                let from = range.start.max(*start) - start;
+                let to = range.end.min(end) - start;
+                (bytes, from as usize..to as usize)
+            })
+    }
+
+    /// Appends input bytes `range` (all received and not yet trimmed) to `out`.
+    fn copy_to(&self, range: Range<u64>, out: &mut Vec<u8>) {
+        for (bytes, part) in self.parts(range) {
+            out.extend_from_slice(&bytes[part]);
+        }
+    }
+
+    /// Copies input bytes `range`.
     fn copy(&self, range: Range<u64>) -> Vec<u8> {
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        for piece in self.slices(range) {
-            out.extend_from_slice(&piece);
-        }
+        self.copy_to(range, &mut out);
         out
     }
 
-    /// Shared slices of input bytes `range`.
-    fn slices(&self, range: Range<u64>) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        for (start, bytes) in &self.frames {
-            let end = start + bytes.len() as u64;
-            if end <= range.start || *start >= range.end {
-                continue;
-            }
-            let from = range.start.max(*start) - start;
-            let to = range.end.min(end) - start;
-            out.push(bytes.slice(from as usize..to as usize));
+    /// Reads the input bytes from `at` into `buf`, as many as were received; returns
+    /// how many. Costs no allocation, as it runs once per element.
+    fn read(&self, at: u64, buf: &mut [u8]) -> usize {
+        let end = self.received.min(at + buf.len() as u64);
+        let mut n = 0;
+        for (bytes, part) in self.parts(at..end) {
+            buf[n..n + part.len()].copy_from_slice(&bytes[part.clone()]);
+            n += part.len();
         }
-        out
+        n
     }
 
     fn trim(&mut self) {
@@ -263,12 +369,12 @@ impl Splicer {
         ))
     }
 
-    /// Feeds the open generation's next bytes, appending finished output to `out`.
-    pub fn push(&mut self, payload: Bytes, out: &mut Vec<Piece>) -> Result<(), SpliceError> {
+    /// Feeds the open generation's next bytes, handing finished output to `out`.
+    pub fn push(&mut self, payload: Bytes, out: &mut impl PieceSink) -> Result<(), SpliceError> {
         let Some(mut generation) = self.generation.take() else {
             return Ok(());
         };
-        let result = self.push_into(&mut generation, payload, out);
+        let result = self.push_into(&mut generation, payload, &mut Out::new(out));
         generation.trim();
         self.generation = Some(generation);
         result
@@ -278,7 +384,7 @@ impl Splicer {
         &mut self,
         g: &mut Generation,
         payload: Bytes,
-        out: &mut Vec<Piece>,
+        out: &mut Out,
     ) -> Result<(), SpliceError> {
         let start = g.received;
         g.received += payload.len() as u64;
@@ -287,13 +393,20 @@ impl Splicer {
             return Ok(());
         }
         g.frames.push_back((start, payload.clone()));
-        let mut events = Vec::new();
-        let scanned = g.scanner.push(&payload, &mut events);
-        for event in events {
-            self.on_event(g, event, out)?;
-            if g.broken {
-                return Ok(());
+        // Each event is handled as the scanner finds it: a frame of tiny elements makes
+        // millions, too many to hold. The scanner is taken out of `g` meanwhile, which
+        // the handler needs whole; once a handler fails, the later events are ignored.
+        let mut scanner = std::mem::take(&mut g.scanner);
+        let mut handled = Ok(());
+        let scanned = scanner.push(&payload, &mut |event| {
+            if handled.is_ok() && !g.broken {
+                handled = self.on_event(g, event, out);
             }
+        });
+        g.scanner = scanner;
+        handled?;
+        if g.broken {
+            return Ok(());
         }
         if let Err(err) = scanned {
             if g.first && !g.init_done {
@@ -321,7 +434,7 @@ impl Splicer {
         &mut self,
         g: &mut Generation,
         event: Event,
-        out: &mut Vec<Piece>,
+        out: &mut Out,
     ) -> Result<(), SpliceError> {
         match event {
             Event::EbmlHeader { offset: 0, end, .. } => g.ebml = Some(0..end),
@@ -381,7 +494,7 @@ impl Splicer {
                 }
                 if g.first {
                     let head = self.head(g);
-                    self.emit(Bytes::from(head), true, out);
+                    self.emit(out, |out| out.extend_from_slice(&head));
                 }
                 g.consumed = range.end;
                 g.init_done = true;
@@ -396,6 +509,19 @@ impl Splicer {
                     return Ok(());
                 }
                 self.flush(g, out);
+                if g.broken {
+                    return Ok(());
+                }
+                if self.clusters.len() >= MAX_CLUSTERS {
+                    self.break_generation(
+                        g,
+                        format!(
+                            "the file holds {MAX_CLUSTERS} Clusters, as many as one may; \
+                             the rest of this generation is not recorded"
+                        ),
+                    );
+                    return Ok(());
+                }
                 if g.consumed < offset {
                     self.notices.push(format!(
                         "generation {}: dropped {} bytes before the Cluster at byte {offset}",
@@ -410,11 +536,11 @@ impl Splicer {
                 });
                 let timecode_out = (value + base).max(0);
                 let out_offset = self.out_len;
-                let mut header = Vec::with_capacity(22);
-                ebml::put_id(id::CLUSTER, &mut header);
-                header.extend_from_slice(&ebml::UNKNOWN_SIZE);
-                ebml::uint8(id::TIMECODE, timecode_out as u64, &mut header);
-                self.emit(Bytes::from(header), true, out);
+                self.emit(out, |header| {
+                    ebml::put_id(id::CLUSTER, header);
+                    header.extend_from_slice(&ebml::UNKNOWN_SIZE);
+                    ebml::uint8(id::TIMECODE, timecode_out as u64, header);
+                });
                 self.clusters.push(ClusterOut {
                     offset: out_offset,
                     max_time: timecode_out,
@@ -458,21 +584,40 @@ impl Splicer {
         Ok(())
     }
 
-    fn emit(&mut self, bytes: Bytes, boundary: bool, out: &mut Vec<Piece>) {
-        self.out_len += bytes.len() as u64;
-        out.push(Piece { bytes, boundary });
+    /// Gathers whole elements that `write` appends.
+    fn emit(&mut self, out: &mut Out, write: impl FnOnce(&mut Vec<u8>)) {
+        out.gather(|gathered| {
+            let before = gathered.len();
+            write(gathered);
+            self.out_len += (gathered.len() - before) as u64;
+        });
+    }
+
+    /// Hands out input bytes `range`, one whole element: a copy when it is short,
+    /// else shared slices of the frames that hold it.
+    fn emit_input(&mut self, g: &Generation, range: Range<u64>, out: &mut Out) {
+        if range.end - range.start < COPY_BELOW {
+            self.emit(out, |gathered| g.copy_to(range, gathered));
+            return;
+        }
+        self.out_len += range.end - range.start;
+        let mut parts = g.parts(range).peekable();
+        while let Some((bytes, part)) = parts.next() {
+            out.shared(bytes.slice(part), parts.peek().is_none());
+        }
     }
 
     /// Copies out every complete Cluster child from where the output stands, dropping
     /// the generation's own level-1 elements (Cues, Tags...), stopping at a Cluster
     /// (its event rewrites it) or at an element not wholly received.
-    fn flush(&mut self, g: &mut Generation, out: &mut Vec<Piece>) {
+    fn flush(&mut self, g: &mut Generation, out: &mut Out) {
         if g.cluster.is_none() {
             return;
         }
         while g.consumed < g.received {
-            let peek = g.copy(g.consumed..g.received.min(g.consumed + 12));
-            let header = match parse_header(&peek, g.consumed) {
+            let mut peek = [0; 12];
+            let peeked = g.read(g.consumed, &mut peek);
+            let header = match parse_header(&peek[..peeked], g.consumed) {
                 Ok(None) => break,
                 Err(_) => {
                     let at = g.consumed;
@@ -491,11 +636,7 @@ impl Splicer {
             }
             // A level-1 element here is not a Cluster (that stopped the loop above).
             if !id::is_level1(header.id) {
-                let slices = g.slices(g.consumed..end);
-                let last = slices.len() - 1;
-                for (i, bytes) in slices.into_iter().enumerate() {
-                    self.emit(bytes, i == last, out);
-                }
+                self.emit_input(g, g.consumed..end, out);
             }
             g.consumed = end;
         }
@@ -503,10 +644,11 @@ impl Splicer {
 
     /// Ends the open generation: what is complete of its tail goes out, the rest (an
     /// element cut short by a publisher that vanished) is dropped.
-    pub fn end_generation(&mut self, out: &mut Vec<Piece>) {
+    pub fn end_generation(&mut self, out: &mut impl PieceSink) {
         let Some(mut g) = self.generation.take() else {
             return;
         };
+        let out = &mut Out::new(out);
         if g.broken {
             return;
         }
@@ -686,6 +828,7 @@ fn describe(info: &StreamInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webm::testutil::{el, el_unknown, heap_use, simple_block, HeapUse};
     use crate::webm::{Event, Scanner};
 
     const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
@@ -712,7 +855,14 @@ mod tests {
 
     /// Splices generations; returns the output and where each piece ended (boundaries).
     fn splice(generations: &[Vec<Bytes>]) -> (Splicer, Vec<u8>, Vec<usize>) {
-        let mut splicer = Splicer::new(SystemTime::now());
+        splice_started(SystemTime::now(), generations)
+    }
+
+    fn splice_started(
+        started: SystemTime,
+        generations: &[Vec<Bytes>],
+    ) -> (Splicer, Vec<u8>, Vec<usize>) {
+        let mut splicer = Splicer::new(started);
         let mut out = Vec::new();
         let mut boundaries = Vec::new();
         let mut take = |pieces: Vec<Piece>, out: &mut Vec<u8>| {
@@ -934,5 +1084,147 @@ mod tests {
             _ => None,
         });
         assert!(duration.unwrap() > 6010.0 && duration.unwrap() < 12_020.0);
+    }
+
+    /// Output as a writer sees it, piece by piece, keeping nothing: its figures only.
+    #[derive(Debug, Default)]
+    struct Tally {
+        pieces: usize,
+        bytes: u64,
+    }
+
+    impl PieceSink for Tally {
+        fn piece(&mut self, piece: Piece) {
+            self.pieces += 1;
+            self.bytes += piece.bytes.len() as u64;
+        }
+    }
+
+    /// Chrome's generation, then one frame of `unit` repeated up to 16 MiB (the largest
+    /// a publisher may send, `--max-frame`): what that frame cost and made (the
+    /// sink's figures and the bytes the splicer counted).
+    fn push_hostile_frame(splicer: &mut Splicer, unit: &[u8]) -> (Bytes, Tally, HeapUse, u64) {
+        splicer.begin(1);
+        splicer
+            .push(Bytes::from_static(CHROME), &mut Tally::default())
+            .unwrap();
+        let frame = Bytes::from(unit.repeat((16 << 20) / unit.len()));
+        let before = splicer.out_len();
+        let mut tally = Tally::default();
+        let (result, heap) = heap_use(|| splicer.push(frame.clone(), &mut tally));
+        result.unwrap();
+        (frame, tally, heap, splicer.out_len() - before)
+    }
+
+    #[test]
+    fn a_frame_of_tiny_blocks_is_recorded_in_bounded_memory() {
+        // 2.7 million 6-byte SimpleBlocks in 54 thousand tiny Clusters. Held as scanner
+        // events and a piece per block, they took 439 MB.
+        let mut unit = el(id::CLUSTER, &[]);
+        unit.extend(el_unknown(id::CLUSTER, &[]));
+        for i in 0..100 {
+            unit.extend(simple_block(1 + i % 2, 0, i % 3 == 0, 0));
+        }
+        let mut splicer = Splicer::new(SystemTime::now());
+        let (frame, tally, heap, made) = push_hostile_frame(&mut splicer, &unit);
+        let units = frame.len() / unit.len();
+        let clusters = 25 + 2 * units;
+        assert_eq!(splicer.clusters.len(), clusters);
+        // Every block went out (all whole), each Cluster with our 22-byte header.
+        let blocks = 100 * 6 * units as u64;
+        assert!(made >= blocks + 22 * 2 * units as u64, "{made}");
+        // All of it handed out by the push's end, in pieces of about GATHER_LIMIT.
+        assert_eq!(tally.bytes, made);
+        assert!(
+            tally.pieces <= made as usize / GATHER_LIMIT + 1,
+            "{tally:?}"
+        );
+        // What the file keeps per Cluster (offset, time, Cue: 32 bytes each) and one
+        // gathered piece, nothing per block.
+        let kept = 32 * clusters.next_power_of_two();
+        assert!(
+            heap.peak < kept + 2 * GATHER_LIMIT && heap.retained < kept as isize,
+            "{clusters} clusters: {heap:?}"
+        );
+        assert!(splicer.take_notices().is_empty());
+    }
+
+    #[test]
+    fn a_file_holds_so_many_clusters_and_no_more() {
+        // 3.4 million 5-byte empty Clusters: the file takes MAX_CLUSTERS of them, the
+        // rest of the generation is not recorded. They took 577 MB in one push before.
+        let mut splicer = Splicer::new(SystemTime::now());
+        let (frame, tally, heap, made) = push_hostile_frame(&mut splicer, &el(id::CLUSTER, &[]));
+        assert!(frame.len() / 5 > MAX_CLUSTERS);
+        assert_eq!(splicer.clusters.len(), MAX_CLUSTERS);
+        let notices = splicer.take_notices();
+        assert!(
+            notices.len() == 1 && notices[0].contains("Clusters, as many as one may"),
+            "{notices:?}"
+        );
+        assert_eq!(made, 22 * (MAX_CLUSTERS as u64 - 25));
+        assert_eq!(tally.bytes, made);
+        assert!(
+            tally.pieces <= made as usize / GATHER_LIMIT + 1,
+            "{tally:?}"
+        );
+        let kept = MAX_CLUSTERS * std::mem::size_of::<ClusterOut>();
+        assert!(heap.peak < kept + 2 * GATHER_LIMIT, "{heap:?}");
+
+        // More of it, and later generations, cost nothing and add nothing: no new
+        // file, no loop.
+        let len = splicer.out_len();
+        let mut tally = Tally::default();
+        let ((), heap) = heap_use(|| {
+            splicer.push(frame.clone(), &mut tally).unwrap();
+            splicer.end_generation(&mut tally);
+        });
+        assert!(heap.peak < 1024, "{heap:?}");
+        splicer.begin(2);
+        for piece in chrome_pieces() {
+            splicer.push(piece, &mut tally).unwrap();
+        }
+        splicer.end_generation(&mut tally);
+        assert_eq!((tally.bytes, splicer.out_len()), (0, len));
+        assert_eq!(splicer.generations(), 2);
+        let notices = splicer.take_notices();
+        assert!(
+            notices.len() == 1 && notices[0].starts_with("generation 2: the file holds"),
+            "{notices:?}"
+        );
+    }
+
+    #[test]
+    fn a_recording_is_the_same_however_its_pieces_are_cut() {
+        let started = SystemTime::now();
+        let g = chrome_pieces();
+        let (_, whole, _) = splice_started(started, &[g.clone(), g.clone(), g]);
+        for size in [1, 997, 65_536, CHROME.len()] {
+            let g = cut(CHROME, size);
+            let (_, file, _) = splice_started(started, &[g.clone(), g.clone(), g]);
+            assert!(file == whole, "cut every {size} bytes");
+        }
+    }
+
+    #[test]
+    fn large_blocks_go_out_as_slices_of_the_input() {
+        let large = simple_block(1, 0, true, 20_000);
+        let small = simple_block(2, 0, true, 100);
+        let cluster = el_unknown(id::CLUSTER, &[large.clone(), small.clone()].concat());
+        let input = Bytes::from(cluster);
+        let mut splicer = Splicer::new(SystemTime::now());
+        let mut pieces = Vec::new();
+        splicer.begin(1);
+        splicer
+            .push(Bytes::from_static(CHROME), &mut Vec::new())
+            .unwrap();
+        splicer.push(input.clone(), &mut pieces).unwrap();
+        splicer.end_generation(&mut pieces);
+        // Our header for the Cluster, the large block uncopied, then the small one.
+        let at = input.len() - small.len() - large.len();
+        let lens: Vec<usize> = pieces.iter().map(|p| p.bytes.len()).collect();
+        assert_eq!(lens, [22, large.len(), small.len()]);
+        assert_eq!(pieces[1].bytes.as_ptr(), input[at..].as_ptr());
+        assert!(pieces.iter().all(|p| p.boundary));
     }
 }

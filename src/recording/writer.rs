@@ -5,7 +5,7 @@
 //! the blocking pool, one batch at a time, never on the publisher's task or under a lock.
 
 use super::names;
-use super::splice::{Piece, SpliceError, Splicer};
+use super::splice::{Piece, PieceSink, SpliceError, Splicer};
 use super::{Recorder, RecordingInfo, State};
 use crate::protocol::{FrameHeader, HEADER_LEN};
 use bytes::Bytes;
@@ -148,14 +148,20 @@ pub(super) async fn run(
 /// The file being written.
 pub(super) struct Output {
     id: String,
+    splicer: Splicer,
+    /// Apart from the splicer, so that the splicer can write each piece as it makes it.
+    disk: Disk,
+    last_sync: Instant,
+}
+
+/// The file on disk and how far it is written.
+struct Disk {
     path: PathBuf,
     file: File,
-    splicer: Splicer,
     written: u64,
     /// The file ends at an element boundary here.
     good: u64,
     io_error: Option<String>,
-    last_sync: Instant,
 }
 
 struct Writer {
@@ -195,16 +201,17 @@ impl Writer {
         if let Some(out) = &mut self.out {
             if out.last_sync.elapsed() >= SYNC_EVERY {
                 out.last_sync = Instant::now();
-                if let Err(err) = out.file.sync_data() {
-                    out.io_error = Some(format!("cannot sync {}: {err}", out.path.display()));
+                let disk = &mut out.disk;
+                if let Err(err) = disk.file.sync_data() {
+                    disk.io_error = Some(format!("cannot sync {}: {err}", disk.path.display()));
                 }
             }
-            let (bytes, duration) = (out.good, out.splicer.duration_secs());
+            let (bytes, duration) = (out.disk.good, out.splicer.duration_secs());
             self.recorder.update(&out.id, |info| {
                 info.bytes = bytes;
                 info.duration = Some(duration);
             });
-            if let Some(why) = out.io_error.clone() {
+            if let Some(why) = out.disk.io_error.clone() {
                 self.stop(State::Failed, Some(why));
             }
         }
@@ -268,11 +275,9 @@ impl Writer {
     }
 
     fn end_generation(&mut self) {
-        let mut pieces = Vec::new();
         if let Some(out) = &mut self.out {
-            out.splicer.end_generation(&mut pieces);
+            out.splicer.end_generation(&mut out.disk);
         }
-        self.write(pieces);
         self.notices();
     }
 
@@ -312,9 +317,7 @@ impl Writer {
             return;
         }
         let payload = payload.slice((received - offset) as usize..);
-        let mut pieces = Vec::new();
-        let result = out.splicer.push(payload, &mut pieces);
-        self.write(pieces);
+        let result = out.splicer.push(payload, &mut out.disk);
         self.notices();
         match result {
             Ok(()) => {}
@@ -337,15 +340,13 @@ impl Writer {
         }
         let out = self.out.as_mut().expect("created above");
         out.splicer.begin(g);
-        let mut pieces = Vec::new();
         let mut result = Ok(());
         for payload in frames {
-            result = out.splicer.push(payload, &mut pieces);
+            result = out.splicer.push(payload, &mut out.disk);
             if result.is_err() {
                 break;
             }
         }
-        self.write(pieces);
         match result {
             Ok(()) => {}
             Err(err) => self.stop(State::Failed, Some(err.to_string())),
@@ -473,12 +474,6 @@ impl Writer {
         None
     }
 
-    fn write(&mut self, pieces: Vec<Piece>) {
-        if let Some(out) = &mut self.out {
-            out.write(pieces);
-        }
-    }
-
     fn notices(&mut self) {
         if let Some(out) = &mut self.out {
             out.notices();
@@ -507,7 +502,7 @@ impl Writer {
         match self.shared.failure() {
             Some(why) => self.stop(State::Failed, Some(why)),
             None => {
-                let error = self.out.as_ref().and_then(|o| o.io_error.clone());
+                let error = self.out.as_ref().and_then(|o| o.disk.io_error.clone());
                 let state = if error.is_some() {
                     State::Failed
                 } else {
@@ -523,12 +518,10 @@ impl Writer {
         let Some(mut out) = self.out.take() else {
             return;
         };
-        let mut pieces = Vec::new();
-        out.splicer.end_generation(&mut pieces);
-        out.write(pieces);
+        out.splicer.end_generation(&mut out.disk);
         out.notices();
         let finished = finish_file(&mut out);
-        let mut error = why.or(out.io_error.clone());
+        let mut error = why.or(out.disk.io_error.clone());
         if let Err(err) = &finished {
             log::error!("recording {}: {err}", out.id);
             error.get_or_insert_with(|| err.clone());
@@ -538,7 +531,7 @@ impl Writer {
         } else {
             state
         };
-        let bytes = finished.unwrap_or(out.good);
+        let bytes = finished.unwrap_or(out.disk.good);
         let duration = out.splicer.duration_secs();
         let tracks = Some(out.splicer.description().to_owned()).filter(|d| !d.is_empty());
         let id = out.id.clone();
@@ -562,16 +555,38 @@ impl Writer {
     }
 }
 
+/// Appends each piece; the first failure is kept in `io_error` and stops writing.
+impl PieceSink for Disk {
+    fn piece(&mut self, piece: Piece) {
+        if self.io_error.is_some() {
+            return;
+        }
+        match self.file.write_all(&piece.bytes) {
+            Ok(()) => {
+                self.written += piece.bytes.len() as u64;
+                if piece.boundary {
+                    self.good = self.written;
+                }
+            }
+            Err(err) => {
+                self.io_error = Some(format!("cannot write {}: {err}", self.path.display()));
+            }
+        }
+    }
+}
+
 impl Output {
     pub(super) fn new(id: String, path: PathBuf, file: File, started: SystemTime) -> Output {
         Output {
             id,
-            path,
-            file,
             splicer: Splicer::new(started),
-            written: 0,
-            good: 0,
-            io_error: None,
+            disk: Disk {
+                path,
+                file,
+                written: 0,
+                good: 0,
+                io_error: None,
+            },
             last_sync: Instant::now(),
         }
     }
@@ -580,28 +595,15 @@ impl Output {
         &mut self.splicer
     }
 
-    /// Appends `pieces`; the first failure is kept in `io_error` and stops writing.
+    /// Appends `pieces`.
     pub(super) fn write(&mut self, pieces: Vec<Piece>) {
         for piece in pieces {
-            if self.io_error.is_some() {
-                return;
-            }
-            match self.file.write_all(&piece.bytes) {
-                Ok(()) => {
-                    self.written += piece.bytes.len() as u64;
-                    if piece.boundary {
-                        self.good = self.written;
-                    }
-                }
-                Err(err) => {
-                    self.io_error = Some(format!("cannot write {}: {err}", self.path.display()));
-                }
-            }
+            self.disk.piece(piece);
         }
     }
 
     pub(super) fn io_error(&self) -> Option<&str> {
-        self.io_error.as_deref()
+        self.disk.io_error.as_deref()
     }
 
     fn notices(&mut self) {
@@ -615,28 +617,29 @@ impl Output {
 /// Cues and patches the head. Returns the final length. A disk too full for the Cues
 /// still gets its Duration and sizes: only the index is missing then.
 pub(super) fn finish_file(out: &mut Output) -> Result<u64, String> {
-    let path = out.path.display().to_string();
-    if out.io_error.is_some() || out.written != out.good {
-        out.file
-            .set_len(out.good)
+    let disk = &mut out.disk;
+    let path = disk.path.display().to_string();
+    if disk.io_error.is_some() || disk.written != disk.good {
+        disk.file
+            .set_len(disk.good)
             .map_err(|e| format!("cannot truncate {path}: {e}"))?;
-        out.splicer.truncate(out.good);
-        out.written = out.good;
+        out.splicer.truncate(disk.good);
+        disk.written = disk.good;
     }
     let Some(finish) = out.splicer.finish() else {
-        return Ok(out.good);
+        return Ok(disk.good);
     };
     let mut len = finish.append_at;
     let mut patches = finish.patches;
     let appended = (|| {
-        out.file.seek(SeekFrom::Start(finish.append_at))?;
-        out.file.write_all(&finish.append)
+        disk.file.seek(SeekFrom::Start(finish.append_at))?;
+        disk.file.write_all(&finish.append)
     })();
     match appended {
         Ok(()) => len += finish.append.len() as u64,
         Err(err) => {
             log::warn!("{path}: no room for the Cues ({err}); finalizing without them");
-            out.file
+            disk.file
                 .set_len(finish.append_at)
                 .map_err(|e| format!("cannot truncate {path}: {e}"))?;
             patches = out
@@ -647,12 +650,12 @@ pub(super) fn finish_file(out: &mut Output) -> Result<u64, String> {
         }
     }
     for (at, bytes) in patches {
-        out.file
+        disk.file
             .seek(SeekFrom::Start(at))
-            .and_then(|_| out.file.write_all(&bytes))
+            .and_then(|_| disk.file.write_all(&bytes))
             .map_err(|e| format!("cannot finalize {path}: {e}"))?;
     }
-    out.file
+    disk.file
         .sync_all()
         .map_err(|e| format!("cannot sync {path}: {e}"))?;
     Ok(len)
