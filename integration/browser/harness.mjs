@@ -285,15 +285,16 @@ export const playFigures = [];
 /**
  * Asserts that a viewer is live and really playing over `ms`, as a healthy viewer does
  * even on a loaded 2-core machine. It plays at least `minPlayed` of the wall time: an
- * mse viewer plays 0.92-1.1x (the live-edge control nudges the rate), a blob viewer
- * 0.7-1.0x (every src swap stalls for a few hundred ms). It decodes at least `minFrames`
- * of the frames the source makes at `fps` (seen: 0.93-1.4x; blob mode decodes some
- * twice), stays within `maxLag` s of the newest media it holds (seen: mse up to 0.9 s,
- * blob up to 3.7 s, aiming at 3.3), has no media error and no MSE recovery beyond
+ * mse viewer plays 0.85-1.1x (the live-edge control nudges the rate; seen once at 0.77
+ * at load 1.7, a chunk late after a restart), a blob viewer 0.7-1.0x (every src swap
+ * stalls for a few hundred ms). It decodes at least `minFrames` of the frames the
+ * source makes at `fps` (seen: 0.76-1.4x; blob mode decodes some twice), stays within
+ * `maxLag` s of the newest media it holds (seen: mse up to 1.05 s, blob up to 4.1 s,
+ * aiming at 3.3), has no media error and no MSE recovery beyond
  * `allowRecoveries` (a demuxer error at every restart would otherwise go unnoticed: the
  * player recovers behind its poster).
  */
-export async function assertPlays(page, { ms = 2000, fps = 20, minPlayed, minFrames = 0.7, maxLag, allowRecoveries = 0 } = {}) {
+export async function assertPlays(page, { ms = 2000, fps = 20, minPlayed, minFrames = 0.6, maxLag, allowRecoveries = 0 } = {}) {
   const a = await viewerState(page);
   await sleep(ms);
   const b = await viewerState(page);
@@ -302,7 +303,7 @@ export async function assertPlays(page, { ms = 2000, fps = 20, minPlayed, minFra
   const expectedFrames = (fps * ms) / 1000;
   const blob = b.mode === 'blob';
   const lagBound = maxLag ?? (blob ? 6 : 2.5);
-  const playedBound = minPlayed ?? (blob ? 0.5 : 0.8);
+  const playedBound = minPlayed ?? (blob ? 0.5 : 0.7);
   playFigures.push({ label: page.label, mode: b.mode, played: advance / (ms / 1000), frames: frames / expectedFrames, lag: b.lag });
   if (process.env.FIGURES) console.log(`     ${page.label}: ${JSON.stringify(playFigures.at(-1))}`);
   const where = `${page.label}: state ${b.state}, mode ${b.mode}, currentTime ${a.currentTime.toFixed(2)} -> ${b.currentTime.toFixed(2)}, frames ${a.frames} -> ${b.frames}, lag ${b.lag?.toFixed(2)} s, errors ${JSON.stringify(b.errors)}, recoveries ${b.recoveries}, log ${JSON.stringify(b.log)}`;
