@@ -371,9 +371,11 @@ async fn every_bad_input_gets_its_close_code_and_the_server_keeps_serving() {
             "control message",
         ),
         (
-            "control on chunk socket",
+            "start on chunk socket",
             "/ws/publish/d/chunk?session=s",
-            vec![Message::text("{\"type\":\"stop\"}")],
+            vec![Message::text(format!(
+                "{{\"type\":\"start\",\"mime\":\"{MIME}\"}}"
+            ))],
             4400,
             "blob socket",
         ),
@@ -637,6 +639,37 @@ async fn stop_ends_the_stream_for_viewers_and_the_api_follows() {
     server.until_api("show", |s| s["live"] == false).await;
     assert_eq!(server.get_json("/api/streams/nothing").await.0, 404);
     assert_eq!(server.get_json("/api/streams/no.pe").await.0, 400);
+}
+
+#[tokio::test]
+async fn a_stop_on_the_chunk_socket_never_overtakes_the_last_chunks() {
+    let server = TestServer::start().await;
+    let pieces = chrome_pieces();
+    for round in 0..5 {
+        let stream = format!("tail{round}");
+        let mut viewer = Viewer::connect(&server, &stream).await;
+        let mut publisher = Publisher::connect(&server, &stream, "session=s").await;
+        publisher.start(MIME).await;
+        publisher.send_blob(1, &pieces[0]).await;
+        server.until_api(&stream, |s| s["generation"] == 1).await;
+        // The last pieces and the stop leave back to back, as when a recorder stops.
+        for piece in &pieces[1..] {
+            publisher.send_chunk(piece).await;
+        }
+        publisher.stop().await;
+        // The tail may come after `end` (the two viewer sockets are not ordered), but it
+        // comes: nothing the publisher sent before its stop is lost.
+        viewer
+            .pump_until(
+                &format!("round {round}: end and the whole recording"),
+                |v| v.saw_control("end") && v.holds(1).map(<[u8]>::len) == Some(CHROME.len()),
+            )
+            .await;
+        assert!(
+            viewer.holds(1) == Some(CHROME),
+            "round {round}: reassembled wrong"
+        );
+    }
 }
 
 #[tokio::test]

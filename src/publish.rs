@@ -112,17 +112,19 @@ fn handle(
     message: Message,
 ) -> Result<(), Closing> {
     if message.is_text() {
-        if socket != PublisherSocket::Blob {
-            return Err(Closing::new(
-                close::MALFORMED,
-                "control messages go on the blob socket",
-            ));
-        }
         let text = message.to_text().unwrap_or_default();
-        match PublisherControl::parse(text) {
-            Ok(PublisherControl::Start { mime }) => stream.start(mime),
-            Ok(PublisherControl::Stop) => stream.end(),
-            Err(err) => return Err(Closing::new(close::MALFORMED, err.to_string())),
+        match (PublisherControl::parse(text), socket) {
+            (Ok(PublisherControl::Start { mime }), PublisherSocket::Blob) => stream.start(mime),
+            (Ok(PublisherControl::Start { .. }), PublisherSocket::Chunk) => {
+                return Err(Closing::new(
+                    close::MALFORMED,
+                    "start goes on the blob socket, before its generation's blob",
+                ))
+            }
+            // On the chunk socket a stop comes after the last chunk, in order; on the
+            // blob socket it may overtake chunks still on their way, which are then lost.
+            (Ok(PublisherControl::Stop), _) => stream.end(),
+            (Err(err), _) => return Err(Closing::new(close::MALFORMED, err.to_string())),
         }
         return Ok(());
     }

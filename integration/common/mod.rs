@@ -306,8 +306,9 @@ impl Publisher {
         self.blob.send(Message::text(text)).await.unwrap();
     }
 
+    /// Stops on the chunk socket, after the last chunk, as the recorder page does.
     pub async fn stop(&mut self) {
-        self.blob
+        self.chunk
             .send(Message::text(r#"{"type":"stop"}"#))
             .await
             .unwrap();

@@ -490,8 +490,10 @@ export class Publisher {
         if (entry.rec.state !== 'inactive') entry.rec.stop();
       }
       await this.until(() => this.recorders.length === 0, 3000);
-      const blob = this.sockets.blob;
-      if (blob?.readyState === WebSocket.OPEN) blob.send(JSON.stringify({ type: 'stop' }));
+      // On the chunk socket, right behind the last chunk: on the blob socket (another TCP
+      // connection) the stop could reach the server first, and the tail would be lost.
+      const ws = [this.sockets.chunk, this.sockets.blob].find((w) => w?.readyState === WebSocket.OPEN);
+      ws?.send(JSON.stringify({ type: 'stop' }));
       await this.until(() => this.buffered() === 0, 3000);
     }
     this.shutdown();

@@ -192,16 +192,19 @@ impl Buffer {
         self.mime = Some(mime);
     }
 
-    /// Forgets all media: the publisher stopped. Generations must still grow after it.
-    pub fn clear(&mut self) {
-        self.current = None;
-        self.previous = None;
+    /// The publisher stopped: chunks held for a blob will never get one. The media stays
+    /// until a new generation or session replaces it, so that chunk viewers still get
+    /// the last chunks they were owed (a stop can reach us before they were sent), and
+    /// generations must still grow after it.
+    pub fn stop(&mut self) {
         self.held.clear();
     }
 
     /// A new publisher session: it may number its generations from anywhere.
     pub fn reset_session(&mut self) {
-        self.clear();
+        self.current = None;
+        self.previous = None;
+        self.held.clear();
         self.last_generation = None;
         self.mime = None;
         self.notices = MediaNotices::default();
@@ -723,10 +726,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_leaves_chunk_viewers_the_tail_they_were_owed() {
+        let mut b = Buffer::new(LIMITS);
+        b.accept_blob(frame(4, 0, b"head")).unwrap();
+        let mut cursor = b.cursor(None);
+        b.accept_chunk(frame(4, 4, b"tail")).unwrap();
+        assert_eq!(b.accept_chunk(frame(5, 9, b"never")), Ok(Accepted::Held));
+        b.stop();
+        assert_eq!(payloads(&read(&b, &mut cursor)), b"tail");
+        assert!(b.held.is_empty());
+    }
+
+    #[test]
     fn a_new_session_may_restart_generation_numbers() {
         let mut b = Buffer::new(LIMITS);
         b.accept_blob(frame(9, 0, b"x")).unwrap();
-        b.clear();
+        b.stop();
         assert_eq!(b.accept_blob(frame(3, 0, b"y")), Ok(Accepted::Dropped));
         b.reset_session();
         assert!(matches!(

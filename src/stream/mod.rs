@@ -204,7 +204,7 @@ impl Stream {
     pub fn end(&self) {
         {
             let mut buffer = self.buffer.lock();
-            buffer.clear();
+            buffer.stop();
             self.recording.lock().end();
         }
         self.media_changed.send_modify(|v| *v += 1);
