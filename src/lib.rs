@@ -16,6 +16,7 @@ pub mod recording;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod sink;
 pub mod stream;
 pub mod tls;
 pub mod upgrade;

@@ -16,6 +16,7 @@
 //! patches the head in place: SeekHead, Duration, Segment and Cluster sizes.
 
 use super::ebml;
+use crate::sink::Sink;
 use crate::webm::ebml::{id, parse_header};
 use crate::webm::{Event, Scanner, StreamInfo};
 use bytes::Bytes;
@@ -54,36 +55,18 @@ pub struct Piece {
     pub boundary: bool,
 }
 
-/// Where a [`Splicer`] hands its output, piece by piece, as it makes it. A
-/// `Vec<Piece>` collects them; a closure `FnMut(Piece)` can write each one at once.
-pub trait PieceSink {
-    fn piece(&mut self, piece: Piece);
-}
-
-impl PieceSink for Vec<Piece> {
-    fn piece(&mut self, piece: Piece) {
-        self.push(piece);
-    }
-}
-
-impl<F: FnMut(Piece)> PieceSink for F {
-    fn piece(&mut self, piece: Piece) {
-        self(piece);
-    }
-}
-
 /// One call's output on its way to the sink: our own small elements (Cluster headers,
 /// the file head) and copies of tiny input elements are gathered into one buffer, so
 /// that millions of tiny elements make a few large pieces, not a piece each. The buffer
 /// only ever holds whole elements, so each gathered piece ends at a boundary; what is
 /// left goes out when the call ends (on drop, whichever way it returns).
 struct Out<'a> {
-    sink: &'a mut dyn PieceSink,
+    sink: &'a mut dyn Sink<Piece>,
     gathered: Vec<u8>,
 }
 
 impl<'a> Out<'a> {
-    fn new(sink: &'a mut dyn PieceSink) -> Out<'a> {
+    fn new(sink: &'a mut dyn Sink<Piece>) -> Out<'a> {
         Out {
             sink,
             gathered: Vec::new(),
@@ -107,13 +90,13 @@ impl<'a> Out<'a> {
     /// A shared slice of the input, after what was gathered before it.
     fn shared(&mut self, bytes: Bytes, boundary: bool) {
         self.hand_out();
-        self.sink.piece(Piece { bytes, boundary });
+        self.sink.put(Piece { bytes, boundary });
     }
 
     fn hand_out(&mut self) {
         if !self.gathered.is_empty() {
             let bytes = Bytes::from(std::mem::take(&mut self.gathered));
-            self.sink.piece(Piece {
+            self.sink.put(Piece {
                 bytes,
                 boundary: true,
             });
@@ -370,7 +353,7 @@ impl Splicer {
     }
 
     /// Feeds the open generation's next bytes, handing finished output to `out`.
-    pub fn push(&mut self, payload: Bytes, out: &mut impl PieceSink) -> Result<(), SpliceError> {
+    pub fn push(&mut self, payload: Bytes, out: &mut impl Sink<Piece>) -> Result<(), SpliceError> {
         let Some(mut generation) = self.generation.take() else {
             return Ok(());
         };
@@ -644,7 +627,7 @@ impl Splicer {
 
     /// Ends the open generation: what is complete of its tail goes out, the rest (an
     /// element cut short by a publisher that vanished) is dropped.
-    pub fn end_generation(&mut self, out: &mut impl PieceSink) {
+    pub fn end_generation(&mut self, out: &mut impl Sink<Piece>) {
         let Some(mut g) = self.generation.take() else {
             return;
         };
@@ -1093,8 +1076,8 @@ mod tests {
         bytes: u64,
     }
 
-    impl PieceSink for Tally {
-        fn piece(&mut self, piece: Piece) {
+    impl Sink<Piece> for Tally {
+        fn put(&mut self, piece: Piece) {
             self.pieces += 1;
             self.bytes += piece.bytes.len() as u64;
         }

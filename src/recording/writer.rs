@@ -5,9 +5,10 @@
 //! the blocking pool, one batch at a time, never on the publisher's task or under a lock.
 
 use super::names;
-use super::splice::{Piece, PieceSink, SpliceError, Splicer};
+use super::splice::{Piece, SpliceError, Splicer};
 use super::{Recorder, RecordingInfo, State};
 use crate::protocol::{FrameHeader, HEADER_LEN};
+use crate::sink::Sink;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -556,8 +557,8 @@ impl Writer {
 }
 
 /// Appends each piece; the first failure is kept in `io_error` and stops writing.
-impl PieceSink for Disk {
-    fn piece(&mut self, piece: Piece) {
+impl Sink<Piece> for Disk {
+    fn put(&mut self, piece: Piece) {
         if self.io_error.is_some() {
             return;
         }
@@ -598,7 +599,7 @@ impl Output {
     /// Appends `pieces`.
     pub(super) fn write(&mut self, pieces: Vec<Piece>) {
         for piece in pieces {
-            self.disk.piece(piece);
+            self.disk.put(piece);
         }
     }
 

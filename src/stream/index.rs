@@ -9,7 +9,8 @@
 //! looked at the moment they are found and only the newest join point is kept, so a frame
 //! packed with millions of tiny clusters or blocks costs time, not memory.
 
-use crate::webm::{Event, EventSink, Scanner, StreamInfo, WebmError};
+use crate::sink::Sink;
+use crate::webm::{Event, Scanner, StreamInfo, WebmError};
 
 #[derive(Debug)]
 pub struct MediaIndex {
@@ -44,8 +45,8 @@ struct Facts {
     tracks_arrived: bool,
 }
 
-impl EventSink for Facts {
-    fn event(&mut self, event: Event) {
+impl Sink<Event> for Facts {
+    fn put(&mut self, event: Event) {
         match event {
             Event::EbmlHeader {
                 offset, doc_type, ..

@@ -15,7 +15,7 @@ mod tracks;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use scanner::{BlockKind, ClusterTimecode, Event, EventSink, Scanner};
+pub use scanner::{BlockKind, ClusterTimecode, Event, Scanner};
 pub use tracks::{
     AudioSettings, AudioStream, StreamInfo, Track, TrackKind, VideoSettings, VideoStream,
 };

@@ -2,6 +2,7 @@
 //! [`Event`]s at absolute offsets, holding only element headers and the few small
 //! elements it reads. Media payloads are counted past, never copied.
 
+use crate::sink::Sink;
 use std::ops::Range;
 
 use super::ebml::{self, id, Header, EBML_MAGIC, MAX_HEADER_LEN};
@@ -83,29 +84,6 @@ pub enum Event {
         keyframe: bool,
         kind: BlockKind,
     },
-}
-
-/// Where a [`Scanner`] hands its events, the moment it finds them.
-///
-/// Events are not bounded by the input's size the way the scanner's own buffers are: a
-/// 5-byte empty Cluster or a 6-byte SimpleBlock each make one, so a 16 MiB push can make
-/// millions. A `Vec<Event>` collects them all, which suits tests and trusted files; the
-/// relay passes a sink that keeps only what it needs, so a push costs no memory per
-/// event. A closure `FnMut(Event)` is a sink too.
-pub trait EventSink {
-    fn event(&mut self, event: Event);
-}
-
-impl EventSink for Vec<Event> {
-    fn event(&mut self, event: Event) {
-        self.push(event);
-    }
-}
-
-impl<F: FnMut(Event)> EventSink for F {
-    fn event(&mut self, event: Event) {
-        self(event);
-    }
 }
 
 /// Track number vint (at most 8 bytes), relative timecode (2), flags (1).
@@ -267,9 +245,15 @@ impl Scanner {
     /// Feeds the next bytes of the stream and hands what they complete to `out`, one event
     /// at a time, as it is found.
     ///
+    /// Events are not bounded by the input's size the way the scanner's own buffers are: a
+    /// 5-byte empty Cluster or a 6-byte SimpleBlock each make one, so a 16 MiB push can make
+    /// millions. A `Vec<Event>` collects them all, which suits tests and trusted files; the
+    /// relay passes a sink that keeps only what it needs, so a push costs no memory per
+    /// event.
+    ///
     /// On error, `out` has had the events found before it, and every later push returns
     /// the same error: the caller relays on without an index.
-    pub fn push(&mut self, data: &[u8], out: &mut impl EventSink) -> Result<(), WebmError> {
+    pub fn push(&mut self, data: &[u8], out: &mut impl Sink<Event>) -> Result<(), WebmError> {
         self.pushed = self.pushed.saturating_add(data.len() as u64);
         if let Some(e) = &self.error {
             return Err(e.clone());
@@ -283,7 +267,7 @@ impl Scanner {
         result
     }
 
-    fn run(&mut self, mut input: &[u8], out: &mut dyn EventSink) -> Result<(), WebmError> {
+    fn run(&mut self, mut input: &[u8], out: &mut dyn Sink<Event>) -> Result<(), WebmError> {
         // Every pass consumes input, finishes an element, or closes frames (at most
         // `max_depth`), so this ends.
         loop {
@@ -415,7 +399,7 @@ impl Scanner {
         &mut self,
         header: Header,
         offset: u64,
-        out: &mut dyn EventSink,
+        out: &mut dyn Sink<Event>,
     ) -> Result<(), WebmError> {
         let id = header.id;
         let data_offset = offset
@@ -472,7 +456,7 @@ impl Scanner {
                     _ => return Err(WebmError::Unexpected { offset, id }),
                 }
                 self.open(FrameKind::Segment, id, offset, data_offset, end)?;
-                out.event(Event::SegmentStart {
+                out.put(Event::SegmentStart {
                     offset,
                     data_offset,
                     size: header.size,
@@ -481,7 +465,7 @@ impl Scanner {
             (Some(FrameKind::Segment), id::CLUSTER) => {
                 if let Some(file) = self.file.as_mut().filter(|f| !f.init_done) {
                     file.init_done = true;
-                    out.event(Event::InitSegment {
+                    out.put(Event::InitSegment {
                         range: file.offset..offset,
                     });
                 }
@@ -628,7 +612,7 @@ impl Scanner {
 
     /// Closes every frame whose end is the current position (an ancestor ending closes
     /// its unknown-size descendants too).
-    fn close_finished(&mut self, out: &mut dyn EventSink) {
+    fn close_finished(&mut self, out: &mut dyn Sink<Event>) {
         let pos = self.pos;
         if let Some(depth) = self
             .stack
@@ -639,18 +623,18 @@ impl Scanner {
         }
     }
 
-    fn close_to(&mut self, depth: usize, out: &mut dyn EventSink) {
+    fn close_to(&mut self, depth: usize, out: &mut dyn Sink<Event>) {
         while self.stack.len() > depth {
             self.close_top(out);
         }
     }
 
-    fn close_top(&mut self, out: &mut dyn EventSink) {
+    fn close_top(&mut self, out: &mut dyn Sink<Event>) {
         let Some(frame) = self.stack.pop() else {
             return;
         };
         match frame.kind {
-            FrameKind::Cluster { announced: false } => out.event(Event::ClusterStart {
+            FrameKind::Cluster { announced: false } => out.put(Event::ClusterStart {
                 offset: frame.offset,
                 data_offset: frame.data_offset,
                 size: frame.end.map(|end| end - frame.data_offset),
@@ -660,7 +644,7 @@ impl Scanner {
                 cluster_offset,
                 block: Some(head),
                 referenced,
-            } => out.event(Event::Block {
+            } => out.put(Event::Block {
                 offset: frame.offset,
                 cluster_offset,
                 track: head.track,
@@ -674,12 +658,12 @@ impl Scanner {
     }
 
     /// Reports the innermost Cluster, if it has not been yet.
-    fn announce_cluster(&mut self, timecode: Option<ClusterTimecode>, out: &mut dyn EventSink) {
+    fn announce_cluster(&mut self, timecode: Option<ClusterTimecode>, out: &mut dyn Sink<Event>) {
         if let Some(frame) = self.stack.last_mut() {
             if let FrameKind::Cluster { announced } = &mut frame.kind {
                 if !*announced {
                     *announced = true;
-                    out.event(Event::ClusterStart {
+                    out.put(Event::ClusterStart {
                         offset: frame.offset,
                         data_offset: frame.data_offset,
                         size: frame.end.map(|end| end - frame.data_offset),
@@ -695,7 +679,7 @@ impl Scanner {
         head: BlockHead,
         offset: u64,
         in_group: bool,
-        out: &mut dyn EventSink,
+        out: &mut dyn Sink<Event>,
     ) {
         let Some(frame) = self.stack.last_mut() else {
             return;
@@ -705,7 +689,7 @@ impl Scanner {
                 *block = Some(head);
             }
         } else {
-            out.event(Event::Block {
+            out.put(Event::Block {
                 offset,
                 cluster_offset: frame.offset,
                 track: head.track,
@@ -723,7 +707,7 @@ impl Scanner {
         data_offset: u64,
         end: u64,
         data: &[u8],
-        out: &mut dyn EventSink,
+        out: &mut dyn Sink<Event>,
     ) -> Result<(), WebmError> {
         match what {
             Small::EbmlHeader => {
@@ -734,7 +718,7 @@ impl Scanner {
                 if let Some(file) = &mut self.file {
                     file.doc_type.clone_from(&doc_type);
                 }
-                out.event(Event::EbmlHeader {
+                out.put(Event::EbmlHeader {
                     offset,
                     end,
                     doc_type,
@@ -742,7 +726,7 @@ impl Scanner {
             }
             Small::Info => {
                 let (timecode_scale, duration) = tracks::parse_info(data, data_offset)?;
-                out.event(Event::Info {
+                out.put(Event::Info {
                     range: offset..end,
                     timecode_scale,
                     duration,
@@ -752,7 +736,7 @@ impl Scanner {
                 let tracks = tracks::parse_tracks(data, data_offset)?;
                 let doc_type = self.file.as_ref().map_or("", |f| f.doc_type.as_str());
                 self.stream_info = Some(StreamInfo::from_tracks(doc_type, &tracks));
-                out.event(Event::Tracks {
+                out.put(Event::Tracks {
                     range: offset..end,
                     tracks,
                 });
