@@ -253,18 +253,7 @@ async fn a_viewer_that_reads_but_falls_behind_is_cut_off_at_the_lag_bound() {
     let mut dawdler = connect_small_window(&server.ws_url("/ws/watch/lag/chunk")).await;
     flood(&mut publisher).await;
     // It reads, only slowly: every write completes, but the live edge runs away from it.
-    let (code, reason) = loop {
-        let message = tokio::time::timeout(PATIENCE, dawdler.next())
-            .await
-            .expect("the server answered in time");
-        match message {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                break (u16::from(frame.code), frame.reason.to_string())
-            }
-            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
-            other => panic!("expected frames then a close, got {other:?}"),
-        }
-    };
+    let (code, reason) = closed_with_pauses(&mut dawdler, Duration::from_millis(20)).await;
     assert_eq!(code, 4408, "{reason}");
     assert!(reason.contains("behind the live edge"), "{reason}");
 }

@@ -236,6 +236,11 @@ pub fn frame(generation: u64, offset: u64, payload: &[u8]) -> Bytes {
 
 /// Reads until the server closes the socket; returns its close code and reason.
 pub async fn closed_with(ws: &mut Ws) -> (u16, String) {
+    closed_with_pauses(ws, Duration::ZERO).await
+}
+
+/// As [`closed_with`], reading slowly: `pause` after every message.
+pub async fn closed_with_pauses(ws: &mut Ws, pause: Duration) -> (u16, String) {
     loop {
         let message = tokio::time::timeout(PATIENCE, ws.next())
             .await
@@ -245,7 +250,8 @@ pub async fn closed_with(ws: &mut Ws) -> (u16, String) {
                 return (u16::from(frame.code), frame.reason.to_string())
             }
             Some(Ok(Message::Close(None))) | None => return (0, String::new()),
-            Some(Ok(_)) => continue,
+            Some(Ok(_)) if pause.is_zero() => continue,
+            Some(Ok(_)) => tokio::time::sleep(pause).await,
             Some(Err(err)) => panic!("socket failed instead of closing cleanly: {err}"),
         }
     }

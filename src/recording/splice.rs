@@ -811,7 +811,9 @@ fn describe(info: &StreamInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webm::testutil::{el, el_unknown, heap_use, simple_block, HeapUse};
+    use crate::webm::testutil::{
+        el, el_unknown, heap_use, simple_block, tiny_clusters_and_blocks, HeapUse,
+    };
     use crate::webm::{Event, Scanner};
 
     const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
@@ -1103,11 +1105,7 @@ mod tests {
     fn a_frame_of_tiny_blocks_is_recorded_in_bounded_memory() {
         // 2.7 million 6-byte SimpleBlocks in 54 thousand tiny Clusters. Held as scanner
         // events and a piece per block, they took 439 MB.
-        let mut unit = el(id::CLUSTER, &[]);
-        unit.extend(el_unknown(id::CLUSTER, &[]));
-        for i in 0..100 {
-            unit.extend(simple_block(1 + i % 2, 0, i % 3 == 0, 0));
-        }
+        let unit = tiny_clusters_and_blocks();
         let mut splicer = Splicer::new(SystemTime::now());
         let (frame, tally, heap, made) = push_hostile_frame(&mut splicer, &unit);
         let units = frame.len() / unit.len();

@@ -525,11 +525,7 @@ mod tests {
         // 16 MiB, the largest frame a publisher may send, of the smallest elements the
         // scanner reports: 5-byte empty Clusters and 6-byte SimpleBlocks. Held as events
         // they would take about 200 MB.
-        let mut unit = el(id::CLUSTER, &[]);
-        unit.extend(el_unknown(id::CLUSTER, &[]));
-        for i in 0..100 {
-            unit.extend(simple_block(1 + i % 2, 0, i % 3 == 0, 0));
-        }
+        let unit = tiny_clusters_and_blocks();
         let frame = unit.repeat((16 << 20) / unit.len());
         let elements = (frame.len() / unit.len()) * 102;
         assert!(elements > 2_500_000);

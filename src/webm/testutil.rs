@@ -164,6 +164,18 @@ pub fn simple_block(track: u64, tc: i16, key: bool, payload_len: usize) -> Vec<u
     el(id::SIMPLE_BLOCK, &block_body(track, tc, flags, payload_len))
 }
 
+/// The smallest elements the scanner reports, packed: an empty Cluster, an unknown-size
+/// Cluster, then 100 6-byte SimpleBlocks of two tracks. Repeated to 16 MiB it is the
+/// hostile frame that memory bounds are tested with.
+pub fn tiny_clusters_and_blocks() -> Vec<u8> {
+    let mut unit = el(id::CLUSTER, &[]);
+    unit.extend(el_unknown(id::CLUSTER, &[]));
+    for i in 0..100 {
+        unit.extend(simple_block(1 + i % 2, 0, i % 3 == 0, 0));
+    }
+    unit
+}
+
 /// A BlockGroup; `reference` adds a ReferenceBlock (so not a keyframe), `additions` adds
 /// BlockAdditions as a source with alpha has.
 pub fn block_group(
