@@ -61,6 +61,9 @@ fn recorder_and_viewer_pages_work_in_chromium() {
     );
     ensure_node_modules(&root.join("integration").join("browser"));
 
+    let artifacts = root.join("integration").join("browser").join("artifacts");
+    let failures = artifacts.join("failures.txt");
+    let _ = std::fs::remove_file(&failures);
     // Inherited stdout/stderr: the harness's progress shows up live, test by test.
     let status = Command::new("node")
         .arg("integration/browser/run.mjs")
@@ -72,9 +75,11 @@ fn recorder_and_viewer_pages_work_in_chromium() {
         .stderr(Stdio::inherit())
         .status()
         .expect("run node integration/browser/run.mjs");
+    // The failures again, in the panic: a long log's tail is often all one gets to see.
+    let failed = std::fs::read_to_string(&failures).unwrap_or_default();
     assert!(
         status.success(),
-        "browser tests failed ({status}); see the output above. Screenshots are in {}",
-        root.join("integration/browser/artifacts").display()
+        "browser tests failed ({status}):\n{failed}see the output above. Screenshots are in {}",
+        artifacts.display()
     );
 }

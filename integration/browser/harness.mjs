@@ -267,6 +267,21 @@ export async function viewerState(page) {
       switches: h.switches.map((s) => ({ ...s })),
       hello: h.hello,
       log: h.log.slice(-15).map((l) => l.text),
+      // For the failure message only: what the media element itself says.
+      media: (() => {
+        const q = v.getVideoPlaybackQuality?.();
+        const ranges = [];
+        for (let i = 0; i < v.buffered.length; i++) ranges.push(`${v.buffered.start(i).toFixed(2)}-${v.buffered.end(i).toFixed(2)}`);
+        return {
+          readyState: v.readyState,
+          visibility: document.visibilityState,
+          decoded: v.webkitDecodedFrameCount,
+          dropped: q?.droppedVideoFrames,
+          size: `${v.videoWidth}x${v.videoHeight}`,
+          buffered: ranges.join(' '),
+          rate: v.playbackRate,
+        };
+      })(),
     };
   });
 }
@@ -306,7 +321,7 @@ export async function assertPlays(page, { ms = 2000, fps = 20, minPlayed, minFra
   const playedBound = minPlayed ?? (blob ? 0.5 : 0.7);
   playFigures.push({ label: page.label, mode: b.mode, played: advance / (ms / 1000), frames: frames / expectedFrames, lag: b.lag });
   if (process.env.FIGURES) console.log(`     ${page.label}: ${JSON.stringify(playFigures.at(-1))}`);
-  const where = `${page.label}: state ${b.state}, mode ${b.mode}, currentTime ${a.currentTime.toFixed(2)} -> ${b.currentTime.toFixed(2)}, frames ${a.frames} -> ${b.frames}, lag ${b.lag?.toFixed(2)} s, errors ${JSON.stringify(b.errors)}, recoveries ${b.recoveries}, log ${JSON.stringify(b.log)}`;
+  const where = `${page.label}: state ${b.state}, mode ${b.mode}, currentTime ${a.currentTime.toFixed(2)} -> ${b.currentTime.toFixed(2)}, frames ${a.frames} -> ${b.frames}, lag ${b.lag?.toFixed(2)} s, errors ${JSON.stringify(b.errors)}, recoveries ${b.recoveries}, media ${JSON.stringify(a.media)} -> ${JSON.stringify(b.media)}, log ${JSON.stringify(b.log)}`;
   if (b.state !== 'live') throw new Error(`not live: ${where}`);
   if (b.errors.length) throw new Error(`media errors: ${where}`);
   if (b.recoveries > allowRecoveries) throw new Error(`${b.recoveries} MSE recoveries (allowed ${allowRecoveries}): ${where}`);

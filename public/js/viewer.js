@@ -241,6 +241,14 @@ class MsePlayer {
     this.recovering = false;
     this.pendingSwitches = [];
     this.lastTrim = 0;
+    // Where the previous tick found playback, for noticing a gap played across.
+    this.lastT = null;
+    // Any seek, ours or the user's, starts both watches over.
+    this.onSeeking = () => {
+      this.lastT = null;
+      this.stall = null;
+    };
+    this.video.addEventListener('seeking', this.onSeeking);
     this.open();
   }
 
@@ -446,9 +454,17 @@ class MsePlayer {
     const target = viewer.targetLag();
     const t = v.currentTime;
     let inside = false;
-    for (let i = 0; i < b.length; i++) if (t >= b.start(i) && t < b.end(i)) inside = true;
+    let rangeStart = null;
+    for (let i = 0; i < b.length; i++) {
+      if (t >= b.start(i) && t < b.end(i)) {
+        inside = true;
+        rangeStart = b.start(i);
+      }
+    }
     const lag = end - t;
     const atEdge = t >= end - 0.05;
+    const lastT = this.lastT;
+    let frozen = 0;
     if (!viewer.seekedToEdge) {
       // Joining (or after a recovery): start one target lag behind the newest media.
       const to = Math.max(b.start(b.length - 1), end - target);
@@ -468,6 +484,20 @@ class MsePlayer {
       if (to < t) to = end - target;
       v.currentTime = to;
       viewer.note(`hole at ${t.toFixed(2)}: seek to ${to.toFixed(2)}`);
+    } else if (inside && !v.paused && (frozen = this.videoStalledSince(t)) > 0.6) {
+      // Any other way the video starves while the audio plays on (the picture frozen,
+      // currentTime moving): the same cure.
+      v.currentTime = t;
+      viewer.note(`video frozen for ${frozen.toFixed(2)} s of playback: re-seek at ${t.toFixed(2)}`);
+    } else if (inside && lastT !== null && lastT < rangeStart && t > lastT && !v.paused) {
+      // The audio clock carried playback across a gap in the video (the publisher
+      // skipped frames: a busy tab, a camera dropping frames) between two ticks. The
+      // video decoder does not step from one buffered range into the next by itself:
+      // the picture stays frozen at the gap until a seek, for up to the ~3 s Chrome
+      // lets audio run on alone. A seek to where we are restarts it at the keyframe
+      // that follows the gap.
+      v.currentTime = t;
+      viewer.note(`played across a gap (${lastT.toFixed(2)} -> ${rangeStart.toFixed(2)}): re-seek at ${t.toFixed(2)}`);
     } else if (!viewer.userPaused) {
       // The lag is a sawtooth: it jumps by one chunk at each arrival and drains until
       // the next one. The target is its peak, just after an arrival (one chunk plus a
@@ -497,9 +527,38 @@ class MsePlayer {
       }
     }
     if (v.paused && !viewer.userPaused && lag > 0.1) viewer.play();
+    this.lastT = v.seeking ? null : t;
+  }
+
+  /**
+   * Seconds of playback since the last newly decoded video frame, once frames were
+   * flowing (five since the last seek, ours or the user's): a screen share of a still
+   * page sends no frames, and must not be re-seeked again and again. Zero until three
+   * of the source's own frame intervals have passed, without video, or in a hidden tab
+   * (where Chrome may turn the video track off).
+   */
+  videoStalledSince(t) {
+    const v = this.video;
+    const frames = this.viewer.framesDecoded();
+    const s = this.stall;
+    if (!s || v.seeking || !v.videoWidth || document.visibilityState !== 'visible' || frames < s.frames || t < s.t) {
+      this.stall = { frames, t, flowing: 0, interval: null };
+      return 0;
+    }
+    if (frames > s.frames) {
+      const each = (t - s.t) / (frames - s.frames);
+      const interval = s.interval == null ? each : 0.7 * s.interval + 0.3 * each;
+      this.stall = { frames, t, flowing: s.flowing + frames - s.frames, interval };
+      return 0;
+    }
+    // A slow source (a screen share at a frame or two a second) is frozen only when a
+    // few of its own frame intervals pass without one.
+    const frozen = t - s.t;
+    return s.flowing >= 5 && frozen > 3 * (s.interval ?? 0) ? frozen : 0;
   }
 
   destroy() {
+    this.video.removeEventListener('seeking', this.onSeeking);
     this.queue = [];
     clearTimeout(this.quotaTimer);
     if (this.url) URL.revokeObjectURL(this.url);
