@@ -543,7 +543,7 @@ r.test('a publisher that skips frames (its tab stalls for 300 ms): the mse viewe
     opened.push(rec);
     await waitLive(rec);
     const windows = [];
-    for (let i = 0; i < Number(process.env.STALLS ?? 4); i++) {
+    for (let i = 0; i < 4; i++) {
       const viewer = await open(viewerUrl(stream, 'mse'), `mse viewer ${i + 1} of a stalling publisher`);
       opened.push(viewer);
       await waitFrames(viewer);
