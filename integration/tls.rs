@@ -28,7 +28,7 @@ struct TlsServer {
     addr: SocketAddr,
     identity: Arc<Identity>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), blobcast::ServerError>>>,
     /// Its own record directory (not ./rec), removed on drop.
     record_dir: PathBuf,
 }
@@ -59,14 +59,17 @@ impl TlsServer {
         config.record_dir = record_dir.clone();
         config.listen = addr;
         config.tls_self_signed = true;
-        let identity = blobcast::tls::prepare(&mut config)
-            .unwrap()
-            .expect("TLS is on");
+        let identity = blobcast::tls::prepare(&config).unwrap().expect("TLS is on");
         assert!(identity.is_self_signed());
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(blobcast::run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(blobcast::serve(
+            listener,
+            config,
+            Some(identity.clone()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TlsServer {
             addr,
             identity,
@@ -152,7 +155,8 @@ impl TlsServer {
         tokio::time::timeout(PATIENCE, self.task.take().unwrap())
             .await
             .expect("server shut down in time")
-            .unwrap();
+            .unwrap()
+            .expect("the server ran");
     }
 }
 

@@ -2,7 +2,7 @@
 //! publishers, the configuration and the shutdown signal. Cheap to clone.
 
 use crate::config::Config;
-use crate::ingest::HttpPublishers;
+use crate::ingest::sessions::HttpPublishers;
 use crate::metrics::Metrics;
 use crate::recording::Recorder;
 use crate::shutdown::Shutdown;
@@ -33,12 +33,18 @@ impl App {
         };
         let recorder = Recorder::open(config.record_dir.clone());
         let recording = (!config.no_record).then(|| recorder.clone());
+        let registry = Registry::with_recorder(limits, Arc::new(Metrics::default()), recording);
+        let http_publishers = HttpPublishers::new(
+            registry.clone(),
+            Duration::from_secs(config.ingest_timeout_secs),
+            shutdown.clone(),
+        );
         App {
-            registry: Registry::with_recorder(limits, Arc::new(Metrics::default()), recording),
+            registry,
             config: Arc::new(config),
             shutdown,
             recorder,
-            http_publishers: Arc::new(HttpPublishers::default()),
+            http_publishers,
         }
     }
 

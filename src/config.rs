@@ -1,12 +1,10 @@
 //! Command-line flags and their environment variables, with the defaults that let
 //! `cargo run --release` serve a useful local instance with no setup.
 
-use crate::client_addr::TrustedProxy;
-use crate::tls::Identity;
+use crate::net::client_addr::TrustedProxy;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -98,10 +96,6 @@ pub struct Config {
     /// Seconds without a POST after which an HTTP publisher counts as gone.
     #[arg(long, env = "BLOBCAST_INGEST_TIMEOUT", default_value_t = 10)]
     pub ingest_timeout_secs: u64,
-
-    /// The certificate in use, once read or generated (see `tls::prepare`).
-    #[arg(skip)]
-    pub tls_identity: Option<Arc<Identity>>,
 }
 
 #[derive(Debug, thiserror::Error)]

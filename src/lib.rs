@@ -2,27 +2,31 @@
 //! (a blob per recorder generation, then its chunks); any number of viewers receive the
 //! current generation and then every live chunk, with no gap and no duplicate.
 //!
-//! `server::run` serves on a bound listener, so tests start it on port 0.
+//! The path of one chunk, folder by folder:
+//! `net` (accept, TLS, WebSocket handshake) → `ingest` (publisher socket or HTTP upload,
+//! the frame rules) → `stream` (the per-stream `Buffer`, the registry; `webm` tells it
+//! where keyframes are) → `egress` (viewer sockets, fan-out writes), and beside it
+//! `recording` (one seekable file per publish session). `routes` is the map of the API;
+//! `app` is the state its handlers share; `api` serves the JSON and recordings' files.
+//!
+//! `net::server::run` serves on a bound listener, so tests start it on port 0.
 
 pub mod api;
 pub mod app;
-pub mod client_addr;
 pub mod config;
+pub mod egress;
+pub mod http_error;
 pub mod ingest;
 pub mod metrics;
+pub mod net;
 pub mod protocol;
-pub mod publish;
 pub mod recording;
 pub mod routes;
-pub mod server;
 pub mod shutdown;
 pub mod sink;
 pub mod stream;
-pub mod tls;
-pub mod upgrade;
-pub mod watch;
 pub mod webm;
-pub mod ws;
 
 pub use config::Config;
-pub use server::run;
+pub use net::server::{run, serve, ServerError};
+pub use net::tls;

@@ -7,10 +7,10 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let mut config = Config::parse();
+    let config = Config::parse();
     config.validate()?;
     // Before binding, so that a bad certificate fails before anything listens.
-    let tls = blobcast::tls::prepare(&mut config)?;
+    let tls = blobcast::tls::prepare(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -18,13 +18,13 @@ async fn main() -> anyhow::Result<()> {
     // Printed, not logged: scripts and tests read the address from here.
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("blobcast listening on {scheme}://{addr}");
-    if let Some(identity) = tls.filter(|identity| identity.is_self_signed()) {
+    if let Some(identity) = tls.as_ref().filter(|identity| identity.is_self_signed()) {
         println!(
             "self-signed TLS certificate, SHA-256 fingerprint {}",
             identity.fingerprint()
         );
     }
-    blobcast::run(listener, config, shutdown_signal()).await;
+    blobcast::serve(listener, config, tls, shutdown_signal()).await?;
     Ok(())
 }
 

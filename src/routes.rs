@@ -1,16 +1,18 @@
-//! The route table: read it as the map of the API. Handlers live in `publish`, `watch`,
-//! `ingest`, `recording::http` and `api`; this module only parses requests into them and
-//! refuses bad ones with HTTP 400 before any upgrade.
+//! The route table: read it as the map of the API. Handlers live in `ingest` (publishers),
+//! `egress` (viewers) and `api` (JSON and recordings); this module only parses requests
+//! into them and refuses bad ones with HTTP 400 before any upgrade.
 
-use crate::api::{self, HttpError};
+use crate::api::{recordings, streams};
 use crate::app::App;
-use crate::ingest;
+use crate::egress::viewer::{self, ChunkSubscription, WatchRequest};
+use crate::http_error::{self, HttpError};
+use crate::ingest::frame::PublisherSocket;
+use crate::ingest::http as ingest;
+use crate::ingest::socket::{self as publisher, PublishRequest};
+use crate::net::client_addr;
+use crate::net::upgrade::{self, Upgrade};
 use crate::protocol::{is_token, Join, StreamName, HEADER_LEN};
-use crate::publish::{self, PublishRequest, PublisherSocket};
-use crate::recording::http as recordings;
 use crate::stream::registry::ViewerSocket;
-use crate::upgrade::{self, Upgrade};
-use crate::watch::{self, ChunkSubscription, WatchRequest};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -32,25 +34,25 @@ pub fn routes(
     let publish = warp::path!("ws" / "publish" / String / String)
         .and(upgrade::websocket())
         .and(warp::query::<PublishQuery>())
-        .and(crate::client_addr::remote(&app.config))
+        .and(client_addr::remote(&app.config.trusted_proxies))
         .and(with(app.clone()))
         .and_then(publish_upgrade);
 
     let watch = warp::path!("ws" / "watch" / String / String)
         .and(upgrade::websocket())
         .and(warp::query::<WatchQuery>())
-        .and(crate::client_addr::remote(&app.config))
+        .and(client_addr::remote(&app.config.trusted_proxies))
         .and(with(app.clone()))
         .and_then(watch_upgrade);
 
     let streams = warp::path!("api" / "streams")
         .and(warp::get())
         .and(with(app.clone()))
-        .map(api::list_streams);
+        .map(streams::list_streams);
     let stream = warp::path!("api" / "streams" / String)
         .and(warp::get())
         .and(with(app.clone()))
-        .and_then(|name, app| async move { api::get_stream(name, app) });
+        .and_then(|name, app| async move { streams::get_stream(name, app) });
     // HTTP upload ingest: one frame per POST (blob, chunk), or stop.
     let ingest = warp::path!("api" / "streams" / String / String)
         .and(warp::post())
@@ -80,7 +82,7 @@ pub fn routes(
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with(app.clone()))
-        .map(api::metrics);
+        .map(streams::metrics);
 
     let public = app.config.public_dir.clone();
     let index = warp::path::end().and(warp::fs::file(public.join("index.html")));
@@ -132,7 +134,7 @@ pub fn routes(
         .unify()
         .or(pages)
         .unify()
-        .recover(api::recover)
+        .recover(http_error::recover)
         .unify()
 }
 
@@ -199,7 +201,7 @@ async fn publish_upgrade(
     let config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
-    Ok(ws.answer(config, move |ws| publish::serve(ws, app, request)))
+    Ok(ws.answer(config, move |ws| publisher::serve(ws, app, request)))
 }
 
 async fn watch_upgrade(
@@ -241,13 +243,17 @@ async fn watch_upgrade(
                 .ok()
                 .map(|g| g.stream().chunk_cursor(request.resume));
             let sub = ChunkSubscription { guard, cursor };
-            ws.answer(config, move |ws| watch::serve_chunks(ws, app, request, sub))
+            ws.answer(config, move |ws| {
+                viewer::serve_chunks(ws, app, request, sub)
+            })
         }
         "blob" => {
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Blob);
-            ws.answer(config, move |ws| watch::serve_blob(ws, app, request, guard))
+            ws.answer(config, move |ws| {
+                viewer::serve_blob(ws, app, request, guard)
+            })
         }
         _ => return Err(warp::reject::not_found()),
     };

@@ -50,7 +50,7 @@ pub fn chrome_pieces() -> Vec<Vec<u8>> {
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), blobcast::ServerError>>>,
     /// The fresh record directory every test server gets, removed on drop.
     scratch: Option<std::path::PathBuf>,
 }
@@ -128,7 +128,8 @@ impl TestServer {
             tokio::time::timeout(PATIENCE, task)
                 .await
                 .expect("server shut down in time")
-                .unwrap();
+                .unwrap()
+                .expect("the server ran");
         }
     }
 

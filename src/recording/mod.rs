@@ -3,10 +3,9 @@
 //! JSON per recording (written atomically), rebuilt from the directory at start-up —
 //! and the stream's handle on it ([`Slot`]). The splicing lives in `splice`, the file
 //! writing in `writer`, crash recovery in `recover`, names in `names`, the link between
-//! a dropped session and the next one in `sessions`, HTTP in `http`.
+//! a dropped session and the next one in `sessions`; its HTTP face is `api::recordings`.
 
 mod ebml;
-pub mod http;
 pub mod names;
 mod recover;
 mod sessions;

@@ -2,33 +2,45 @@
 //! socket: viewers get `{"type":"end"}` and a 1001 close. Plain HTTP goes through warp's
 //! own server; with TLS configured, through our accept loop in `tls`.
 
+use super::tls::{self, Identity, TlsError};
 use crate::app::App;
 use crate::config::Config;
 use crate::routes::routes;
 use crate::shutdown;
-use crate::tls;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// How long sockets get to close after the shutdown signal before we stop waiting.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] TlsError),
+}
+
 /// Serves https/wss when the config asks for TLS (`--tls-cert`/`--tls-key` or
-/// `--tls-self-signed`), plain http/ws otherwise.
-///
-/// # Panics
-///
-/// When the TLS certificate cannot be read or generated; call [`tls::prepare`] first to
-/// handle that error yourself (the binary does).
+/// `--tls-self-signed`), plain http/ws otherwise. To print a self-signed certificate's
+/// fingerprint before serving, call [`tls::prepare`] and [`serve`] instead.
 pub async fn run(
     listener: TcpListener,
-    mut config: Config,
+    config: Config,
     signal: impl Future<Output = ()> + Send + 'static,
-) {
-    let tls = tls::prepare(&mut config)
-        .and_then(|identity| identity.map(|id| id.server_config()).transpose())
-        .unwrap_or_else(|err| panic!("TLS setup failed: {err}"));
+) -> Result<(), ServerError> {
+    let identity = tls::prepare(&config)?;
+    serve(listener, config, identity, signal).await
+}
+
+/// Serves with `identity` (https/wss) or without (http/ws) until `signal`.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    identity: Option<Arc<Identity>>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let tls = identity.map(|id| id.server_config()).transpose()?;
     let (trigger, shutdown, all_closed) = shutdown::channel();
     let app = App::new(config, shutdown);
     let registry = app.registry.clone();
@@ -59,4 +71,5 @@ pub async fn run(
     if !recorder.drain(DRAIN_TIMEOUT).await {
         log::warn!("some recordings were not finalized within {DRAIN_TIMEOUT:?}");
     }
+    Ok(())
 }

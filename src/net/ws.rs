@@ -1,9 +1,9 @@
 //! What every socket handler shares: closing with a code and a reason, and naming the
 //! peer in log lines.
 
+use super::upgrade::WebSocket;
 use crate::protocol::{close, OutFrame};
 use crate::stream::Refusal;
-use crate::upgrade::WebSocket;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::SinkExt;

@@ -2,25 +2,20 @@
 //! `POST /api/streams/{stream}/blob|chunk` carries one frame per request (the 16-byte
 //! header and payload as the body, or `X-Generation` / `X-Offset` headers and a raw
 //! body), `POST /api/streams/{stream}/stop` ends the stream. The frames go through the
-//! same rules as the publisher socket's (`publish::accept_frame`). An HTTP publisher
+//! same rules as the publisher socket's (`ingest::frame::accept_frame`). An HTTP publisher
 //! session holds its stream like an open socket until it stops or sends nothing for
 //! `--ingest-timeout-secs`; then the stream ends as if its sockets closed.
 
-use crate::api::error_response;
+use super::frame::{accept_frame, PublisherSocket, RefusedKind};
 use crate::app::App;
+use crate::http_error::error_response;
 use crate::protocol::{is_token, FrameHeader, StreamName, HEADER_LEN};
-use crate::publish::{accept_frame, PublisherSocket, RefusedKind};
 use crate::stream::buffer::Accepted;
-use crate::stream::registry::PublisherGuard;
-use crate::stream::{Refusal, Stream};
+use crate::stream::Refusal;
 use bytes::{Buf, BufMut, BytesMut};
 use futures_util::{Stream as FutureStream, StreamExt};
-use parking_lot::Mutex;
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::{self, Reply, Response};
 
@@ -30,90 +25,6 @@ pub struct IngestQuery {
     key: Option<String>,
     name_prefix: Option<String>,
     mime: Option<String>,
-}
-
-struct HttpSession {
-    session: String,
-    /// Tells this session's reaper from a later session's on the same stream.
-    token: u64,
-    last_post: Instant,
-    guard: PublisherGuard,
-}
-
-/// The HTTP publisher sessions holding streams, by stream.
-#[derive(Default)]
-pub struct HttpPublishers {
-    sessions: Mutex<HashMap<StreamName, HttpSession>>,
-    next_token: AtomicU64,
-}
-
-impl HttpPublishers {
-    /// The stream `session` publishes to, attaching it on its first POST.
-    fn hold(&self, app: &App, name: &StreamName, session: &str) -> Result<Arc<Stream>, Refusal> {
-        let mut sessions = self.sessions.lock();
-        if let Some(held) = sessions.get_mut(name) {
-            if held.session != session {
-                return Err(Refusal::PublisherBusy);
-            }
-            held.last_post = Instant::now();
-            return Ok(held.guard.stream().clone());
-        }
-        let guard = app.registry.attach_publisher(name, session)?;
-        let stream = guard.stream().clone();
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        sessions.insert(
-            name.clone(),
-            HttpSession {
-                session: session.to_owned(),
-                token,
-                last_post: Instant::now(),
-                guard,
-            },
-        );
-        log::info!("HTTP publisher on {name} (session {session}) started");
-        tokio::spawn(reap(app.clone(), name.clone(), token));
-        Ok(stream)
-    }
-
-    /// Detaches the session `token` (or any, for None) of `name`; dropping its guard
-    /// ends the stream if nothing else publishes to it.
-    fn release(&self, name: &StreamName, token: Option<u64>) -> bool {
-        let removed = {
-            let mut sessions = self.sessions.lock();
-            match sessions.get(name) {
-                Some(held) if token.is_none_or(|t| t == held.token) => sessions.remove(name),
-                _ => None,
-            }
-        };
-        removed.is_some()
-    }
-}
-
-/// Ends an HTTP publisher session once it has been idle for the timeout.
-async fn reap(app: App, name: StreamName, token: u64) {
-    let timeout = Duration::from_secs(app.config.ingest_timeout_secs);
-    let mut shutdown = app.shutdown.clone();
-    loop {
-        let deadline = match app.http_publishers.sessions.lock().get(&name) {
-            Some(held) if held.token == token => held.last_post + timeout,
-            _ => return,
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline.into()) => {}
-            _ = shutdown.recv() => {
-                app.http_publishers.release(&name, Some(token));
-                return;
-            }
-        }
-        let idle = match app.http_publishers.sessions.lock().get(&name) {
-            Some(held) if held.token == token => held.last_post.elapsed() >= timeout,
-            _ => return,
-        };
-        if idle && app.http_publishers.release(&name, Some(token)) {
-            log::info!("HTTP publisher on {name} gone: no POST for {timeout:?}");
-            return;
-        }
-    }
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -291,7 +202,7 @@ where
         );
     }
 
-    let stream = match app.http_publishers.hold(app, &stream_name, &session) {
+    let stream = match app.http_publishers.hold(&stream_name, &session) {
         Ok(stream) => stream,
         Err(refusal) => {
             app.registry.metrics().connection_refused();
@@ -359,12 +270,7 @@ fn too_big(limit: u64) -> Response {
 
 /// Ends the stream as a publisher's `stop` does, and releases an HTTP session.
 fn stop(app: &App, name: &StreamName, session: &str) -> Response {
-    let held_over_http = app
-        .http_publishers
-        .sessions
-        .lock()
-        .get(name)
-        .map(|held| held.session == session);
+    let held_over_http = app.http_publishers.holds(name, session);
     let stream = app.registry.get(name);
     let publisher = stream.as_ref().and_then(|s| {
         s.presence

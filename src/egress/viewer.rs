@@ -5,12 +5,14 @@
 //! the snapshot and each new generation's blob, and `end`.
 
 use crate::app::App;
+use crate::net::upgrade::WebSocket;
+use crate::net::ws::{
+    answer_close, binary_fragments, close_with, Closing, Receiver, Sender, Socket,
+};
 use crate::protocol::{close, Join, OutFrame, StreamName, ViewerControl};
 use crate::stream::buffer::{ChunkCursor, Lagging};
 use crate::stream::registry::ViewerGuard;
 use crate::stream::{Refusal, Snapshot, Stream};
-use crate::upgrade::WebSocket;
-use crate::ws::{answer_close, binary_fragments, close_with, Closing, Receiver, Sender, Socket};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::net::SocketAddr;

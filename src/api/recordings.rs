@@ -2,9 +2,9 @@
 //! ranges (`GET /recordings/{id}.webm`, what a `<video>` seek bar asks for), and
 //! `DELETE /api/recordings/{id}`.
 
-use super::{RecordingError, RecordingInfo};
-use crate::api::error_response;
 use crate::app::App;
+use crate::http_error::error_response;
+use crate::recording::{RecordingError, RecordingInfo};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use std::io::SeekFrom;
@@ -97,7 +97,7 @@ pub async fn file(name: String, range: Option<String>, app: App) -> Response {
     let not_found = || error_response(StatusCode::NOT_FOUND, "no such recording");
     let Some(path) = name
         .strip_suffix(".webm")
-        .filter(|id| super::names::is_safe_id(id))
+        .filter(|id| crate::recording::names::is_safe_id(id))
         .and_then(|id| app.recorder.file_path(id))
     else {
         return not_found();

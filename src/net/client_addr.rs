@@ -7,7 +7,6 @@
 //! proxy is logged with it. A forwarded address carries no port unless the header gives
 //! one, so it shows as `ip:0`.
 
-use crate::config::Config;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -136,9 +135,9 @@ fn parse_forwarded(entry: &str) -> Option<SocketAddr> {
 /// A drop-in for `warp::addr::remote()`: the client address as [`resolve`] finds it,
 /// from either accept loop.
 pub fn remote(
-    config: &Config,
+    trusted: &[TrustedProxy],
 ) -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
-    let trusted: Arc<[TrustedProxy]> = config.trusted_proxies.clone().into();
+    let trusted: Arc<[TrustedProxy]> = trusted.into();
     warp::ext::optional::<PeerAddr>()
         .and(warp::addr::remote())
         .and(warp::header::headers_cloned())

@@ -7,7 +7,7 @@
 //! follows warp's own graceful runner: stop accepting, tell every connection to finish,
 //! wait for them.
 
-use crate::client_addr::PeerAddr;
+use super::client_addr::PeerAddr;
 use crate::config::Config;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -165,14 +165,12 @@ impl Identity {
     }
 }
 
-/// Fills `config.tls_identity` from the TLS flags (reading or generating the
-/// certificate once) and returns it; `None` when TLS is off. Idempotent: `main` calls it
-/// before binding so that a bad certificate fails early, and [`crate::run`] calls it again.
-pub fn prepare(config: &mut Config) -> Result<Option<Arc<Identity>>, TlsError> {
-    if config.tls_identity.is_none() {
-        config.tls_identity = Identity::from_config(config)?.map(Arc::new);
-    }
-    Ok(config.tls_identity.clone())
+/// The certificate the TLS flags ask for, read or generated (a self-signed one is new
+/// each call); `None` when TLS is off. `main` calls it before binding, so that a bad
+/// certificate fails before anything listens, and hands the identity to
+/// [`super::server::serve`], so that the fingerprint it prints is the one served.
+pub fn prepare(config: &Config) -> Result<Option<Arc<Identity>>, TlsError> {
+    Ok(Identity::from_config(config)?.map(Arc::new))
 }
 
 /// SHA-256 of DER bytes, "AB:CD:…".
@@ -315,7 +313,7 @@ async fn accept_error(err: std::io::Error) {
 }
 
 /// Puts the TCP peer address in each request's extensions, where
-/// [`crate::client_addr::remote`] finds it (warp's own `RemoteAddr` is private to warp).
+/// [`super::client_addr::remote`] finds it (warp's own `RemoteAddr` is private to warp).
 #[derive(Clone)]
 struct PeerService<S> {
     inner: S,
@@ -422,12 +420,10 @@ mod tests {
     #[test]
     fn the_flags_choose_the_identity() {
         let mut config = Config::local();
-        assert!(prepare(&mut config).unwrap().is_none());
+        assert!(prepare(&config).unwrap().is_none());
         config.tls_self_signed = true;
-        let first = prepare(&mut config).unwrap().unwrap();
+        let first = prepare(&config).unwrap().unwrap();
         assert!(first.is_self_signed());
-        let again = prepare(&mut config).unwrap().unwrap();
-        assert_eq!(first.fingerprint(), again.fingerprint(), "generated once");
 
         let mut config = Config::local();
         config.tls_cert = Some("c.pem".into());

@@ -1,8 +1,7 @@
-//! The HTTP API: stream listing, health and metrics, and the JSON error body every
-//! refused HTTP request gets.
+//! The JSON error body every refused HTTP request gets, and the rejection handler that
+//! turns warp's rejections into it. A leaf: the handshake, the handlers and the route
+//! table all use it, and it uses nothing of ours.
 
-use crate::app::App;
-use crate::protocol::StreamName;
 use serde::Serialize;
 use std::convert::Infallible;
 use warp::http::StatusCode;
@@ -34,24 +33,6 @@ impl HttpError {
 
 pub fn error_response(status: StatusCode, message: &str) -> Response {
     reply::with_status(reply::json(&ErrorBody { error: message }), status).into_response()
-}
-
-pub fn list_streams(app: App) -> Response {
-    reply::json(&app.registry.list()).into_response()
-}
-
-pub fn get_stream(name: String, app: App) -> Result<Response, Rejection> {
-    let name = StreamName::parse(&name).map_err(|e| HttpError::bad_request(e.to_string()))?;
-    Ok(match app.registry.get(&name) {
-        Some(stream) => reply::json(&stream.info()).into_response(),
-        None => error_response(StatusCode::NOT_FOUND, "no such stream"),
-    })
-}
-
-pub fn metrics(app: App) -> Response {
-    let (streams, viewers) = app.registry.counts();
-    let body = app.registry.metrics().render(streams, viewers);
-    reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response()
 }
 
 /// Turns every rejection into a JSON error with the right status.

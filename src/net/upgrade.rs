@@ -4,7 +4,7 @@
 //! zero-filled before every read, for a peer that only ever sends a close frame, and a
 //! 128 KiB write buffer on top of the copy of each frame.
 
-use crate::api::HttpError;
+use crate::http_error::HttpError;
 use futures_util::FutureExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
