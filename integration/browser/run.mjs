@@ -518,7 +518,7 @@ r.test('mse viewer recovers from a demuxer error with a fresh MediaSource', asyn
     await waitFrames(viewer);
     await viewer.bringToFront();
     // Bytes no WebM parser accepts, straight into the SourceBuffer's queue.
-    await viewer.evaluate(() => window.blobcastViewer.viewer.player.enqueue({ kind: 'append', bytes: new Uint8Array(4096).fill(0x42) }));
+    await viewer.evaluate(() => window.blobcastViewer.viewer.player.queue.append(new Uint8Array(4096).fill(0x42)));
     await waitUntil(viewer, () => window.blobcastViewer.recoveries.length >= 1, null, 5000, 'a recovery');
     await sleep(1000);
     const st = await assertPlays(viewer, { ms: 2000, allowRecoveries: 1 });

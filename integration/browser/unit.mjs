@@ -1,12 +1,14 @@
 // Node-side checks of the pages' pure modules (public/js/reassembly.js, webm.js,
-// testpattern.js clock cells): the reassembly rules of docs/protocol.md, frame by frame.
+// testpattern.js clock cells, live-edge.js): the reassembly rules of docs/protocol.md,
+// frame by frame, and the MSE viewer's live-edge decisions, tick by tick.
+// run.mjs runs them first; `node integration/browser/unit.mjs` runs them alone.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export async function unitTests(root, test) {
   const js = (name) => import(pathToFileURL(join(root, 'public/js', name)).href);
@@ -14,6 +16,7 @@ export async function unitTests(root, test) {
   const { Reassembler } = await js('reassembly.js');
   const { WebmScanner } = await js('webm.js');
   const { clockBits, decodeClock, clockStrip } = await js('testpattern.js');
+  const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag } = await js('live-edge.js');
 
   const bytes = (from, to) => Uint8Array.from({ length: to - from }, (_, i) => (from + i) % 251);
   const frame = (g, from, to) => encodeFrame(g, from, bytes(from, to));
@@ -149,4 +152,181 @@ export async function unitTests(root, test) {
     data.fill(128);
     assert.equal(decodeClock({ width: w, height: h, data }), null);
   });
+
+  // ---- live-edge controller ----
+  // A 0.3 s chunk interval: the target lag (the sawtooth's peak) is 0.59 s, its average
+  // on target 0.44 s, and "far behind" starts at 1.89 s.
+  const CHUNK = 0.3;
+  const TARGET = mseTargetLag(CHUNK);
+  const ON_TARGET = TARGET - CHUNK / 2;
+  const tick = (over = {}) => ({
+    ranges: [[0, 10]],
+    currentTime: 10 - ON_TARGET,
+    paused: false,
+    seeking: false,
+    readyState: 4,
+    userPaused: false,
+    chunkInterval: CHUNK,
+    chunkIntervalKnown: true,
+    frames: { decoded: 100, hasPicture: true, visible: true },
+    ...over,
+  });
+  /** A controller past its join, its chunk interval long known. */
+  const settled = (over = {}) => ({ ...freshLiveEdgeMemory(), joined: true, sawKnownInterval: true, ...over });
+  const near = (a, b) => Math.abs(a - b) < 1e-9;
+
+  test('unit: live edge: target lag follows the chunk interval, never under 0.3 s', () => {
+    assert.ok(near(mseTargetLag(1), 1.5));
+    assert.ok(near(TARGET, 0.59));
+    assert.equal(mseTargetLag(0.01), 0.3);
+  });
+
+  test('unit: live edge: nothing buffered, nothing to do', () => {
+    const memory = freshLiveEdgeMemory();
+    const d = steerToLiveEdge(tick({ ranges: [], paused: true }), memory);
+    assert.deepEqual({ ...d, memory: null }, { seekTo: null, rate: null, play: false, note: null, memory: null });
+    assert.equal(d.memory, memory);
+  });
+
+  test('unit: live edge: the join seeks one target lag behind the newest media', () => {
+    const memory = freshLiveEdgeMemory();
+    const d = steerToLiveEdge(tick({ currentTime: 0, paused: true }), memory);
+    assert.ok(near(d.seekTo, 10 - TARGET));
+    assert.equal(d.rate, null);
+    assert.ok(d.play, 'paused by the browser, not by the user: play');
+    assert.match(d.note, /^join: seek to 9\.41/);
+    assert.equal(d.memory.joined, true);
+    assert.equal(d.memory.lastPlayhead, null, 'a seek breaks the line from the last playhead');
+    assert.equal(memory.joined, false, 'the memory passed in is left alone');
+    // Never before the start of the newest range.
+    const short = steerToLiveEdge(tick({ ranges: [[0, 4], [9.8, 10]], currentTime: 0 }), memory);
+    assert.equal(short.seekTo, 9.8);
+  });
+
+  test('unit: live edge: on target, playing at rate 1 is all', () => {
+    const d = steerToLiveEdge(tick(), settled());
+    assert.equal(d.seekTo, null);
+    assert.equal(d.rate, 1.0);
+    assert.equal(d.play, false);
+    assert.equal(d.note, null);
+    assert.ok(near(d.memory.lagAvg, ON_TARGET));
+    assert.equal(d.memory.lastPlayhead, 10 - ON_TARGET);
+    // At the very edge, out of buffered media, waiting for the next chunk: no seek.
+    const edge = steerToLiveEdge(tick({ currentTime: 10 }), settled({ lagAvg: ON_TARGET }));
+    assert.equal(edge.seekTo, null);
+  });
+
+  test('unit: live edge: a little behind speeds up, too close slows down', () => {
+    const rate = (lag, over = {}) => steerToLiveEdge(tick({ currentTime: 10 - lag, ...over }), settled()).rate;
+    assert.equal(rate(ON_TARGET + 0.05), 1.0);
+    assert.equal(rate(ON_TARGET + 0.2), 1.05);
+    assert.equal(rate(ON_TARGET + 0.8), 1.1);
+    assert.equal(rate(ON_TARGET - 0.3), 0.97);
+    assert.equal(rate(ON_TARGET - 0.3, { readyState: 2 }), 1.0, 'not while it has no data ahead');
+    // The lag is smoothed: one tick far off the average moves it a fifth of the way.
+    const d = steerToLiveEdge(tick({ currentTime: 10 - (ON_TARGET + 1) }), settled({ lagAvg: ON_TARGET }));
+    assert.ok(near(d.memory.lagAvg, ON_TARGET + 0.2));
+    assert.equal(d.rate, 1.05);
+  });
+
+  test('unit: live edge: far behind seeks to the edge instead of a long fast-forward', () => {
+    const d = steerToLiveEdge(tick({ currentTime: 5 }), settled());
+    assert.ok(near(d.seekTo, 10 - TARGET));
+    assert.equal(d.rate, null);
+    assert.match(d.note, /^far behind \(5\.00 s, target 0\.59\)/);
+    assert.equal(d.memory.lagAvg, null);
+    // Behind, but its smoothed lag not yet: speed up for now.
+    const fresh = steerToLiveEdge(tick({ currentTime: 5 }), settled({ lagAvg: ON_TARGET }));
+    assert.equal(fresh.seekTo, null);
+    assert.equal(fresh.rate, 1.1);
+  });
+
+  test('unit: live edge: the first measured chunk interval corrects the join once', () => {
+    // Joined while 1 s was assumed: 1.5 s behind, where 0.44 s would do.
+    const memory = { ...freshLiveEdgeMemory(), joined: true };
+    const unknown = steerToLiveEdge(tick({ currentTime: 8.5, chunkIntervalKnown: false }), memory);
+    assert.equal(unknown.seekTo, null, 'not before the interval is known');
+    assert.equal(unknown.memory.sawKnownInterval, false);
+    const known = steerToLiveEdge(tick({ currentTime: 8.5 }), memory);
+    assert.ok(near(known.seekTo, 10 - TARGET));
+    assert.equal(known.memory.sawKnownInterval, true);
+    const later = steerToLiveEdge(tick({ currentTime: 8.5 }), known.memory);
+    assert.equal(later.seekTo, null, 'only once');
+    assert.equal(later.rate, 1.1);
+  });
+
+  test('unit: live edge: a hole between buffered ranges is skipped', () => {
+    const ranges = [[0, 9], [9.2, 10]];
+    const d = steerToLiveEdge(tick({ ranges, currentTime: 9.05 }), settled());
+    assert.ok(near(d.seekTo, 10 - TARGET), 'on to the target, in the next range');
+    assert.match(d.note, /^hole at 9\.05: seek to 9\.41/);
+    assert.equal(d.rate, null);
+    // A short next range: into it, just before its end.
+    const short = steerToLiveEdge(tick({ ranges: [[0, 9], [9.1, 9.2], [9.3, 10]], currentTime: 9.05 }), settled());
+    assert.ok(near(short.seekTo, 9.15));
+    // Not while a seek is under way: steering only.
+    const seeking = steerToLiveEdge(tick({ ranges, currentTime: 9.05, seeking: true }), settled());
+    assert.equal(seeking.seekTo, null);
+    assert.equal(seeking.rate, 1.1);
+  });
+
+  test('unit: live edge: paused with the Pause button, nothing moves', () => {
+    const d = steerToLiveEdge(tick({ currentTime: 2, paused: true, userPaused: true }), settled());
+    assert.deepEqual([d.seekTo, d.rate, d.play, d.note], [null, null, false, null]);
+    // Paused by the browser (a src change, autoplay rules): steer, and resume.
+    const browser = steerToLiveEdge(tick({ paused: true }), settled());
+    assert.equal(browser.rate, 1.0);
+    assert.equal(browser.play, true);
+    // ... unless right at the edge, with nothing to play.
+    assert.equal(steerToLiveEdge(tick({ paused: true, currentTime: 9.95 }), settled()).play, false);
+  });
+
+  test('unit: live edge: playing across a gap in the video re-seeks where it is', () => {
+    const ranges = [[0, 9], [9.3, 10]];
+    const d = steerToLiveEdge(tick({ ranges, currentTime: 9.4 }), settled({ lastPlayhead: 8.9 }));
+    assert.equal(d.seekTo, 9.4);
+    assert.match(d.note, /^played across a gap \(8\.90 -> 9\.30\): re-seek at 9\.40/);
+    // Within one range, with no previous playhead (a seek came between), or paused:
+    // steering only.
+    const steered = (over, memory) => steerToLiveEdge(tick({ ranges, currentTime: 9.4, ...over }), settled(memory));
+    assert.deepEqual([steered({}, { lastPlayhead: 9.35 }).seekTo, steered({}, { lastPlayhead: 9.35 }).rate], [null, 1.05]);
+    assert.equal(steered({}, {}).seekTo, null);
+    assert.equal(steered({ paused: true }, { lastPlayhead: 8.9 }).seekTo, null);
+  });
+
+  test('unit: live edge: a picture frozen while the audio plays on is re-seeked', () => {
+    // Ticks every 0.25 s, the newest media always on target ahead.
+    const run = (frameCounts, frames = {}) => {
+      let memory = settled();
+      const decisions = frameCounts.map((decoded, i) => {
+        const t = 1 + i * 0.25;
+        const d = steerToLiveEdge(
+          tick({ ranges: [[0, t + ON_TARGET]], currentTime: t, frames: { decoded, hasPicture: true, visible: true, ...frames } }),
+          memory,
+        );
+        memory = d.memory;
+        return d;
+      });
+      return decisions;
+    };
+    // 20 fps, then no new frame: frozen 0.25, 0.5, then 0.75 s > 0.6 s.
+    const frozen = run([10, 15, 20, 20, 20, 20]);
+    assert.deepEqual(frozen.map((d) => d.seekTo), [null, null, null, null, null, 2.25]);
+    assert.match(frozen[5].note, /^video frozen for 0\.75 s of playback: re-seek at 2\.25/);
+    // A source too slow to have shown five frames yet (a still screen share): no seek.
+    assert.ok(run([10, 11, 12, 12, 12, 12, 12, 12]).every((d) => d.seekTo === null));
+    // A hidden tab, where Chrome may turn the video track off: no seek either.
+    assert.ok(run([10, 15, 20, 20, 20, 20], { visible: false }).every((d) => d.seekTo === null));
+  });
+}
+
+// Alone: `node integration/browser/unit.mjs`.
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const { runner } = await import('./harness.mjs');
+  const r = runner();
+  await unitTests(resolve(dirname(fileURLToPath(import.meta.url)), '../..'), r.test);
+  const results = await r.run();
+  const failed = results.filter((t) => !t.ok).length;
+  console.log(`${results.length - failed} passed, ${failed} failed`);
+  process.exitCode = failed ? 1 : 0;
 }

@@ -1,22 +1,14 @@
-// The recorder page: capture a camera, a screen or the test pattern with MediaRecorder
-// and publish it over the two publisher sockets of docs/protocol.md.
+// The publisher: records a source with MediaRecorder and sends it over the two
+// publisher sockets of docs/protocol.md, reconnecting when one drops, and says when the
+// upload falls behind.
 //
 // Generations. Each MediaRecorder run is one generation: a complete WebM file whose
 // timestamps start at 0. Its first piece (the blob, with the WebM header) goes on the
 // blob socket at offset 0; the following pieces go on the chunk socket at their running
 // offset. Generation numbers start from Date.now() and always grow.
 
-import {
-  encodeFrame,
-  socketUrl,
-  isToken,
-  randomToken,
-  describeClose,
-  formatBytes,
-  formatBits,
-  formatDuration,
-} from './protocol.js';
-import { startTestPattern } from './testpattern.js';
+import { encodeFrame, socketUrl, isToken, randomToken, describeClose } from './protocol.js';
+import { openCaptureSource, describeMediaError } from './capture-sources.js';
 
 export const MIME_CANDIDATES = [
   'video/webm;codecs=vp9,opus',
@@ -56,40 +48,15 @@ export function pickMime(wanted) {
   return MIME_CANDIDATES.find((m) => MediaRecorder.isTypeSupported(m)) || null;
 }
 
-/** Plain words for getUserMedia / getDisplayMedia failures. */
-export function describeMediaError(err, source) {
-  const what = source === 'screen' ? 'screen sharing' : 'the camera or microphone';
-  switch (err && err.name) {
-    case 'NotAllowedError':
-      return source === 'screen'
-        ? 'Screen sharing was cancelled or is not allowed. Click Start and pick a screen, window or tab to share.'
-        : 'Permission to use the camera or microphone was denied. Allow it (the camera icon in the address bar) and press Start again.';
-    case 'NotFoundError':
-      return source === 'screen'
-        ? 'This browser has nothing to share (no screen capture available).'
-        : 'No camera or microphone was found. Plug one in, or use the test pattern or screen source.';
-    case 'NotReadableError':
-    case 'AbortError':
-      return `Could not open ${what}: it may be in use by another application.`;
-    case 'OverconstrainedError':
-      return `${what} cannot provide the requested size or frame rate; try other width/height/fps values.`;
-    case 'SecurityError':
-      return `The browser blocked ${what}; this page must be served over HTTPS (or from localhost).`;
-    case 'TypeError':
-      return `Could not start ${what}: ${err.message}`;
-    default:
-      return `Could not start ${what}: ${(err && (err.message || err.name)) || err}`;
-  }
-}
-
 export class Publisher {
   constructor(options, events = {}) {
     this.o = options;
     this.events = events;
     this.session = randomToken(16);
     this.state = 'stopped';
+    /** The open source ({ stream, stop }), and its MediaStream. */
+    this.source = null;
     this.media = null;
-    this.pattern = null;
     this.mime = null;
     this.sockets = { blob: null, chunk: null };
     this.backoff = { blob: 0, chunk: 0 };
@@ -145,7 +112,8 @@ export class Publisher {
     this.errors = [];
     this.emit();
     try {
-      this.media = await this.openSource();
+      this.source = await openCaptureSource(o, (text) => this.note(text));
+      this.media = this.source.stream;
     } catch (err) {
       this.state = 'stopped';
       this.fail(describeMediaError(err, o.source));
@@ -180,43 +148,6 @@ export class Publisher {
     }, 500);
     this.pollTimer = setInterval(() => this.pollServer(), 2000);
     this.emit();
-  }
-
-  async openSource() {
-    const o = this.o;
-    const width = Number(o.width) || undefined;
-    const height = Number(o.height) || undefined;
-    const fps = Number(o.fps) || undefined;
-    if (o.source === 'test') {
-      this.pattern = startTestPattern({ width: width || 640, height: height || 360, fps: fps || 30 });
-      return this.pattern.stream;
-    }
-    if (!navigator.mediaDevices) {
-      const err = new Error('no mediaDevices');
-      err.name = 'SecurityError';
-      throw err;
-    }
-    const video = {};
-    if (width) video.width = { ideal: width };
-    if (height) video.height = { ideal: height };
-    if (fps) video.frameRate = { ideal: fps };
-    if (o.source === 'screen') {
-      if (!navigator.mediaDevices.getDisplayMedia) {
-        const err = new Error('no getDisplayMedia');
-        err.name = 'NotFoundError';
-        throw err;
-      }
-      // audio: true offers tab/system audio where the browser can share it.
-      return navigator.mediaDevices.getDisplayMedia({ video, audio: true, systemAudio: 'include' });
-    }
-    try {
-      return await navigator.mediaDevices.getUserMedia({ video, audio: true });
-    } catch (err) {
-      if (err.name !== 'NotFoundError' && err.name !== 'NotReadableError') throw err;
-      // A camera with no microphone is still worth publishing.
-      this.note(`no microphone (${err.name}); publishing video only`);
-      return navigator.mediaDevices.getUserMedia({ video, audio: false });
-    }
   }
 
   recorderOptions() {
@@ -529,9 +460,8 @@ export class Publisher {
   }
 
   releaseMedia() {
-    this.pattern?.stop();
-    this.pattern = null;
-    for (const track of this.media?.getTracks() || []) track.stop();
+    this.source?.stop();
+    this.source = null;
     this.media = null;
   }
 
@@ -540,150 +470,4 @@ export class Publisher {
     const ws = this.sockets[kind];
     if (ws) ws.close(4000, 'test: simulated drop');
   }
-}
-
-// ---- the page -------------------------------------------------------------------
-
-function $(id) {
-  return document.getElementById(id);
-}
-
-function readForm(form) {
-  const o = { ...DEFAULTS };
-  for (const key of Object.keys(DEFAULTS)) {
-    const field = form.elements[key];
-    if (field) o[key] = field.value.trim();
-  }
-  return o;
-}
-
-function fillForm(form, params) {
-  for (const key of Object.keys(DEFAULTS)) {
-    const field = form.elements[key];
-    if (!field) continue;
-    field.value = params.has(key) ? params.get(key) : String(DEFAULTS[key]);
-  }
-}
-
-export function initRecorderPage() {
-  const form = $('options');
-  const params = new URLSearchParams(location.search);
-  fillForm(form, params);
-  const toggle = $('toggle');
-  const preview = $('preview');
-  const hook = {
-    state: 'stopped',
-    generation: null,
-    bytesSent: 0,
-    generations: 0,
-    mime: null,
-    backpressure: false,
-    errors: [],
-    warnings: [],
-    publisher: null,
-    dropSocket: (kind) => publisher?.dropSocket(kind),
-  };
-  window.blobcastRecorder = hook;
-  let publisher = null;
-  let clock = null;
-
-  const render = () => {
-    const p = publisher;
-    const state = p ? p.state : 'stopped';
-    Object.assign(hook, {
-      state,
-      generation: p?.generation ?? null,
-      bytesSent: p?.bytesSent ?? 0,
-      generations: p?.generations ?? 0,
-      mime: p?.mime ?? null,
-      backpressure: p?.backpressure ?? false,
-      errors: p?.errors ?? hook.errors,
-      publisher: p,
-    });
-    const badge = $('state');
-    badge.textContent = state;
-    badge.className = `badge state-${state}`;
-    toggle.textContent = state === 'stopped' ? 'Start' : 'Stop';
-    toggle.classList.toggle('danger', state !== 'stopped');
-    $('bytes').textContent = formatBytes(hook.bytesSent);
-    $('generation').textContent = hook.generation ?? '—';
-    $('generations').textContent = String(hook.generations);
-    $('mime-used').textContent = hook.mime ?? '—';
-    $('elapsed').textContent = p?.startedAt && state !== 'stopped' ? formatDuration(Date.now() - p.startedAt) : '—';
-    const rate = p?.startedAt ? (hook.bytesSent * 8) / Math.max(1, (Date.now() - p.startedAt) / 1000) : 0;
-    $('rate').textContent = formatBits(rate);
-    const bp = $('backpressure');
-    bp.hidden = !hook.backpressure;
-    if (hook.backpressure) {
-      bp.textContent = `The upload is falling behind: ${formatBytes(p.backlog())} sent but not yet at the server. Nothing is dropped, but viewers are getting delayed; lower the bitrate or resolution.`;
-    }
-    form.querySelectorAll('input, select').forEach((el) => (el.disabled = state !== 'stopped'));
-  };
-
-  const showError = (text) => {
-    const box = $('errors');
-    box.hidden = false;
-    const p = document.createElement('p');
-    p.textContent = text;
-    box.append(p);
-    render();
-  };
-
-  const showWarning = (text) => {
-    hook.warnings.push(text);
-    const box = $('warning');
-    box.hidden = false;
-    box.textContent = text;
-  };
-
-  const updateLink = () => {
-    const stream = form.elements.stream.value.trim() || DEFAULTS.stream;
-    const url = new URL(`/watch/${encodeURIComponent(stream)}`, location.href).toString();
-    const a = $('viewer-link');
-    a.href = url;
-    a.textContent = url;
-  };
-  form.elements.stream.addEventListener('input', updateLink);
-  updateLink();
-
-  const start = async () => {
-    $('errors').hidden = true;
-    $('errors').textContent = '';
-    $('warning').hidden = true;
-    const o = readForm(form);
-    // The address bar then holds a shareable recorder link (never the key).
-    const shown = new URLSearchParams();
-    for (const [k, v] of Object.entries(o)) {
-      if (k !== 'key' && v !== '' && String(DEFAULTS[k]) !== v) shown.set(k, v);
-    }
-    history.replaceState(null, '', `${location.pathname}${shown.toString() ? '?' + shown : ''}`);
-    publisher = new Publisher(o, {
-      onChange: render,
-      onError: showError,
-      onWarning: showWarning,
-      onMedia: (media) => {
-        preview.srcObject = media;
-        preview.play().catch(() => {});
-      },
-    });
-    hook.publisher = publisher;
-    clearInterval(clock);
-    clock = setInterval(render, 1000);
-    await publisher.start();
-    render();
-  };
-
-  toggle.addEventListener('click', () => {
-    if (!publisher || publisher.state === 'stopped') start();
-    else publisher.stop().then(() => {
-      preview.srcObject = null;
-      $('warning').hidden = true;
-    });
-  });
-  form.addEventListener('submit', (e) => {
-    e.preventDefault();
-    toggle.click();
-  });
-  render();
-  if (params.get('autostart') === '1') start();
 }

@@ -1,0 +1,167 @@
+// The blob player: each generation's bytes glued into one Blob and played from an
+// object URL, swapped for a longer one every few seconds, with the poster covering each
+// swap. For codecs MediaSource cannot play.
+
+import { WebmScanner } from './webm.js';
+
+/** Blob mode: at most one src swap per this many ms. */
+const BLOB_SWAP_MS = 2500;
+
+/** How far behind the newest media blob playback aims to be, seconds. */
+export function blobTargetLag(chunkInterval) {
+  return BLOB_SWAP_MS / 1000 + chunkInterval + 0.5;
+}
+
+/**
+ * The classic glue: the bytes of a generation as one Blob, played from an object URL
+ * that is swapped for a longer one every BLOB_SWAP_MS. The browser cannot tell where
+ * the live edge of such a file is (MediaRecorder writes no duration), so a WebmScanner
+ * follows the block timestamps. When a generation ends, the old one is first played
+ * to its tail if the new one has little media yet.
+ */
+export class BlobPlayer {
+  constructor(viewer, mime) {
+    this.viewer = viewer;
+    this.video = viewer.video;
+    this.mime = mime;
+    this.kind = 'blob';
+    /** generation -> { generation, parts, scanner }: the newest, and the one shown. */
+    this.gens = new Map();
+    this.cur = null;
+    this.shown = null; // { generation, url, lastTime }
+    this.lastSwap = -Infinity;
+    this.swapping = null;
+  }
+
+  start(generation, bytes) {
+    const g = { generation, parts: [bytes], scanner: new WebmScanner() };
+    g.scanner.push(bytes);
+    this.gens.set(generation, g);
+    this.cur = g;
+    for (const key of [...this.gens.keys()]) {
+      if (key !== generation && key !== this.shown?.generation) this.gens.delete(key);
+    }
+  }
+
+  append(generation, bytes) {
+    const g = this.gens.get(generation);
+    if (!g) return;
+    g.parts.push(bytes);
+    g.scanner.push(bytes);
+  }
+
+  jump(generation, from, to) {
+    this.gens.get(generation)?.scanner.jumpTo(to);
+  }
+
+  span(g) {
+    const s = g.scanner;
+    return s.lastTime === null ? 0 : s.lastTime - s.firstTime;
+  }
+
+  /** Called from tick(): decides whether to swap now, and to what. */
+  maybeSwap() {
+    const v = this.video;
+    const cur = this.cur;
+    if (!cur || this.swapping || this.destroyed || cur.scanner.lastTime === null) return;
+    const shown = this.shown;
+    const target = this.viewer.targetLag();
+    if (!shown) {
+      this.swap(cur, Math.max(cur.scanner.firstTime, cur.scanner.lastTime - target), true);
+      return;
+    }
+    const starved = v.ended || (v.readyState < 3 && v.currentTime >= shown.lastTime - 0.25);
+    if (performance.now() - this.lastSwap < BLOB_SWAP_MS && !starved) return;
+    const samePos = (g) => {
+      const pos = v.currentTime;
+      const lag = g.scanner.lastTime - pos;
+      return lag > target + 3 && !this.viewer.userPaused ? g.scanner.lastTime - target : pos;
+    };
+    if (shown.generation === cur.generation) {
+      if (cur.scanner.lastTime > shown.lastTime + 0.05) this.swap(cur, samePos(cur), false);
+      return;
+    }
+    // A newer generation is here. Play it once it has enough media to last until the
+    // next swap; until then, let the old one play out to its tail.
+    const old = this.gens.get(shown.generation);
+    const enough = this.span(cur) >= Math.min(target, 2);
+    const oldHasMore = old && old.scanner.lastTime > shown.lastTime + 0.05;
+    if (enough || (starved && !oldHasMore)) {
+      this.swap(cur, Math.max(cur.scanner.firstTime, cur.scanner.lastTime - target), true);
+    } else if (oldHasMore) {
+      this.swap(old, samePos(old), false);
+    }
+  }
+
+  swap(g, pos, newGeneration) {
+    const v = this.video;
+    const viewer = this.viewer;
+    const url = URL.createObjectURL(new Blob(g.parts, { type: this.mime }));
+    const previous = this.shown;
+    const lastTime = g.scanner.lastTime;
+    this.shown = { generation: g.generation, url, lastTime };
+    this.lastSwap = performance.now();
+    const sw = viewer.recordSwitch({ generation: g.generation, from: previous?.generation ?? null, kind: newGeneration ? 'generation' : 'swap', pos });
+    // Poster: the last decoded frame covers the video while the new source loads.
+    viewer.poster.capture();
+    sw.overlayShown = viewer.poster.show();
+    const requested = performance.now();
+    const wasPaused = viewer.userPaused;
+    const token = {};
+    this.swapping = token;
+    viewer.srcChanging();
+    v.src = url;
+    const done = (why) => {
+      if (this.swapping !== token) return;
+      this.swapping = null;
+      sw.presentedAt = Date.now();
+      sw.how = why;
+      viewer.poster.hide();
+      if (previous) URL.revokeObjectURL(previous.url);
+    };
+    v.addEventListener('loadedmetadata', () => {
+      if (this.swapping !== token) return;
+      const elapsed = wasPaused ? 0 : (performance.now() - requested) / 1000;
+      const to = Math.min(pos + elapsed, Math.max(pos, lastTime - 0.2));
+      if (to > 0.01) v.currentTime = to;
+      if (!wasPaused) viewer.play();
+      const frameShown = () => {
+        if ('requestVideoFrameCallback' in v) v.requestVideoFrameCallback(() => done('frame'));
+        else v.addEventListener('playing', () => done('playing'), { once: true });
+        // rVFC is slow in background tabs: a decoded frame is good enough there.
+        v.addEventListener('playing', () => setTimeout(() => done('playing'), 100), { once: true });
+      };
+      if (to > 0.01) v.addEventListener('seeked', frameShown, { once: true });
+      else frameShown();
+    }, { once: true });
+    // Whatever happens, never leave the poster up or the swaps stuck.
+    setTimeout(() => {
+      if (this.swapping === token) {
+        viewer.note('blob swap: no frame within 4 s');
+        done('timeout');
+      }
+    }, 4000);
+  }
+
+  lag() {
+    if (!this.shown) return null;
+    const shownGen = this.gens.get(this.shown.generation);
+    if (!shownGen || shownGen.scanner.lastTime === null) return null;
+    let lag = shownGen.scanner.lastTime - this.video.currentTime;
+    if (this.cur && this.cur !== shownGen) lag += this.span(this.cur);
+    return lag;
+  }
+
+  onFrame() {}
+
+  tick() {
+    this.maybeSwap();
+    const v = this.video;
+    if (v.paused && !v.ended && !this.viewer.userPaused && !this.swapping && this.shown) this.viewer.play();
+  }
+
+  destroy() {
+    this.destroyed = true;
+    if (this.shown) URL.revokeObjectURL(this.shown.url);
+  }
+}

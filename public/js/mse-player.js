@@ -1,0 +1,216 @@
+// The MSE player: one MediaSource whose single SourceBuffer is fed generation after
+// generation, laid end to end on one timeline. It recovers from a demuxer error with a
+// fresh MediaSource, hides each generation switch under the poster, and carries out the
+// live-edge controller's seeks and rates (live-edge.js).
+
+import { SourceBufferQueue } from './source-buffer-queue.js';
+import { freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
+
+export function mediaSourceClass() {
+  return window.ManagedMediaSource || window.MediaSource || null;
+}
+
+export function mseSupports(mime) {
+  const MS = mediaSourceClass();
+  return !!(MS && mime && MS.isTypeSupported(mime));
+}
+
+export class MsePlayer {
+  constructor(viewer, mime) {
+    this.viewer = viewer;
+    this.video = viewer.video;
+    this.mime = mime;
+    this.kind = 'mse';
+    this.queue = new SourceBufferQueue(this.video, {
+      note: (text) => viewer.note(text),
+      failed: (reason) => this.failed(reason),
+    });
+    this.ms = null;
+    this.url = null;
+    this.recovering = false;
+    this.pendingSwitches = [];
+    this.lastTrim = 0;
+    this.edge = freshLiveEdgeMemory();
+    // Any seek, ours or the user's, starts over both the watch for a gap played across
+    // and the watch for a frozen picture.
+    this.onSeeking = () => {
+      this.edge = { ...this.edge, lastPlayhead: null, frameWatch: null };
+    };
+    this.video.addEventListener('seeking', this.onSeeking);
+    this.open();
+  }
+
+  open() {
+    const MS = mediaSourceClass();
+    const ms = new MS();
+    this.ms = ms;
+    this.queue.detach();
+    if (window.ManagedMediaSource && ms instanceof window.ManagedMediaSource) {
+      this.video.disableRemotePlayback = true;
+    }
+    const old = this.url;
+    this.url = URL.createObjectURL(ms);
+    this.viewer.srcChanging();
+    this.video.src = this.url;
+    if (old) URL.revokeObjectURL(old);
+    ms.addEventListener('sourceopen', () => {
+      if (this.ms !== ms) return;
+      let sb;
+      try {
+        sb = ms.addSourceBuffer(this.mime);
+        // Every generation restarts its timestamps at 0: "sequence" lays each one
+        // right after the previous one on a single timeline.
+        sb.mode = 'sequence';
+        sb.addEventListener('error', () => this.failed('SourceBuffer error (the demuxer refused the bytes)'));
+      } catch (err) {
+        this.viewer.error(`MediaSource cannot play ${this.mime}: ${err.message}`);
+        return;
+      }
+      this.queue.attach(ms, sb);
+    }, { once: true });
+  }
+
+  start(generation, bytes) {
+    const sw = this.viewer.recordSwitch({ generation, kind: 'generation', boundary: null });
+    // The boundary in media time where the new generation begins: the buffered end
+    // once everything before it is appended.
+    this.queue.call((sb) => {
+      const b = sb.buffered;
+      sw.boundary = b.length ? b.end(b.length - 1) : 0;
+      // Resets the parser: bytes of an unfinished element of the old generation
+      // are dropped and the new init segment is expected.
+      sb.abort();
+      if (sw.boundary > 0) {
+        // In sequence mode this sets the group start: the new generation (whose
+        // timestamps restart at 0) begins where the buffered media ends. Left to
+        // itself, sequence mode would start it at the end of the longest track,
+        // leaving a hole of a few tens of ms in the shorter one.
+        sb.timestampOffset = sw.boundary;
+        this.pendingSwitches.push(sw);
+      }
+    });
+    this.queue.append(bytes);
+  }
+
+  append(generation, bytes) {
+    this.queue.append(bytes);
+  }
+
+  jump() {
+    // A live-edge join: the bytes continue at a cluster; for the parser that is just
+    // the next cluster, so nothing to do.
+  }
+
+  /**
+   * The demuxer gave up (it closes the MediaSource): a fresh MediaSource, and the held
+   * bytes of the current generation from its init segment on. The poster hides the
+   * switch.
+   */
+  failed(reason) {
+    if (this.recovering) return;
+    const v = this.viewer;
+    v.recoveries.push({ at: Date.now(), reason, generation: v.reassembler.generation });
+    v.note(`recovering: ${reason}`);
+    const recent = v.recoveries.filter((r) => Date.now() - r.at < 20000).length;
+    if (recent > 4) {
+      v.error(`Playback keeps failing (${reason}); giving up on MediaSource, switching to blob mode.`);
+      v.switchMode('blob');
+      return;
+    }
+    this.recovering = true;
+    this.queue.hold();
+    v.poster.capture();
+    v.poster.show();
+    setTimeout(() => this.rebuild(), recent > 1 ? 500 * recent : 0);
+  }
+
+  rebuild() {
+    this.recovering = false;
+    this.queue.restart();
+    this.pendingSwitches = [];
+    this.open();
+    const r = this.viewer.reassembler;
+    if (r.generation !== null) {
+      for (const piece of r.pieces) this.queue.append(piece.bytes);
+    }
+    this.viewer.seekedToEdge = false;
+  }
+
+  /** rVFC: show the poster over the last frames before a generation boundary. */
+  onFrame(mediaTime) {
+    const poster = this.viewer.poster;
+    while (this.pendingSwitches.length) {
+      const sw = this.pendingSwitches[0];
+      if (mediaTime >= sw.boundary - 0.001) {
+        sw.presentedAt = Date.now();
+        sw.firstMediaTime = mediaTime;
+        sw.lastMediaTimeBefore = this.lastMediaTime ?? null;
+        this.pendingSwitches.shift();
+        poster.hide();
+        continue;
+      }
+      if (sw.boundary - mediaTime < 0.25) {
+        // The last frames of the old generation: the poster mirrors them, so if the
+        // new generation's first frame is late, the picture holds instead of going black.
+        poster.capture();
+        if (poster.show()) sw.overlayShown = true;
+      }
+      break;
+    }
+    if (!this.pendingSwitches.length && poster.visible && !this.recovering) poster.hide();
+    this.lastMediaTime = mediaTime;
+  }
+
+  /** Seconds the video is behind the newest buffered media. */
+  lag() {
+    const b = this.video.buffered;
+    if (!b.length) return null;
+    return b.end(b.length - 1) - this.video.currentTime;
+  }
+
+  /** Keeps playback near the live edge; called a few times a second. */
+  tick() {
+    const v = this.video;
+    const viewer = this.viewer;
+    if (this.queue.attached && Date.now() - this.lastTrim > 5000) {
+      this.lastTrim = Date.now();
+      this.queue.trimBackBuffer();
+    }
+    const b = v.buffered;
+    const ranges = [];
+    for (let i = 0; i < b.length; i++) ranges.push([b.start(i), b.end(i)]);
+    const decision = steerToLiveEdge(
+      {
+        ranges,
+        currentTime: v.currentTime,
+        paused: v.paused,
+        seeking: v.seeking,
+        readyState: v.readyState,
+        userPaused: viewer.userPaused,
+        chunkInterval: viewer.chunkClock.interval,
+        chunkIntervalKnown: viewer.chunkClock.known,
+        frames: {
+          decoded: viewer.framesDecoded(),
+          hasPicture: !!v.videoWidth,
+          visible: document.visibilityState === 'visible',
+        },
+      },
+      // Whether the join seek was made is the viewer's: a player made for a new format
+      // takes over a playback that has joined already.
+      { ...this.edge, joined: viewer.seekedToEdge },
+    );
+    this.edge = decision.memory;
+    viewer.seekedToEdge = decision.memory.joined;
+    if (decision.seekTo !== null) v.currentTime = decision.seekTo;
+    if (decision.rate !== null) v.playbackRate = decision.rate;
+    if (decision.note) viewer.note(decision.note);
+    if (decision.play) viewer.play();
+  }
+
+  destroy() {
+    this.video.removeEventListener('seeking', this.onSeeking);
+    this.queue.destroy();
+    if (this.url) URL.revokeObjectURL(this.url);
+    this.ms = null;
+  }
+}

@@ -1,0 +1,125 @@
+// The viewer's connection: the chunk and blob sockets of docs/protocol.md, opened in
+// the order that lets them meet without a gap, the hello and end control messages, and
+// reconnecting (resuming from what the reassembler holds) with a backoff.
+
+import { socketUrl, describeClose } from './protocol.js';
+
+/** Reconnect delays, ms: grows to the last value and stays there. */
+const BACKOFF = [200, 500, 1000, 2000, 4000, 8000];
+
+export class ViewerConnection {
+  constructor(stream, reassembler, events) {
+    this.stream = stream;
+    this.reassembler = reassembler;
+    this.events = events;
+    this.joinLive = false;
+    this.chunk = null;
+    this.blob = null;
+    this.attempt = 0;
+    this.closed = false;
+    this.connects = 0;
+    this.hellos = [];
+    this.lastClose = null;
+  }
+
+  connect() {
+    if (this.closed) return;
+    clearTimeout(this.retryTimer);
+    const resume = this.reassembler.resumePoint();
+    const params = resume ? { gen: resume.gen, offset: resume.offset } : {};
+    this.connects++;
+    // The chunk socket first: the server records our position before answering its
+    // upgrade, so the blob socket's snapshot and these chunks meet without a gap.
+    const chunk = new WebSocket(socketUrl(`/ws/watch/${this.stream}/chunk`, params));
+    chunk.binaryType = 'arraybuffer';
+    this.chunk = chunk;
+    chunk.onmessage = (e) => {
+      if (typeof e.data !== 'string') this.events.onFrame(e.data, false);
+    };
+    chunk.onclose = (e) => this.lost(chunk, e);
+    chunk.onopen = () => {
+      if (this.chunk !== chunk) return;
+      // Either socket may be the first to close: both carry the time they opened, so
+      // a connection that lived long resets the backoff whichever of them goes first.
+      chunk.openedAt = Date.now();
+      const blobParams = { ...params };
+      if (this.joinLive) blobParams.join = 'live';
+      const blob = new WebSocket(socketUrl(`/ws/watch/${this.stream}/blob`, blobParams));
+      blob.binaryType = 'arraybuffer';
+      this.blob = blob;
+      blob.onmessage = (e) => {
+        if (typeof e.data === 'string') this.control(e.data);
+        else this.events.onFrame(e.data, true);
+      };
+      blob.onopen = () => {
+        blob.openedAt = Date.now();
+      };
+      blob.onclose = (e) => this.lost(blob, e);
+    };
+  }
+
+  control(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (msg.type === 'stream') {
+      this.hellos.push(msg);
+      if (this.hellos.length > 50) this.hellos.shift();
+      // The viewer learns the mime here, and with it whether it plays with MSE: it
+      // turns joinLive off for blob mode, which needs whole generations.
+      this.events.onHello(msg);
+      if (msg.live && msg.join === 'live' && !msg.resumed) {
+        if (this.joinLive) {
+          this.reassembler.expectLiveJoin(msg.generation);
+        } else {
+          // We asked for the live edge before the mime was known. Nothing of this join
+          // has been taken yet (the hello comes first): ask again, for the whole thing.
+          this.reconnectNow();
+        }
+      }
+    } else if (msg.type === 'end') {
+      this.reassembler.ended();
+      this.events.onEnd();
+    }
+  }
+
+  lost(ws, e) {
+    if (ws !== this.chunk && ws !== this.blob) return;
+    this.lastClose = describeClose(e.code, e.reason);
+    const lived = ws.openedAt ? Date.now() - ws.openedAt : 0;
+    this.drop();
+    if (this.closed) return;
+    if (lived > 10000) this.attempt = 0;
+    const delay = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)] * (e.code === 4429 ? 4 : 1);
+    this.attempt++;
+    this.events.onLost(this.lastClose, delay);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Closes both sockets (without reconnecting by itself). */
+  drop() {
+    for (const ws of [this.chunk, this.blob]) {
+      if (!ws) continue;
+      ws.onclose = null;
+      ws.onmessage = null;
+      if (ws.readyState <= WebSocket.OPEN) ws.close(1000, 'viewer reconnecting');
+    }
+    this.chunk = null;
+    this.blob = null;
+  }
+
+  /** For tests and for gaps: drop both sockets and resume. */
+  reconnectNow() {
+    this.drop();
+    this.connect();
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.drop();
+  }
+}

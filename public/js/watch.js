@@ -1,0 +1,131 @@
+// The watch page: reads the stream name and options from the address, wires the Viewer
+// to the page's video, badges and buttons, polls the stream's API entry for the viewer
+// count, and exposes window.blobcastViewer for the browser tests.
+
+import { formatBits, isToken } from './protocol.js';
+import { Viewer } from './viewer.js';
+
+export function initWatchPage() {
+  const $ = (id) => document.getElementById(id);
+  const parts = location.pathname.split('/').filter(Boolean);
+  const stream = decodeURIComponent(parts[parts.length - 1] || '');
+  const params = new URLSearchParams(location.search);
+  $('stream-name').textContent = stream;
+  document.title = `Blobcast · ${stream}`;
+  if (!isToken(stream)) {
+    $('message').textContent = 'This is not a valid stream name (1-64 letters, digits, "_" or "-").';
+    $('message').hidden = false;
+    return;
+  }
+  const video = $('video');
+  video.muted = true; // autoplay is allowed muted; the button unmutes
+  const viewer = new Viewer({
+    stream,
+    video,
+    posterCanvas: $('poster'),
+    mode: params.get('mode'),
+    clock: params.get('clock') === '1',
+  });
+  let viewers = null;
+  let apiInfo = null;
+
+  const hook = {
+    get state() {
+      return viewer.state;
+    },
+    get mode() {
+      return viewer.mode;
+    },
+    get generation() {
+      return viewer.reassembler.generation;
+    },
+    get length() {
+      return viewer.reassembler.length;
+    },
+    get lag() {
+      return viewer.lag();
+    },
+    get hello() {
+      return viewer.hello;
+    },
+    framesDecoded: () => viewer.framesDecoded(),
+    framesPresented: () => viewer.framesPresented,
+    played: () => viewer.played,
+    errors: viewer.errors,
+    recoveries: viewer.recoveries,
+    switches: viewer.switches,
+    log: viewer.log,
+    viewer,
+    reconnect: () => viewer.conn.reconnectNow(),
+    clockSamples: () => viewer.clockProbe?.samples ?? [],
+  };
+  window.blobcastViewer = hook;
+
+  const render = () => {
+    const state = viewer.state;
+    const badge = $('state');
+    const shown = state === 'connecting' ? 'connecting' : state;
+    badge.textContent = shown;
+    badge.className = `badge state-${shown}`;
+    const msg = $('message');
+    const texts = {
+      connecting: 'Connecting…',
+      waiting: 'Waiting for the stream to start…',
+      ended: 'The stream has ended. This page will pick it up again if it restarts.',
+      reconnecting: `Connection lost${viewer.lostText ? ` (${viewer.lostText})` : ''}; reconnecting…`,
+    };
+    msg.hidden = !texts[state];
+    msg.textContent = texts[state] || '';
+    const lag = viewer.lag();
+    $('latency').textContent = lag === null || state !== 'live' ? '—' : `${lag.toFixed(2)} s`;
+    $('bitrate').textContent = formatBits(viewer.bitrate());
+    $('viewers').textContent = viewers === null ? '—' : String(viewers);
+    $('mode').textContent = viewer.mode;
+    $('generation').textContent = viewer.reassembler.generation ?? '—';
+    const behind = state === 'live' && lag !== null && (viewer.userPaused || lag > viewer.targetLag() + 2);
+    $('golive').hidden = !behind;
+    $('mute').textContent = video.muted ? 'Unmute' : 'Mute';
+    $('errors').hidden = !viewer.errors.length;
+    $('errors').textContent = viewer.errors.slice(-3).join(' · ');
+    if (apiInfo && apiInfo.ingest_bits_per_second) {
+      $('ingest').textContent = formatBits(apiInfo.ingest_bits_per_second);
+    }
+  };
+  viewer.onChange = render;
+  viewer.onError = render;
+  viewer.onAutoplayBlocked = () => {
+    $('message').hidden = false;
+    $('message').textContent = 'Click the video to start playback.';
+  };
+  setInterval(render, 500);
+
+  const poll = async () => {
+    try {
+      const res = await fetch(`/api/streams/${encodeURIComponent(stream)}`, { cache: 'no-store' });
+      if (res.ok) {
+        apiInfo = await res.json();
+        viewers = apiInfo.viewers;
+      } else if (res.status === 404) {
+        viewers = 0;
+      }
+    } catch {}
+    render();
+  };
+  poll();
+  setInterval(poll, 3000);
+
+  $('mute').addEventListener('click', () => {
+    video.muted = !video.muted;
+    render();
+  });
+  $('golive').addEventListener('click', () => viewer.goLive());
+  $('playpause').addEventListener('click', () => {
+    if (video.paused) viewer.goLive();
+    else viewer.pause();
+  });
+  video.addEventListener('click', () => {
+    if (video.paused) viewer.goLive();
+  });
+  viewer.connect();
+  render();
+}
