@@ -14,100 +14,29 @@
 //!
 //! Finalizing appends Cues (one per Cluster whose first video block is a keyframe) and
 //! patches the head in place: SeekHead, Duration, Segment and Cluster sizes.
+//!
+//! Here: the Splicer's state and its life cycle (generations begun, fed, ended, and a
+//! file cut back after a failed write). The input window and how bytes go out are
+//! `window`, what each scanner event does to the output is `events`, the file head and
+//! the finish step that patches it are `finish`.
 
-use super::ebml;
+mod events;
+mod finish;
+mod window;
+
 use crate::sink::Sink;
-use crate::webm::ebml::{id, parse_header};
-use crate::webm::{Event, Scanner, StreamInfo};
+use crate::webm::Scanner;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Bytes reserved after the Segment header for the SeekHead (three entries take 68).
-const SEEK_RESERVE: usize = 128;
-/// A Duration element: 2-byte ID, 1-byte size, 8-byte float.
-const DURATION_LEN: usize = 11;
-/// Cluster ID (4) + unknown size (8).
-const CLUSTER_HEADER_LEN: u64 = 12;
-/// Nanoseconds from the Unix epoch to 2001-01-01, Matroska's DateUTC origin.
-const MATROSKA_EPOCH_NS: i128 = 978_307_200_000_000_000;
-/// Clusters one file may hold; past it, the rest of each generation is not recorded.
-/// Every Cluster costs 32 bytes kept until the file is finalized (its offset and time,
-/// and its Cue), so this bounds that at 64 MiB a file, what `--max-buffer` allows a
-/// stream by default, however tiny the Clusters a publisher makes (a 5-byte empty one
-/// is enough). Chrome starts a Cluster about every 300 ms and at each keyframe (its
-/// fixture has 25 in 6 s), about 4 a second: this is six days of one unbroken session,
-/// and weeks at the one a second other muxers write.
-const MAX_CLUSTERS: usize = 1 << 21;
-/// Cluster children shorter than this are copied into one gathered piece rather than
-/// handed out as a shared slice each: a piece per 6-byte block would cost more memory
-/// than the block (a hostile frame can hold millions). Video frames are longer and
-/// still go out uncopied.
-const COPY_BELOW: u64 = 4096;
-/// Gathered bytes go out as a piece once they reach this.
-const GATHER_LIMIT: usize = 64 * 1024;
+use std::time::SystemTime;
+use window::Out;
 
 /// A run of output bytes. `boundary`: the file ends at an element boundary after it.
 #[derive(Debug, Clone)]
 pub struct Piece {
     pub bytes: Bytes,
     pub boundary: bool,
-}
-
-/// One call's output on its way to the sink: our own small elements (Cluster headers,
-/// the file head) and copies of tiny input elements are gathered into one buffer, so
-/// that millions of tiny elements make a few large pieces, not a piece each. The buffer
-/// only ever holds whole elements, so each gathered piece ends at a boundary; what is
-/// left goes out when the call ends (on drop, whichever way it returns).
-struct Out<'a> {
-    sink: &'a mut dyn Sink<Piece>,
-    gathered: Vec<u8>,
-}
-
-impl<'a> Out<'a> {
-    fn new(sink: &'a mut dyn Sink<Piece>) -> Out<'a> {
-        Out {
-            sink,
-            gathered: Vec::new(),
-        }
-    }
-
-    /// Whole elements to gather.
-    fn gather(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        if self.gathered.capacity() == 0 {
-            // Room for GATHER_LIMIT and one more element, so a full piece does not hold
-            // twice its length (as doubling would leave it).
-            self.gathered
-                .reserve_exact(GATHER_LIMIT + COPY_BELOW as usize);
-        }
-        write(&mut self.gathered);
-        if self.gathered.len() >= GATHER_LIMIT {
-            self.hand_out();
-        }
-    }
-
-    /// A shared slice of the input, after what was gathered before it.
-    fn shared(&mut self, bytes: Bytes, boundary: bool) {
-        self.hand_out();
-        self.sink.put(Piece { bytes, boundary });
-    }
-
-    fn hand_out(&mut self) {
-        if !self.gathered.is_empty() {
-            let bytes = Bytes::from(std::mem::take(&mut self.gathered));
-            self.sink.put(Piece {
-                bytes,
-                boundary: true,
-            });
-        }
-    }
-}
-
-impl Drop for Out<'_> {
-    fn drop(&mut self) {
-        self.hand_out();
-    }
 }
 
 /// Why a generation cannot go on in the current file.
@@ -129,6 +58,7 @@ pub struct Finish {
     pub patches: Vec<(u64, Vec<u8>)>,
 }
 
+/// Where the head put what `finish` patches, as output offsets.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
     segment: u64,
@@ -138,12 +68,14 @@ struct Layout {
     tracks: u64,
 }
 
+/// A Cluster written, kept until the file is finalized to patch its size.
 #[derive(Debug, Clone, Copy)]
 struct ClusterOut {
     offset: u64,
     max_time: i64,
 }
 
+/// The Cluster the open generation is in, as written to the output.
 #[derive(Debug, Clone, Copy)]
 struct OpenCluster {
     out_offset: u64,
@@ -151,6 +83,8 @@ struct OpenCluster {
     cue_checked: bool,
 }
 
+/// One generation being spliced: its input window (`window`) and what its events
+/// have decided so far (`events`).
 #[derive(Debug)]
 struct Generation {
     id: u64,
@@ -170,64 +104,6 @@ struct Generation {
     last_video: Option<i64>,
     prev_video: Option<i64>,
     broken: bool,
-}
-
-impl Generation {
-    /// The received frames' parts that hold input bytes `range`, in order: each frame
-    /// with the part of it that falls in the range.
-    fn parts(&self, range: Range<u64>) -> impl Iterator<Item = (&Bytes, Range<usize>)> {
-        self.frames
-            .iter()
-            .skip_while(move |(start, bytes)| start + bytes.len() as u64 <= range.start)
-            .take_while(move |(start, _)| *start < range.end)
-            .map(move |(start, bytes)| {
-                let end = start + bytes.len() as u64;
-                let from = range.start.max(*start) - start;
-                let to = range.end.min(end) - start;
-                (bytes, from as usize..to as usize)
-            })
-    }
-
-    /// Appends input bytes `range` (all received and not yet trimmed) to `out`.
-    fn copy_to(&self, range: Range<u64>, out: &mut Vec<u8>) {
-        for (bytes, part) in self.parts(range) {
-            out.extend_from_slice(&bytes[part]);
-        }
-    }
-
-    /// Copies input bytes `range`.
-    fn copy(&self, range: Range<u64>) -> Vec<u8> {
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        self.copy_to(range, &mut out);
-        out
-    }
-
-    /// Reads the input bytes from `at` into `buf`, as many as were received; returns
-    /// how many. Costs no allocation, as it runs once per element.
-    fn read(&self, at: u64, buf: &mut [u8]) -> usize {
-        let end = self.received.min(at + buf.len() as u64);
-        let mut n = 0;
-        for (bytes, part) in self.parts(at..end) {
-            buf[n..n + part.len()].copy_from_slice(&bytes[part.clone()]);
-            n += part.len();
-        }
-        n
-    }
-
-    fn trim(&mut self) {
-        // Until the init segment is done, everything is kept: a generation that turns
-        // out not to fit this file is fed whole to the next one.
-        if !self.init_done {
-            return;
-        }
-        while let Some((start, bytes)) = self.frames.front() {
-            if start + bytes.len() as u64 <= self.consumed {
-                self.frames.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
 }
 
 /// See the module docs. One per output file.
@@ -413,218 +289,6 @@ impl Splicer {
         g.frames.clear();
     }
 
-    fn on_event(
-        &mut self,
-        g: &mut Generation,
-        event: Event,
-        out: &mut Out,
-    ) -> Result<(), SpliceError> {
-        match event {
-            Event::EbmlHeader { offset: 0, end, .. } => g.ebml = Some(0..end),
-            Event::EbmlHeader { offset, .. } => {
-                self.break_generation(g, format!("a second WebM file starts at byte {offset}"));
-            }
-            Event::SegmentStart { .. } => {}
-            Event::Info { timecode_scale, .. } => {
-                if g.first {
-                    self.timecode_scale = timecode_scale;
-                    self.gap = self.ms_to_ticks(33);
-                } else if timecode_scale != self.timecode_scale {
-                    return Err(SpliceError::Incompatible(format!(
-                        "TimecodeScale changed from {} to {timecode_scale}",
-                        self.timecode_scale
-                    )));
-                }
-            }
-            Event::Tracks { range, tracks } => {
-                let raw = g.copy(range);
-                let fingerprint = ebml::tracks_fingerprint(&raw);
-                let description = describe(&StreamInfo::from_tracks("webm", &tracks));
-                if g.first {
-                    self.fingerprint = Some(fingerprint);
-                    self.description = description;
-                    self.video_track = tracks
-                        .iter()
-                        .find(|t| t.kind == crate::webm::TrackKind::Video)
-                        .map(|t| t.number);
-                    self.cue_track = self.video_track.or(tracks.first().map(|t| t.number));
-                    g.tracks = Some(raw);
-                } else if self.fingerprint.as_ref() != Some(&fingerprint) {
-                    return Err(SpliceError::Incompatible(
-                        if description == self.description {
-                            format!("the tracks changed ({description}: codec settings differ)")
-                        } else {
-                            format!(
-                                "the tracks changed from {} to {description}",
-                                self.description
-                            )
-                        },
-                    ));
-                } else {
-                    g.tracks = Some(raw);
-                }
-            }
-            Event::InitSegment { range } => {
-                if g.tracks.is_none() {
-                    if g.first {
-                        return Err(SpliceError::Unrecordable(
-                            "the WebM has no Tracks before its first Cluster".into(),
-                        ));
-                    }
-                    return Err(SpliceError::Incompatible(
-                        "a generation came without Tracks".into(),
-                    ));
-                }
-                if g.first {
-                    let head = self.head(g);
-                    self.emit(out, |out| out.extend_from_slice(&head));
-                }
-                g.consumed = range.end;
-                g.init_done = true;
-            }
-            Event::ClusterStart {
-                offset,
-                data_offset,
-                timecode,
-                ..
-            } => {
-                if !g.init_done {
-                    return Ok(());
-                }
-                self.flush(g, out);
-                if g.broken {
-                    return Ok(());
-                }
-                if self.clusters.len() >= MAX_CLUSTERS {
-                    self.break_generation(
-                        g,
-                        format!(
-                            "the file holds {MAX_CLUSTERS} Clusters, as many as one may; \
-                             the rest of this generation is not recorded"
-                        ),
-                    );
-                    return Ok(());
-                }
-                if g.consumed < offset {
-                    self.notices.push(format!(
-                        "generation {}: dropped {} bytes before the Cluster at byte {offset}",
-                        g.id,
-                        offset - g.consumed
-                    ));
-                }
-                let value = timecode.map_or(0, |t| t.value) as i64;
-                let base = *g.base.get_or_insert(match self.last_time {
-                    Some(last) => last + self.gap - value,
-                    None => -value,
-                });
-                let timecode_out = (value + base).max(0);
-                let out_offset = self.out_len;
-                self.emit(out, |header| {
-                    ebml::put_id(id::CLUSTER, header);
-                    header.extend_from_slice(&ebml::UNKNOWN_SIZE);
-                    ebml::uint8(id::TIMECODE, timecode_out as u64, header);
-                });
-                self.clusters.push(ClusterOut {
-                    offset: out_offset,
-                    max_time: timecode_out,
-                });
-                g.cluster = Some(OpenCluster {
-                    out_offset,
-                    timecode: timecode_out,
-                    cue_checked: false,
-                });
-                g.consumed =
-                    timecode.map_or(data_offset, |t| t.value_offset + u64::from(t.value_len));
-            }
-            Event::Block {
-                track,
-                relative_timecode,
-                keyframe,
-                ..
-            } => {
-                let Some(cluster) = g.cluster.as_mut() else {
-                    return Ok(());
-                };
-                let time = cluster.timecode + i64::from(relative_timecode);
-                self.last_time = Some(self.last_time.map_or(time, |t| t.max(time)));
-                if let Some(c) = self.clusters.last_mut() {
-                    c.max_time = c.max_time.max(time);
-                }
-                if Some(track) == self.video_track {
-                    g.prev_video = g.last_video;
-                    g.last_video = Some(time);
-                }
-                if Some(track) == self.cue_track && !cluster.cue_checked {
-                    cluster.cue_checked = true;
-                    if keyframe {
-                        let layout = self.layout.expect("a head before any Cluster");
-                        self.cues
-                            .push((time.max(0) as u64, cluster.out_offset - layout.segment_data));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Gathers whole elements that `write` appends.
-    fn emit(&mut self, out: &mut Out, write: impl FnOnce(&mut Vec<u8>)) {
-        out.gather(|gathered| {
-            let before = gathered.len();
-            write(gathered);
-            self.out_len += (gathered.len() - before) as u64;
-        });
-    }
-
-    /// Hands out input bytes `range`, one whole element: a copy when it is short,
-    /// else shared slices of the frames that hold it.
-    fn emit_input(&mut self, g: &Generation, range: Range<u64>, out: &mut Out) {
-        if range.end - range.start < COPY_BELOW {
-            self.emit(out, |gathered| g.copy_to(range, gathered));
-            return;
-        }
-        self.out_len += range.end - range.start;
-        let mut parts = g.parts(range).peekable();
-        while let Some((bytes, part)) = parts.next() {
-            out.shared(bytes.slice(part), parts.peek().is_none());
-        }
-    }
-
-    /// Copies out every complete Cluster child from where the output stands, dropping
-    /// the generation's own level-1 elements (Cues, Tags...), stopping at a Cluster
-    /// (its event rewrites it) or at an element not wholly received.
-    fn flush(&mut self, g: &mut Generation, out: &mut Out) {
-        if g.cluster.is_none() {
-            return;
-        }
-        while g.consumed < g.received {
-            let mut peek = [0; 12];
-            let peeked = g.read(g.consumed, &mut peek);
-            let header = match parse_header(&peek[..peeked], g.consumed) {
-                Ok(None) => break,
-                Err(_) => {
-                    let at = g.consumed;
-                    self.break_generation(g, format!("malformed element at byte {at}"));
-                    break;
-                }
-                Ok(Some(header)) => header,
-            };
-            if matches!(header.id, id::CLUSTER | id::EBML | id::SEGMENT) {
-                break;
-            }
-            let Some(size) = header.size else { break };
-            let end = g.consumed + u64::from(header.len) + size;
-            if end > g.received {
-                break;
-            }
-            // A level-1 element here is not a Cluster (that stopped the loop above).
-            if !id::is_level1(header.id) {
-                self.emit_input(g, g.consumed..end, out);
-            }
-            g.consumed = end;
-        }
-    }
-
     /// Ends the open generation: what is complete of its tail goes out, the rest (an
     /// element cut short by a publisher that vanished) is dropped.
     pub fn end_generation(&mut self, out: &mut impl Sink<Piece>) {
@@ -650,45 +314,6 @@ impl Splicer {
         }
     }
 
-    /// The file head, from the first generation's EBML header and Tracks.
-    fn head(&mut self, g: &Generation) -> Vec<u8> {
-        let ebml_range = g.ebml.clone().unwrap_or(0..0);
-        let mut head = g.copy(ebml_range);
-        let segment = self.out_len + head.len() as u64;
-        ebml::put_id(id::SEGMENT, &mut head);
-        head.extend_from_slice(&ebml::UNKNOWN_SIZE);
-        let segment_data = self.out_len + head.len() as u64;
-        ebml::void(SEEK_RESERVE, &mut head);
-
-        let mut info = Vec::new();
-        ebml::uint8(id::TIMECODE_SCALE, self.timecode_scale, &mut info);
-        ebml::element(id::MUXING_APP, b"blobcast", &mut info);
-        let app = concat!("blobcast ", env!("CARGO_PKG_VERSION"));
-        ebml::element(id::WRITING_APP, app.as_bytes(), &mut info);
-        let since_epoch = self
-            .started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        let date = (since_epoch - MATROSKA_EPOCH_NS) as i64;
-        ebml::element(id::DATE_UTC, &date.to_be_bytes(), &mut info);
-        let duration_in_info = info.len();
-        ebml::void(DURATION_LEN, &mut info);
-        let info_pos = self.out_len + head.len() as u64;
-        let info_header_start = head.len();
-        ebml::element(id::INFO, &info, &mut head);
-        let info_header_len = head.len() - info_header_start - info.len();
-        let tracks = self.out_len + head.len() as u64;
-        head.extend_from_slice(g.tracks.as_deref().unwrap_or_default());
-        self.layout = Some(Layout {
-            segment,
-            segment_data,
-            info: info_pos,
-            duration: info_pos + (info_header_len + duration_in_info) as u64,
-            tracks,
-        });
-        head
-    }
-
     /// Forgets output past `len` (a failed write was truncated there): Clusters and
     /// Cues that start beyond it go, and the duration follows what is left.
     pub fn truncate(&mut self, len: u64) {
@@ -707,119 +332,23 @@ impl Splicer {
         self.last_time = self.clusters.iter().map(|c| c.max_time).max();
         self.generation = None;
     }
-
-    /// How to make the file seekable, given it holds exactly `out_len` bytes. None when
-    /// no head was ever written.
-    pub fn finish(&self) -> Option<Finish> {
-        self.finish_with(true)
-    }
-
-    /// As [`Splicer::finish`], for a disk with no room left for the Cues.
-    pub fn finish_without_cues(&self) -> Option<Finish> {
-        self.finish_with(false)
-    }
-
-    fn finish_with(&self, with_cues: bool) -> Option<Finish> {
-        let layout = self.layout?;
-        let end = self.out_len;
-        let mut patches = Vec::new();
-        for (i, cluster) in self.clusters.iter().enumerate() {
-            let next = self.clusters.get(i + 1).map_or(end, |c| c.offset);
-            let size = next - cluster.offset - CLUSTER_HEADER_LEN;
-            patches.push((cluster.offset + 4, ebml::size8(size).to_vec()));
-        }
-        let mut append = Vec::new();
-        if with_cues && !self.cues.is_empty() {
-            let mut points = Vec::new();
-            for &(time, position) in &self.cues {
-                let mut positions = Vec::new();
-                ebml::element(
-                    id::CUE_TRACK,
-                    &minimal(self.cue_track.unwrap_or(1)),
-                    &mut positions,
-                );
-                ebml::element(id::CUE_CLUSTER_POSITION, &minimal(position), &mut positions);
-                let mut point = Vec::new();
-                ebml::element(id::CUE_TIME, &minimal(time), &mut point);
-                ebml::element(id::CUE_TRACK_POSITIONS, &positions, &mut point);
-                ebml::element(id::CUE_POINT, &point, &mut points);
-            }
-            ebml::element(id::CUES, &points, &mut append);
-        }
-        let relative = |pos: u64| pos - layout.segment_data;
-        let mut seeks = vec![(id::INFO, layout.info), (id::TRACKS, layout.tracks)];
-        if !append.is_empty() {
-            seeks.push((id::CUES, end));
-        }
-        let mut entries = Vec::new();
-        for (element_id, position) in seeks {
-            let mut seek = Vec::new();
-            let mut id_bytes = Vec::new();
-            ebml::put_id(element_id, &mut id_bytes);
-            ebml::element(id::SEEK_ID, &id_bytes, &mut seek);
-            ebml::uint8(id::SEEK_POSITION, relative(position), &mut seek);
-            ebml::element(id::SEEK, &seek, &mut entries);
-        }
-        let mut seek_head = Vec::with_capacity(SEEK_RESERVE);
-        ebml::element(id::SEEK_HEAD, &entries, &mut seek_head);
-        ebml::void(SEEK_RESERVE - seek_head.len(), &mut seek_head);
-        patches.push((layout.segment_data, seek_head));
-        if self.last_time.is_some() {
-            let mut duration = Vec::with_capacity(DURATION_LEN);
-            ebml::float8(id::DURATION, self.duration_ticks() as f64, &mut duration);
-            patches.push((layout.duration, duration));
-        }
-        let total = end + append.len() as u64;
-        patches.push((
-            layout.segment + 4,
-            ebml::size8(total - layout.segment_data).to_vec(),
-        ));
-        Some(Finish {
-            append_at: end,
-            append,
-            patches,
-        })
-    }
-}
-
-/// An unsigned integer in as few bytes as it needs.
-fn minimal(value: u64) -> Vec<u8> {
-    let bytes = value.to_be_bytes();
-    let skip = bytes.iter().position(|&b| b != 0).unwrap_or(7);
-    bytes[skip..].to_vec()
-}
-
-fn describe(info: &StreamInfo) -> String {
-    let video = info
-        .video
-        .as_ref()
-        .map(|v| format!("{} {}x{}", v.codec_id, v.width, v.height));
-    let audio = info.audio.as_ref().map(|a| {
-        format!(
-            "{} {} Hz {} ch",
-            a.codec_id, a.sampling_frequency, a.channels
-        )
-    });
-    let parts: Vec<String> = [video, audio].into_iter().flatten().collect();
-    if parts.is_empty() {
-        "no audio or video track".into()
-    } else {
-        parts.join(", ")
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::events::MAX_CLUSTERS;
+    use super::window::GATHER_LIMIT;
     use super::*;
+    use crate::webm::ebml::{id, parse_header};
     use crate::webm::testutil::{
         el, el_unknown, heap_use, simple_block, tiny_clusters_and_blocks, HeapUse,
     };
     use crate::webm::{Event, Scanner};
 
-    const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
-    const PIECES: &str = include_str!("../../integration/fixtures/chrome-vp8-opus.pieces.json");
+    const CHROME: &[u8] = include_bytes!("../../../integration/fixtures/chrome-vp8-opus.webm");
+    const PIECES: &str = include_str!("../../../integration/fixtures/chrome-vp8-opus.pieces.json");
     /// ffmpeg's muxer: known sizes everywhere, a SeekHead, Cues; 160x120.
-    const FFMPEG: &[u8] = include_bytes!("../webm/testdata/ffmpeg-vp8-opus.webm");
+    const FFMPEG: &[u8] = include_bytes!("../../webm/testdata/ffmpeg-vp8-opus.webm");
 
     fn chrome_pieces() -> Vec<Bytes> {
         let lengths: Vec<usize> = serde_json::from_str(PIECES).unwrap();

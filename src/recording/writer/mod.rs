@@ -3,22 +3,25 @@
 //! first, a newer one held until the older is done), splices them into the file through
 //! [`Splicer`], and finalizes the file when the publish session ends. File I/O runs on
 //! the blocking pool, one batch at a time, never on the publisher's task or under a lock.
+//!
+//! Here: the stream's end of the queue and the task that orders generations. Opening
+//! each file of the session is `create`; the file on disk and its finish are `output`.
 
-use super::names;
-use super::splice::{Piece, SpliceError, Splicer};
-use super::{Recorder, RecordingInfo, State};
+mod create;
+mod output;
+
+use super::splice::SpliceError;
+use super::{names, Recorder, State};
 use crate::protocol::{FrameHeader, HEADER_LEN};
-use crate::sink::Sink;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
+
+pub(super) use output::{finish_file, Output};
 
 /// Frames one recording may have queued before it is stopped as too slow.
 pub(super) const QUEUE_FRAMES: usize = 1024;
@@ -28,8 +31,6 @@ pub(super) const QUEUE_BYTES: u64 = 64 << 20;
 const SYNC_EVERY: Duration = Duration::from_secs(5);
 /// Frames handed to one blocking write batch.
 const BATCH: usize = 64;
-/// Names tried for one file (`…Z`, `…Z-2`, …) before giving up.
-const NAME_ATTEMPTS: u32 = 1000;
 
 /// What the stream side and the writer task both see.
 #[derive(Debug, Default)]
@@ -144,25 +145,6 @@ pub(super) async fn run(
     if let Err(err) = tokio::task::spawn_blocking(move || writer.close()).await {
         log::error!("recording writer failed while finalizing: {err}");
     }
-}
-
-/// The file being written.
-pub(super) struct Output {
-    id: String,
-    splicer: Splicer,
-    /// Apart from the splicer, so that the splicer can write each piece as it makes it.
-    disk: Disk,
-    last_sync: Instant,
-}
-
-/// The file on disk and how far it is written.
-struct Disk {
-    path: PathBuf,
-    file: File,
-    written: u64,
-    /// The file ends at an element boundary here.
-    good: u64,
-    io_error: Option<String>,
 }
 
 struct Writer {
@@ -354,127 +336,6 @@ impl Writer {
         }
     }
 
-    /// Opens a new file for the session, named after its start, and catalogs it. The
-    /// first file of a session that follows closely on the stream's previous session
-    /// says that it continues that one's last file (`sessions`).
-    fn create(&mut self, split_reason: Option<String>) -> bool {
-        let started = SystemTime::now();
-        let (continues, split_reason) = match split_reason {
-            Some(why) => (self.previous_file.clone(), Some(why)),
-            None => match self.recorder.recent.continued(
-                &self.subject.stream,
-                &self.subject.prefix,
-                self.subject.session,
-                Instant::now(),
-            ) {
-                Some((file, since)) => (
-                    Some(file),
-                    Some(format!(
-                        "the publisher reconnected: a new publish session {:.1} s after the previous one ended",
-                        since.as_secs_f64()
-                    )),
-                ),
-                None => (None, None),
-            },
-        };
-        let info = RecordingInfo {
-            id: String::new(),
-            stream: self.subject.stream.clone(),
-            name_prefix: self.subject.prefix.clone(),
-            file: String::new(),
-            mime: self.subject.mime.clone(),
-            started: names::rfc3339(started),
-            ended: None,
-            duration: None,
-            bytes: 0,
-            state: State::Recording,
-            error: None,
-            split_reason,
-            continues,
-            generations: 0,
-            tracks: None,
-        };
-        let Some((id, path, opened)) = self.claim_file(info, started) else {
-            let why = format!("no free file name after {NAME_ATTEMPTS} tries");
-            log::error!("recording of {} failed: {why}", self.subject.stream);
-            self.shared.fail(why);
-            self.stopped = true;
-            return false;
-        };
-        let file = match opened {
-            Ok(file) => file,
-            Err(why) => {
-                // The entry keeps the id it claimed, which no other recording can have,
-                // and names no file that exists: deleting it removes nothing else.
-                log::error!("recording of {} failed: {why}", self.subject.stream);
-                self.recorder.update(&id, |info| {
-                    info.state = State::Failed;
-                    info.ended = Some(info.started.clone());
-                    info.error = Some(why.clone());
-                });
-                self.shared.fail(why);
-                self.stopped = true;
-                return false;
-            }
-        };
-        log::info!("recording {} to {}", self.subject.stream, path.display());
-        self.recorder.recent.opened(
-            &self.subject.stream,
-            &self.subject.prefix,
-            self.subject.session,
-            &id,
-            Instant::now(),
-        );
-        if let Err(err) = self.recorder.persist(&id) {
-            // A sidecar we cannot write is a disk we cannot trust.
-            self.out = Some(Output::new(id, path, file, started));
-            self.stop(State::Failed, Some(err.to_string()));
-            return false;
-        }
-        self.previous_file = Some(id.clone());
-        self.out = Some(Output::new(id, path, file, started));
-        true
-    }
-
-    /// Claims the first free id for a file started at `started` and creates its file.
-    /// Returns the claimed id and the file, or why it could not be created (the id
-    /// stays claimed, for the failed entry); None when every name was taken.
-    fn claim_file(
-        &self,
-        mut info: RecordingInfo,
-        started: SystemTime,
-    ) -> Option<(String, PathBuf, Result<File, String>)> {
-        let dir = self.recorder.dir().to_owned();
-        let dir_error = std::fs::create_dir_all(&dir)
-            .err()
-            .map(|err| format!("cannot create {}: {err}", dir.display()));
-        for n in 1..=NAME_ATTEMPTS {
-            let id = names::stem(&self.subject.prefix, &self.subject.stream, started, n);
-            info.id.clone_from(&id);
-            info.file = format!("{id}.webm");
-            let path = dir.join(&info.file);
-            if !self.recorder.claim(info.clone()) {
-                continue;
-            }
-            let opened = match &dir_error {
-                // Nothing can be created; still, the failed entry must not name a file
-                // that is there.
-                Some(_) if path.symlink_metadata().is_ok() => None,
-                Some(why) => Some(Err(why.clone())),
-                None => match OpenOptions::new().write(true).create_new(true).open(&path) {
-                    Ok(file) => Some(Ok(file)),
-                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => None,
-                    Err(err) => Some(Err(format!("cannot create {}: {err}", path.display()))),
-                },
-            };
-            match opened {
-                Some(opened) => return Some((id, path, opened)),
-                None => self.recorder.release(&id),
-            }
-        }
-        None
-    }
-
     fn notices(&mut self) {
         if let Some(out) = &mut self.out {
             out.notices();
@@ -554,110 +415,4 @@ impl Writer {
             error.map(|e| format!(" ({e})")).unwrap_or_default()
         );
     }
-}
-
-/// Appends each piece; the first failure is kept in `io_error` and stops writing.
-impl Sink<Piece> for Disk {
-    fn put(&mut self, piece: Piece) {
-        if self.io_error.is_some() {
-            return;
-        }
-        match self.file.write_all(&piece.bytes) {
-            Ok(()) => {
-                self.written += piece.bytes.len() as u64;
-                if piece.boundary {
-                    self.good = self.written;
-                }
-            }
-            Err(err) => {
-                self.io_error = Some(format!("cannot write {}: {err}", self.path.display()));
-            }
-        }
-    }
-}
-
-impl Output {
-    pub(super) fn new(id: String, path: PathBuf, file: File, started: SystemTime) -> Output {
-        Output {
-            id,
-            splicer: Splicer::new(started),
-            disk: Disk {
-                path,
-                file,
-                written: 0,
-                good: 0,
-                io_error: None,
-            },
-            last_sync: Instant::now(),
-        }
-    }
-
-    pub(super) fn splicer(&mut self) -> &mut Splicer {
-        &mut self.splicer
-    }
-
-    /// Appends `pieces`.
-    pub(super) fn write(&mut self, pieces: Vec<Piece>) {
-        for piece in pieces {
-            self.disk.put(piece);
-        }
-    }
-
-    pub(super) fn io_error(&self) -> Option<&str> {
-        self.disk.io_error.as_deref()
-    }
-
-    fn notices(&mut self) {
-        for notice in self.splicer.take_notices() {
-            log::warn!("recording {}: {notice}", self.id);
-        }
-    }
-}
-
-/// Cuts the file back to its last whole element if a write failed, then appends the
-/// Cues and patches the head. Returns the final length. A disk too full for the Cues
-/// still gets its Duration and sizes: only the index is missing then.
-pub(super) fn finish_file(out: &mut Output) -> Result<u64, String> {
-    let disk = &mut out.disk;
-    let path = disk.path.display().to_string();
-    if disk.io_error.is_some() || disk.written != disk.good {
-        disk.file
-            .set_len(disk.good)
-            .map_err(|e| format!("cannot truncate {path}: {e}"))?;
-        out.splicer.truncate(disk.good);
-        disk.written = disk.good;
-    }
-    let Some(finish) = out.splicer.finish() else {
-        return Ok(disk.good);
-    };
-    let mut len = finish.append_at;
-    let mut patches = finish.patches;
-    let appended = (|| {
-        disk.file.seek(SeekFrom::Start(finish.append_at))?;
-        disk.file.write_all(&finish.append)
-    })();
-    match appended {
-        Ok(()) => len += finish.append.len() as u64,
-        Err(err) => {
-            log::warn!("{path}: no room for the Cues ({err}); finalizing without them");
-            disk.file
-                .set_len(finish.append_at)
-                .map_err(|e| format!("cannot truncate {path}: {e}"))?;
-            patches = out
-                .splicer
-                .finish_without_cues()
-                .map(|f| f.patches)
-                .unwrap_or_default();
-        }
-    }
-    for (at, bytes) in patches {
-        disk.file
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| disk.file.write_all(&bytes))
-            .map_err(|e| format!("cannot finalize {path}: {e}"))?;
-    }
-    disk.file
-        .sync_all()
-        .map_err(|e| format!("cannot sync {path}: {e}"))?;
-    Ok(len)
 }
