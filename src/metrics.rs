@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -11,6 +12,13 @@ pub struct Metrics {
     frames_dropped: AtomicU64,
     viewers_lagged: AtomicU64,
     connections_refused: AtomicU64,
+    /// Media bytes of every generation still held, by a buffer or by a viewer that has
+    /// not yet taken its snapshot: what the server's media costs in memory.
+    buffered_bytes: Arc<AtomicU64>,
+    /// Connections refused at accept, past `--max-connections` or its per-IP bound.
+    connections_over_limit: AtomicU64,
+    /// Publishers that sent neither media nor a pong within `--publisher-timeout-secs`.
+    publishers_timed_out: AtomicU64,
 }
 
 impl Metrics {
@@ -32,6 +40,19 @@ impl Metrics {
 
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// The gauge each buffer's generations count themselves in.
+    pub fn buffered_bytes_gauge(&self) -> Arc<AtomicU64> {
+        self.buffered_bytes.clone()
+    }
+
+    pub fn connection_over_limit(&self) {
+        self.connections_over_limit.fetch_add(1, Relaxed);
+    }
+
+    pub fn publisher_timed_out(&self) {
+        self.publishers_timed_out.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus exposition, with the gauges the registry knows.
@@ -90,6 +111,24 @@ impl Metrics {
             "counter",
             "Sockets closed for bad input or a limit.",
             self.connections_refused.load(Relaxed),
+        );
+        metric(
+            "blobcast_buffered_bytes",
+            "gauge",
+            "Media bytes of the generations still held by a buffer or a joining viewer.",
+            self.buffered_bytes.load(Relaxed),
+        );
+        metric(
+            "blobcast_connections_over_limit_total",
+            "counter",
+            "Connections refused at accept: --max-connections or --max-connections-per-ip.",
+            self.connections_over_limit.load(Relaxed),
+        );
+        metric(
+            "blobcast_publishers_timed_out_total",
+            "counter",
+            "Publishers gone silent (no media, no pong) past --publisher-timeout-secs.",
+            self.publishers_timed_out.load(Relaxed),
         );
         out
     }

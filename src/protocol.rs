@@ -154,8 +154,17 @@ pub fn is_token(s: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum PublisherControl {
-    Start { mime: String },
-    Stop,
+    Start {
+        mime: String,
+    },
+    /// `generation` and `length`: the newest generation the publisher sent, and how
+    /// many media bytes of it. The session ends once the server holds them, so a stop
+    /// that overtakes its generation's blob (another socket) waits for it. Without
+    /// them the stop takes effect at once.
+    Stop {
+        generation: Option<u64>,
+        length: Option<u64>,
+    },
 }
 
 impl PublisherControl {
@@ -181,6 +190,9 @@ pub enum Join {
 pub enum ViewerControl {
     Stream {
         stream: StreamName,
+        /// The publish session: a resume names it (`&epoch=`), and a viewer that sees it
+        /// change starts afresh even when the generation number is the same.
+        epoch: u64,
         mime: Option<String>,
         generation: Option<u64>,
         live: bool,
@@ -188,6 +200,11 @@ pub enum ViewerControl {
         resumed: bool,
     },
     End,
+    /// On the chunk socket, before the first frame of a new publish session: the frames
+    /// that follow belong to this epoch, which the blob socket's hello names.
+    Epoch {
+        epoch: u64,
+    },
 }
 
 impl ViewerControl {
@@ -254,7 +271,17 @@ mod tests {
         );
         assert_eq!(
             PublisherControl::parse(r#"{"type":"stop"}"#),
-            Ok(PublisherControl::Stop)
+            Ok(PublisherControl::Stop {
+                generation: None,
+                length: None
+            })
+        );
+        assert_eq!(
+            PublisherControl::parse(r#"{"type":"stop","generation":7,"length":300}"#),
+            Ok(PublisherControl::Stop {
+                generation: Some(7),
+                length: Some(300)
+            })
         );
         assert!(PublisherControl::parse(r#"{"type":"dance"}"#).is_err());
         assert_eq!(ViewerControl::End.to_json(), r#"{"type":"end"}"#);

@@ -12,6 +12,7 @@ use crate::ingest::socket::{self as publisher, PublishRequest};
 use crate::net::client_addr;
 use crate::net::upgrade::{self, Upgrade};
 use crate::protocol::{is_token, Join, StreamName, HEADER_LEN};
+use crate::stream::buffer::Resume;
 use crate::stream::registry::ViewerSocket;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -159,6 +160,8 @@ struct KeyQuery {
 struct WatchQuery {
     gen: Option<u64>,
     offset: Option<u64>,
+    /// The hello's epoch: the publish session `gen` and `offset` belong to.
+    epoch: Option<u64>,
     #[serde(default)]
     join: Join,
 }
@@ -214,7 +217,11 @@ async fn watch_upgrade(
 ) -> Result<Response, Rejection> {
     let stream = stream_name(&name)?;
     let resume = match (query.gen, query.offset) {
-        (Some(generation), Some(offset)) => Some((generation, offset)),
+        (Some(generation), Some(offset)) => Some(Resume {
+            generation,
+            offset,
+            epoch: query.epoch,
+        }),
         (None, None) => None,
         _ => return Err(HttpError::bad_request("?gen= and ?offset= go together")),
     };

@@ -368,6 +368,14 @@ pub struct Viewer {
     /// that overlap is dropped by offset, as a browser does.)
     chunk_edge: Option<(u64, u64)>,
     blob_edge: Option<(u64, u64)>,
+    /// The publish session of what this viewer holds (the blob socket's hello), and of
+    /// the frames its chunk socket is sending (its `epoch` message); chunk frames of
+    /// another session wait in `other_session` until their hello, as a browser keeps them.
+    pub epoch: Option<u64>,
+    chunk_epoch: Option<u64>,
+    other_session: Vec<(u64, Bytes)>,
+    /// How many times the publish session changed under this viewer.
+    pub sessions_seen: usize,
 }
 
 impl Viewer {
@@ -399,6 +407,10 @@ impl Viewer {
             jumped_at: 0,
             chunk_edge: None,
             blob_edge: None,
+            epoch: None,
+            chunk_epoch: None,
+            other_session: Vec::new(),
+            sessions_seen: 0,
         }
     }
 
@@ -417,9 +429,10 @@ impl Viewer {
 
     /// Continues a viewer's state on new sockets, resuming from what it holds.
     pub async fn reconnect(mut self, server: &TestServer, stream: &str) -> Viewer {
-        let query = match self.generation {
-            Some(g) => format!("gen={g}&offset={}", self.length()),
-            None => String::new(),
+        let query = match (self.generation, self.epoch) {
+            (Some(g), Some(epoch)) => format!("gen={g}&offset={}&epoch={epoch}", self.length()),
+            (Some(g), None) => format!("gen={g}&offset={}", self.length()),
+            _ => String::new(),
         };
         let _ = self.chunk.close(None).await;
         let _ = self.blob.close(None).await;
@@ -428,6 +441,7 @@ impl Viewer {
         self.blob = fresh.blob;
         self.chunk_edge = None;
         self.blob_edge = None;
+        self.chunk_epoch = None;
         self.controls.clear();
         self.binary_frames = 0;
         self.received_bytes = 0;
@@ -435,6 +449,15 @@ impl Viewer {
     }
 
     fn accept(&mut self, frame: Bytes, from_blob_socket: bool) {
+        if !from_blob_socket {
+            let epoch = self
+                .chunk_epoch
+                .expect("the chunk socket names its epoch first");
+            if Some(epoch) != self.epoch {
+                self.other_session.push((epoch, frame));
+                return;
+            }
+        }
         self.binary_frames += 1;
         self.received_bytes += frame.len();
         let header = FrameHeader::parse(&frame).expect("server frames have headers");
@@ -579,15 +602,51 @@ impl Viewer {
     ) {
         match message {
             Some(Ok(Message::Binary(bytes))) => self.accept(bytes, from_blob_socket),
-            Some(Ok(Message::Text(text))) => self
-                .controls
-                .push(serde_json::from_str(text.as_str()).expect("control messages are JSON")),
+            Some(Ok(Message::Text(text))) => {
+                let control: serde_json::Value =
+                    serde_json::from_str(text.as_str()).expect("control messages are JSON");
+                let epoch = control["epoch"].as_u64();
+                match (control["type"].as_str(), epoch) {
+                    (Some("stream"), Some(epoch)) if from_blob_socket => self.hello(epoch),
+                    (Some("epoch"), Some(epoch)) if !from_blob_socket => {
+                        // The chunk socket's framing, not a control a test looks for.
+                        self.chunk_epoch = Some(epoch);
+                        self.chunk_edge = None;
+                        return;
+                    }
+                    _ => {}
+                }
+                self.controls.push(control);
+            }
             Some(Ok(Message::Close(frame))) => {
                 panic!("server closed a viewer socket: {frame:?}")
             }
             Some(Ok(_)) => {}
             Some(Err(err)) => panic!("viewer socket failed: {err}"),
             None => panic!("viewer socket ended"),
+        }
+    }
+
+    /// A hello from another publish session starts this viewer afresh, whatever the
+    /// generation numbers say; then the chunk frames that waited for it are applied.
+    fn hello(&mut self, epoch: u64) {
+        if self.epoch.is_some_and(|held| held != epoch) {
+            self.sessions_seen += 1;
+            self.generation = None;
+            self.data.clear();
+            self.generations.clear();
+            self.held.clear();
+            self.skipped = 0;
+            self.blob_edge = None;
+        }
+        self.epoch = Some(epoch);
+        let waiting = std::mem::take(&mut self.other_session);
+        for (frame_epoch, frame) in waiting {
+            if frame_epoch == epoch {
+                self.accept(frame, false);
+            } else if frame_epoch > epoch {
+                self.other_session.push((frame_epoch, frame));
+            }
         }
     }
 

@@ -10,13 +10,14 @@ use crate::net::ws::{
     answer_close, binary_fragments, close_with, Closing, Receiver, Sender, Socket,
 };
 use crate::protocol::{close, Join, OutFrame, StreamName, ViewerControl};
-use crate::stream::buffer::{ChunkCursor, Lagging};
+use crate::stream::buffer::{ChunkCursor, Lagging, Resume};
 use crate::stream::registry::ViewerGuard;
-use crate::stream::{Refusal, Snapshot, Stream};
+use crate::stream::{Refusal, Snapshot, Status, Stream};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -29,7 +30,7 @@ pub struct ChunkSubscription {
 pub struct WatchRequest {
     pub stream: StreamName,
     pub peer: Option<SocketAddr>,
-    pub resume: Option<(u64, u64)>,
+    pub resume: Option<Resume>,
     pub join: Join,
 }
 
@@ -72,6 +73,9 @@ async fn send_chunks(
     let mut shutdown = app.shutdown.clone();
     let mut media = stream.watch_media();
     let mut batch = Vec::new();
+    // The first message names the session of the frames that follow, and so does the
+    // first message after every change of session.
+    let mut epoch = None;
     loop {
         media.borrow_and_update();
         batch.clear();
@@ -81,6 +85,17 @@ async fn send_chunks(
                 close::TOO_SLOW,
                 format!("fell {behind} bytes behind the live edge (limit {max_lag}); reconnect"),
             ));
+        }
+        if epoch != Some(cursor.epoch()) {
+            // A new publish session, whose generation numbers may repeat the old one's:
+            // the viewer keeps these frames apart until its blob socket's hello.
+            let control = ViewerControl::Epoch {
+                epoch: cursor.epoch(),
+            };
+            if let Err(ended) = send_control(app, tx, &control).await {
+                return ended;
+            }
+            epoch = Some(cursor.epoch());
         }
         if let Err(ended) = send_frames(app, tx, &batch).await {
             return ended;
@@ -122,24 +137,33 @@ async fn send_blobs(
 ) -> Ended {
     let mut shutdown = app.shutdown.clone();
     let mut status = stream.watch_status();
-    let live = status.borrow_and_update().live;
+    let (live, epoch) = {
+        let status = status.borrow_and_update();
+        (status.live, status.epoch)
+    };
 
     let snapshot = if live {
         stream.snapshot(request.resume, request.join)
     } else {
         Snapshot {
+            pin: None,
+            taken_at: 0,
+            epoch,
             generation: None,
             join: Join::Start,
             resumed: false,
             frames: Vec::new(),
         }
     };
-    let mut sent_generation = snapshot.generation;
+    // A generation is identified by its epoch too: a new publish session may reuse
+    // the number.
+    let mut sent_generation = snapshot.generation.map(|g| (snapshot.epoch, g));
     let mut was_live = live && sent_generation.is_some();
     let hello = ViewerControl::Stream {
         stream: stream.name().clone(),
+        epoch: snapshot.epoch,
         mime: stream.status().mime,
-        generation: sent_generation,
+        generation: snapshot.generation,
         live: was_live,
         join: snapshot.join,
         resumed: snapshot.resumed,
@@ -147,9 +171,26 @@ async fn send_blobs(
     if let Err(ended) = send_control(app, tx, &hello).await {
         return ended;
     }
-    if let Err(ended) = send_frames(app, tx, &snapshot.frames).await {
-        return ended;
+    // Sent, then let go at once: a viewer that stays must not pin its join generation.
+    let (frames, pin) = (snapshot.frames, snapshot.pin);
+    let gone_by = |status: &watch::Receiver<Status>| {
+        status.borrow().generations_started >= snapshot.taken_at + 2
+    };
+    for frame in &frames {
+        if gone_by(&status) {
+            // Two newer generations have started while this viewer took its snapshot: it
+            // would pin a generation nobody else needs, for as long as it dawdles.
+            app.registry.metrics().viewer_lagged();
+            return Ended::Closing(Closing::new(
+                close::TOO_SLOW,
+                "did not take its snapshot before two newer generations started; reconnect",
+            ));
+        }
+        if let Err(ended) = send_frames(app, tx, std::slice::from_ref(frame)).await {
+            return ended;
+        }
     }
+    drop((frames, pin));
 
     loop {
         tokio::select! {
@@ -162,13 +203,14 @@ async fn send_blobs(
         }
         let live = status.borrow_and_update().live;
         if live {
-            let Some((generation, blob)) = stream.current_blob() else {
+            let Some((epoch, generation, blob)) = stream.current_blob() else {
                 continue;
             };
-            if sent_generation != Some(generation) {
+            if sent_generation != Some((epoch, generation)) {
                 // A new generation always starts at its blob, whatever the first join was.
                 let hello = ViewerControl::Stream {
                     stream: stream.name().clone(),
+                    epoch,
                     mime: stream.status().mime,
                     generation: Some(generation),
                     live: true,
@@ -181,7 +223,7 @@ async fn send_blobs(
                 if let Err(ended) = send_frames(app, tx, &[OutFrame::Whole(blob)]).await {
                     return ended;
                 }
-                sent_generation = Some(generation);
+                sent_generation = Some((epoch, generation));
             }
             was_live = true;
         } else if was_live {

@@ -40,6 +40,8 @@ pub enum RefusedKind {
     Gap,
     /// The generation would exceed `--max-buffer`.
     BufferFull,
+    /// The session has stopped.
+    Stopped,
 }
 
 impl Refused {
@@ -56,6 +58,7 @@ impl Refused {
             RefusedKind::TooBig => close::TOO_BIG,
             RefusedKind::Gap => close::GAP,
             RefusedKind::BufferFull => close::BUFFER_FULL,
+            RefusedKind::Stopped => close::MALFORMED,
         }
     }
 }
@@ -93,6 +96,7 @@ pub fn accept_frame(
         let kind = match err {
             FrameError::Gap { .. } | FrameError::Overlap { .. } => RefusedKind::Gap,
             FrameError::BufferFull { .. } => RefusedKind::BufferFull,
+            FrameError::Stopped => RefusedKind::Stopped,
         };
         Refused::new(kind, err.to_string())
     })

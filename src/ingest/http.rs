@@ -251,6 +251,7 @@ where
                 RefusedKind::Malformed => StatusCode::BAD_REQUEST,
                 RefusedKind::TooBig | RefusedKind::BufferFull => StatusCode::PAYLOAD_TOO_LARGE,
                 RefusedKind::Gap => StatusCode::UNPROCESSABLE_ENTITY,
+                RefusedKind::Stopped => StatusCode::CONFLICT,
             };
             log::info!(
                 "HTTP publisher on {stream_name} (session {session}) refused: {}",

@@ -108,7 +108,9 @@ fn handle(
             }
             // On the chunk socket a stop comes after the last chunk, in order; on the
             // blob socket it may overtake chunks still on their way, which are then lost.
-            (Ok(PublisherControl::Stop), _) => stream.end(),
+            (Ok(PublisherControl::Stop { generation, length }), _) => {
+                stream.stop(generation.zip(length))
+            }
             (Err(err), _) => return Err(Closing::new(close::MALFORMED, err.to_string())),
         }
         return Ok(());

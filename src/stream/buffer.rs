@@ -10,6 +10,8 @@ use super::index::{MediaIndex, MediaNotices};
 use crate::protocol::{FrameHeader, OutFrame, HEADER_LEN};
 use crate::webm::StreamInfo;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Chunks that may wait for their generation's blob (the two publisher sockets race).
 const MAX_HELD_FRAMES: usize = 64;
@@ -36,6 +38,8 @@ pub enum FrameError {
     },
     #[error("generation {generation} would exceed the {limit}-byte buffer limit; start a new generation (restart the recorder)")]
     BufferFull { generation: u64, limit: u64 },
+    #[error("the publish session has stopped; start a new session to publish again")]
+    Stopped,
 }
 
 /// What became of a publisher frame that was not refused.
@@ -69,11 +73,43 @@ struct Generation {
     frames: Vec<Frame>,
     len: u64,
     index: MediaIndex,
+    pin: Arc<GenerationPin>,
+}
+
+/// Counts a generation's bytes in the buffered-bytes gauge for as long as anything
+/// holds it: the buffer, or a viewer still sending the snapshot it took. When the
+/// last holder lets go, so does the gauge.
+#[derive(Debug)]
+pub struct GenerationPin {
+    bytes: AtomicU64,
+    gauge: Arc<AtomicU64>,
+}
+
+impl GenerationPin {
+    fn new(gauge: Arc<AtomicU64>) -> Arc<GenerationPin> {
+        Arc::new(GenerationPin {
+            bytes: AtomicU64::new(0),
+            gauge,
+        })
+    }
+
+    fn grow(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.gauge.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for GenerationPin {
+    fn drop(&mut self) {
+        self.gauge
+            .fetch_sub(*self.bytes.get_mut(), Ordering::Relaxed);
+    }
 }
 
 impl Generation {
     fn push(&mut self, frame: Frame, end: u64) -> super::index::Learned {
         let learned = self.index.feed(&frame.bytes[HEADER_LEN..]);
+        self.pin.grow(end - self.len);
         self.frames.push(frame);
         self.len = end;
         learned
@@ -113,11 +149,43 @@ impl Generation {
     }
 }
 
-/// Where a viewer's chunk socket is: the next media byte it is owed.
+/// Where a viewer's chunk socket is: the next media byte it is owed, in which publish
+/// session (its epoch: two sessions may both number a generation 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkCursor {
+    epoch: u64,
     generation: Option<u64>,
     offset: u64,
+}
+
+impl ChunkCursor {
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+/// Where a reconnecting viewer says it is: `?gen=&offset=`, and `&epoch=` from the hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub generation: u64,
+    pub offset: u64,
+    pub epoch: Option<u64>,
+}
+
+/// A number for each publish session, unique within this process and, seeded from the
+/// clock, unlikely to repeat across restarts: a viewer's resume point or chunk cursor
+/// from one session can never be taken for a point in another.
+fn next_epoch() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        AtomicU64::new(micros)
+    })
+    .fetch_add(1, Ordering::Relaxed)
 }
 
 /// A chunk viewer is this many bytes behind the live edge, past its bound.
@@ -129,10 +197,26 @@ pub struct Lagging {
 #[derive(Debug)]
 pub struct Buffer {
     limits: BufferLimits,
+    /// The buffered-bytes gauge this buffer's generations count themselves in.
+    gauge: Arc<AtomicU64>,
+    /// The publish session's number: cursors and resume points of another are stale.
+    epoch: u64,
     current: Option<Generation>,
     previous: Option<Generation>,
     /// The newest generation this publisher session has started: blobs must exceed it.
     last_generation: Option<u64>,
+    /// The newest generation any earlier session on this stream started. A resume that
+    /// names no epoch is only believed for generations above it, which no earlier
+    /// session can have used.
+    earlier_sessions_reached: Option<u64>,
+    /// Generations this buffer has started, over every session: a clock that viewers
+    /// measure their own lag in.
+    generations_started: u64,
+    /// This session has stopped: whatever it sends now is refused, so that a frame that
+    /// lagged behind the stop cannot bring the stream back to life.
+    stopped: bool,
+    /// A stop waiting for the generation and length it named.
+    stop_at: Option<(u64, u64)>,
     held: Vec<(FrameHeader, Bytes)>,
     mime: Option<String>,
     /// Something about the media worth a log line, for the caller to take.
@@ -143,11 +227,21 @@ pub struct Buffer {
 
 impl Buffer {
     pub fn new(limits: BufferLimits) -> Buffer {
+        Buffer::with_gauge(limits, Arc::default())
+    }
+
+    pub fn with_gauge(limits: BufferLimits, gauge: Arc<AtomicU64>) -> Buffer {
         Buffer {
             limits,
+            gauge,
+            epoch: next_epoch(),
             current: None,
             previous: None,
             last_generation: None,
+            earlier_sessions_reached: None,
+            generations_started: 0,
+            stopped: false,
+            stop_at: None,
             held: Vec::new(),
             mime: None,
             notice: None,
@@ -169,6 +263,14 @@ impl Buffer {
     /// The codecs and sizes of the current generation, once its Tracks arrived.
     pub fn media_info(&self) -> Option<&StreamInfo> {
         self.current.as_ref().and_then(|g| g.index.info())
+    }
+
+    pub fn generations_started(&self) -> u64 {
+        self.generations_started
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     pub fn generation(&self) -> Option<u64> {
@@ -198,19 +300,54 @@ impl Buffer {
     /// generations must still grow after it.
     pub fn stop(&mut self) {
         self.held.clear();
+        self.stopped = true;
+        self.stop_at = None;
+    }
+
+    /// A publisher's stop that names the newest generation and length it sent: whether
+    /// this buffer holds them now. If not, the stop waits for them (`stop_reached`).
+    pub fn request_stop(&mut self, at: Option<(u64, u64)>) -> bool {
+        match at {
+            Some(at) if !self.holds(at) => {
+                self.stop_at = Some(at);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether a waiting stop's generation and length have now arrived.
+    pub fn stop_reached(&self) -> bool {
+        self.stop_at.is_some_and(|at| self.holds(at))
+    }
+
+    /// Whether `generation` has reached `length` bytes, or a newer one has started.
+    fn holds(&self, (generation, length): (u64, u64)) -> bool {
+        match &self.current {
+            Some(current) if current.id == generation => current.len >= length,
+            Some(current) => current.id > generation,
+            None => false,
+        }
     }
 
     /// A new publisher session: it may number its generations from anywhere.
     pub fn reset_session(&mut self) {
+        self.epoch = next_epoch();
+        self.earlier_sessions_reached = self.earlier_sessions_reached.max(self.last_generation);
         self.current = None;
         self.previous = None;
         self.held.clear();
+        self.stopped = false;
+        self.stop_at = None;
         self.last_generation = None;
         self.mime = None;
         self.notices = MediaNotices::default();
     }
 
     pub fn accept_blob(&mut self, frame: Bytes) -> Result<Accepted, FrameError> {
+        if self.stopped {
+            return Err(FrameError::Stopped);
+        }
         let header = FrameHeader::parse(&frame).expect("caller checked the header");
         if self
             .last_generation
@@ -226,12 +363,14 @@ impl Buffer {
             });
         }
         self.last_generation = Some(header.generation);
+        self.generations_started += 1;
         self.previous = self.current.take();
         let mut generation = Generation {
             id: header.generation,
             frames: Vec::new(),
             len: 0,
             index: MediaIndex::new(),
+            pin: GenerationPin::new(self.gauge.clone()),
         };
         let learned = generation.push(
             Frame {
@@ -262,6 +401,9 @@ impl Buffer {
     }
 
     pub fn accept_chunk(&mut self, frame: Bytes) -> Result<Accepted, FrameError> {
+        if self.stopped {
+            return Err(FrameError::Stopped);
+        }
         let header = FrameHeader::parse(&frame).expect("caller checked the header");
         match (&self.current, &self.previous) {
             (Some(current), _) if header.generation == current.id => {
@@ -385,6 +527,12 @@ impl Buffer {
         Some(out)
     }
 
+    /// The hold a joining viewer keeps on the current generation while it sends its
+    /// snapshot, so that the gauge counts what that viewer pins.
+    pub fn pin(&self) -> Option<Arc<GenerationPin>> {
+        self.current.as_ref().map(|g| g.pin.clone())
+    }
+
     /// The blob of the current generation, for blob viewers following a restart.
     pub fn current_blob(&self) -> Option<(u64, Bytes)> {
         self.current
@@ -392,26 +540,39 @@ impl Buffer {
             .map(|g| (g.id, g.frames[0].bytes.clone()))
     }
 
-    /// Whether a viewer holding `generation` up to `offset` can carry on from there.
-    pub fn can_resume(&self, generation: u64, offset: u64) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|g| g.id == generation && offset <= g.len)
+    /// Whether a viewer holding a generation up to an offset can carry on from there:
+    /// the same session's current generation, and no further than it reaches.
+    pub fn can_resume(&self, resume: Resume) -> bool {
+        let same_session = match resume.epoch {
+            Some(epoch) => epoch == self.epoch,
+            None => self
+                .earlier_sessions_reached
+                .is_none_or(|reached| resume.generation > reached),
+        };
+        same_session
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|g| g.id == resume.generation && resume.offset <= g.len)
     }
 
     /// A chunk viewer joining now: owed everything appended from this moment on, or
     /// from `resume` when that is still buffered.
-    pub fn cursor(&self, resume: Option<(u64, u64)>) -> ChunkCursor {
+    pub fn cursor(&self, resume: Option<Resume>) -> ChunkCursor {
+        let epoch = self.epoch;
         match (resume, &self.current) {
-            (Some((generation, offset)), _) if self.can_resume(generation, offset) => ChunkCursor {
-                generation: Some(generation),
-                offset,
+            (Some(resume), _) if self.can_resume(resume) => ChunkCursor {
+                epoch,
+                generation: Some(resume.generation),
+                offset: resume.offset,
             },
             (_, Some(current)) => ChunkCursor {
+                epoch,
                 generation: Some(current.id),
                 offset: current.len,
             },
             (_, None) => ChunkCursor {
+                epoch,
                 generation: None,
                 offset: 0,
             },
@@ -429,6 +590,15 @@ impl Buffer {
         let Some(current) = &self.current else {
             return Ok(());
         };
+        if cursor.epoch != self.epoch {
+            // Another publish session: nothing this viewer was owed exists any more, and
+            // its generation numbers may repeat. It starts afresh, as a new viewer would.
+            *cursor = ChunkCursor {
+                epoch: self.epoch,
+                generation: None,
+                offset: 0,
+            };
+        }
         let in_previous = self
             .previous
             .as_ref()
@@ -455,6 +625,7 @@ impl Buffer {
         if cursor.generation != Some(current.id) {
             // A new generation; its blob goes out on the viewer's blob socket.
             *cursor = ChunkCursor {
+                epoch: self.epoch,
                 generation: Some(current.id),
                 offset: current.blob_end(),
             };
@@ -468,6 +639,14 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(generation: u64, offset: u64) -> Resume {
+        Resume {
+            generation,
+            offset,
+            epoch: None,
+        }
+    }
 
     const LIMITS: BufferLimits = BufferLimits {
         max_generation_bytes: 1000,
@@ -620,12 +799,12 @@ mod tests {
         b.accept_blob(frame(7, 0, b"head")).unwrap();
         b.accept_chunk(frame(7, 4, b"abcdef")).unwrap();
         b.accept_chunk(frame(7, 10, b"gh")).unwrap();
-        assert!(b.can_resume(7, 10) && !b.can_resume(7, 13) && !b.can_resume(6, 0));
-        let mut cursor = b.cursor(Some((7, 6)));
+        assert!(b.can_resume(at(7, 10)) && !b.can_resume(at(7, 13)) && !b.can_resume(at(6, 0)));
+        let mut cursor = b.cursor(Some(at(7, 6)));
         let frames = read(&b, &mut cursor);
         assert_eq!(FrameHeader::parse(&frames[0]).unwrap().offset, 6);
         assert_eq!(payloads(&frames), b"cdefgh");
-        let mut stale = b.cursor(Some((6, 2)));
+        let mut stale = b.cursor(Some(at(6, 2)));
         assert!(
             read(&b, &mut stale).is_empty(),
             "unknown generation: live only"
@@ -741,8 +920,11 @@ mod tests {
     fn a_new_session_may_restart_generation_numbers() {
         let mut b = Buffer::new(LIMITS);
         b.accept_blob(frame(9, 0, b"x")).unwrap();
-        b.stop();
         assert_eq!(b.accept_blob(frame(3, 0, b"y")), Ok(Accepted::Dropped));
+        b.stop();
+        // Nothing after a stop, not even a newer generation: it would revive the stream.
+        assert_eq!(b.accept_blob(frame(10, 0, b"z")), Err(FrameError::Stopped));
+        assert_eq!(b.accept_chunk(frame(9, 1, b"z")), Err(FrameError::Stopped));
         b.reset_session();
         assert!(matches!(
             b.accept_blob(frame(3, 0, b"y")),

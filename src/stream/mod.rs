@@ -8,7 +8,9 @@ pub mod registry;
 use crate::metrics::Metrics;
 use crate::protocol::{Join, OutFrame, StreamName};
 use crate::recording::{Recorder, Slot};
-use buffer::{Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, Lagging};
+use buffer::{
+    Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, GenerationPin, Lagging, Resume,
+};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -20,6 +22,11 @@ pub use registry::{Refusal, Registry};
 /// What blob viewers follow: they are woken when it changes, not for every chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Status {
+    /// The publish session (see `Buffer::epoch`): a generation is only the same one
+    /// within the same epoch.
+    pub epoch: u64,
+    /// Generations started on this stream so far (see `Buffer::generations_started`).
+    pub generations_started: u64,
     pub live: bool,
     pub generation: Option<u64>,
     pub mime: Option<String>,
@@ -148,6 +155,11 @@ impl From<&crate::webm::StreamInfo> for MediaInfo {
 /// What a joining blob viewer is sent first.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Holds the generation in the buffered-bytes gauge while the frames are sent.
+    pub pin: Option<Arc<GenerationPin>>,
+    /// `generations_started` when the snapshot was taken.
+    pub taken_at: u64,
+    pub epoch: u64,
     pub generation: Option<u64>,
     pub join: Join,
     /// The viewer already holds the current generation up to its offset.
@@ -162,11 +174,16 @@ impl Stream {
         metrics: Arc<Metrics>,
         recorder: Option<Arc<Recorder>>,
     ) -> Stream {
+        let buffer = Buffer::with_gauge(limits, metrics.buffered_bytes_gauge());
+        let status = Status {
+            epoch: buffer.epoch(),
+            ..Status::default()
+        };
         Stream {
             name,
-            buffer: Mutex::new(Buffer::new(limits)),
+            buffer: Mutex::new(buffer),
             media_changed: watch::Sender::new(0),
-            status: watch::Sender::new(Status::default()),
+            status: watch::Sender::new(status),
             presence: Mutex::new(Presence::default()),
             ingest: Mutex::new(RateMeter::new()),
             metrics,
@@ -200,6 +217,15 @@ impl Stream {
         });
     }
 
+    /// The publisher's stop: the session ends once the buffer holds the generation and
+    /// length it names (at once, without them).
+    pub fn stop(&self, at: Option<(u64, u64)>) {
+        let now = self.buffer.lock().request_stop(at);
+        if now {
+            self.end();
+        }
+    }
+
     /// The publisher stopped or is gone: viewers are told the stream ended.
     pub fn end(&self) {
         {
@@ -221,6 +247,8 @@ impl Stream {
             let mut buffer = self.buffer.lock();
             buffer.reset_session();
             self.recording.lock().reset();
+            // Hellos name the new session from now on, live or not yet.
+            self.status.send_modify(|s| s.epoch = buffer.epoch());
         }
         *self.ingest.lock() = RateMeter::new();
     }
@@ -240,7 +268,7 @@ impl Stream {
 
     fn accept(&self, frame: Bytes, is_blob: bool) -> Result<Accepted, FrameError> {
         let len = frame.len() as u64;
-        let (accepted, generation, mime, notice) = {
+        let (accepted, epoch, generations_started, generation, mime, notice, stop) = {
             let mut buffer = self.buffer.lock();
             let recorded = self.recorder.as_ref().map(|_| frame.clone());
             let accepted = if is_blob {
@@ -267,9 +295,12 @@ impl Stream {
             }
             (
                 accepted,
+                buffer.epoch(),
+                buffer.generations_started(),
                 buffer.generation(),
                 buffer.mime().map(str::to_owned),
                 buffer.take_notice(),
+                buffer.stop_reached(),
             )
         };
         if let Some(notice) = notice {
@@ -281,6 +312,8 @@ impl Stream {
                 self.ingest.lock().add(len);
                 self.media_changed.send_modify(|v| *v += 1);
                 self.status.send_replace(Status {
+                    epoch,
+                    generations_started,
                     live: true,
                     generation,
                     mime,
@@ -292,17 +325,25 @@ impl Stream {
             }
             Accepted::Held | Accepted::Dropped => {}
         }
+        if stop {
+            self.end();
+        }
         Ok(accepted)
     }
 
     /// Frames a joining blob viewer needs, unless it already holds them (`resume`).
     /// A live join falls back to the whole generation until a keyframe cluster is known.
-    pub fn snapshot(&self, resume: Option<(u64, u64)>, join: Join) -> Snapshot {
+    pub fn snapshot(&self, resume: Option<Resume>, join: Join) -> Snapshot {
         let buffer = self.buffer.lock();
+        let epoch = buffer.epoch();
+        let taken_at = buffer.generations_started();
         let generation = buffer.generation();
-        if let Some((g, _)) = resume.filter(|&(g, o)| buffer.can_resume(g, o)) {
+        if let Some(resume) = resume.filter(|&r| buffer.can_resume(r)) {
             return Snapshot {
-                generation: Some(g),
+                pin: None,
+                taken_at,
+                epoch,
+                generation: Some(resume.generation),
                 join: Join::Start,
                 resumed: true,
                 frames: Vec::new(),
@@ -314,12 +355,18 @@ impl Stream {
         };
         match live {
             Some(frames) => Snapshot {
+                pin: buffer.pin(),
+                taken_at,
+                epoch,
                 generation,
                 join: Join::Live,
                 resumed: false,
                 frames,
             },
             None => Snapshot {
+                pin: buffer.pin(),
+                taken_at,
+                epoch,
                 generation,
                 join: Join::Start,
                 resumed: false,
@@ -328,11 +375,14 @@ impl Stream {
         }
     }
 
-    pub fn current_blob(&self) -> Option<(u64, Bytes)> {
-        self.buffer.lock().current_blob()
+    /// The current generation's epoch, number and blob.
+    pub fn current_blob(&self) -> Option<(u64, u64, Bytes)> {
+        let buffer = self.buffer.lock();
+        let (generation, blob) = buffer.current_blob()?;
+        Some((buffer.epoch(), generation, blob))
     }
 
-    pub fn chunk_cursor(&self, resume: Option<(u64, u64)>) -> ChunkCursor {
+    pub fn chunk_cursor(&self, resume: Option<Resume>) -> ChunkCursor {
         self.buffer.lock().cursor(resume)
     }
 
