@@ -96,6 +96,29 @@ pub struct Config {
     /// Seconds without a POST after which an HTTP publisher counts as gone.
     #[arg(long, env = "BLOBCAST_INGEST_TIMEOUT", default_value_t = 10)]
     pub ingest_timeout_secs: u64,
+
+    /// Seconds a publisher socket may send neither media nor a pong before its session
+    /// counts as gone (the server pings every third of it).
+    #[arg(long, env = "BLOBCAST_PUBLISHER_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub publisher_timeout_secs: u64,
+
+    /// Open connections at most (WebSockets included); past it, new ones are refused.
+    #[arg(long, env = "BLOBCAST_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Open connections from one client IP at most (loopback and --trusted-proxy
+    /// peers carry many clients and are bounded only by --max-connections).
+    #[arg(long, env = "BLOBCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
+    pub max_connections_per_ip: usize,
+
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, env = "BLOBCAST_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+
+    /// Seconds from SIGTERM (or Ctrl-C) to exit: sockets are closed and recordings
+    /// finalized within it, and whatever is still open then is dropped.
+    #[arg(long, env = "BLOBCAST_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! The network edge: the accept loops (`server`, and `tls` for https/wss), the
+//! The network edge: the accept loop (`accept`: limits, timeouts, TLS handshakes),
+//! running the server (`server`), certificates (`tls`), the
 //! WebSocket handshake (`upgrade`) and what every socket shares (`ws`: close codes,
 //! fragmented writes, peer names), and the client's address behind a proxy
 //! (`client_addr`).
@@ -7,6 +8,7 @@
 //! `http_error`, `protocol`, `stream` (refusals' close codes), `shutdown`. Nothing in
 //! the stream core imports from here.
 
+pub mod accept;
 pub mod client_addr;
 pub mod server;
 pub mod tls;

@@ -1,19 +1,19 @@
 //! Runs the server on a bound listener until a shutdown signal, then closes every
-//! socket: viewers get `{"type":"end"}` and a 1001 close. Plain HTTP goes through warp's
-//! own server; with TLS configured, through our accept loop in `tls`.
+//! socket within `--shutdown-grace-secs`: viewers get `{"type":"end"}` and a 1001 close,
+//! HTTP requests get half the grace to finish, recordings are finalized, and whatever
+//! is still open at the end is dropped.
 
+use super::accept::{self, AcceptConfig};
 use super::tls::{self, Identity, TlsError};
 use crate::app::App;
 use crate::config::Config;
 use crate::routes::routes;
 use crate::shutdown;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// How long sockets get to close after the shutdown signal before we stop waiting.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -41,35 +41,51 @@ pub async fn serve(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let tls = identity.map(|id| id.server_config()).transpose()?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
     let (trigger, shutdown, all_closed) = shutdown::channel();
     let app = App::new(config, shutdown);
+    let accept_config = AcceptConfig {
+        tls,
+        max_connections: app.config.max_connections,
+        max_connections_per_ip: app.config.max_connections_per_ip,
+        trusted_proxies: app.config.trusted_proxies.clone().into(),
+        header_timeout: Duration::from_secs(app.config.header_timeout_secs),
+        metrics: app.registry.metrics().clone(),
+    };
     let registry = app.registry.clone();
     let recorder = app.recorder.clone();
-    let graceful = async move {
-        signal.await;
-        log::info!("shutting down: closing every socket");
-        trigger.trigger();
-    };
-    match tls {
-        Some(tls) => tls::serve(listener, tls, routes(app), graceful).await,
-        None => {
-            warp::serve(routes(app))
-                .incoming(listener)
-                .graceful(graceful)
-                .run()
-                .await
+    let signalled_at = Arc::new(OnceLock::new());
+    let graceful = {
+        let signalled_at = signalled_at.clone();
+        async move {
+            signal.await;
+            signalled_at.get_or_init(Instant::now);
+            log::info!("shutting down: closing every socket within {grace:?}");
+            trigger.trigger();
         }
-    }
+    };
+    let deadline = || *signalled_at.get_or_init(Instant::now) + grace;
+    // Sockets and requests get half the grace; finalizing recordings the rest.
+    let sockets_deadline = || *signalled_at.get_or_init(Instant::now) + grace / 2;
+    accept::serve(
+        listener,
+        accept_config,
+        routes(app),
+        graceful,
+        sockets_deadline,
+    )
+    .await;
     registry.end_all();
-    if tokio::time::timeout(DRAIN_TIMEOUT, all_closed.wait())
+    if tokio::time::timeout_at(sockets_deadline(), all_closed.wait())
         .await
         .is_err()
     {
-        log::warn!("some sockets did not close within {DRAIN_TIMEOUT:?}");
+        log::warn!("some sockets did not close within the shutdown grace");
     }
     // Every stream has ended: let the recordings finalize (Cues, Duration).
-    if !recorder.drain(DRAIN_TIMEOUT).await {
-        log::warn!("some recordings were not finalized within {DRAIN_TIMEOUT:?}");
+    let left = deadline().saturating_duration_since(Instant::now());
+    if !recorder.drain(left).await {
+        log::warn!("some recordings were not finalized within the shutdown grace");
     }
     Ok(())
 }

@@ -1,32 +1,19 @@
 //! Native TLS: https and wss on the listening port, with rustls (ring provider).
 //!
-//! warp 0.4 has no TLS of its own, so [`serve`] is our accept loop: each TCP connection
-//! gets its own task, which does the TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], so
-//! a slow or broken client never holds up the next accept) and then serves the warp
-//! filter on the encrypted stream with hyper, WebSocket upgrades included. Shutdown
-//! follows warp's own graceful runner: stop accepting, tell every connection to finish,
-//! wait for them.
+//! This module reads or makes the certificate ([`Identity`], [`prepare`]); warp 0.4 has
+//! no TLS of its own, so the handshake runs in our accept loop (`net::accept`), bounded
+//! by [`HANDSHAKE_TIMEOUT`] so that a slow or broken client never holds up the next
+//! accept.
 
-use super::client_addr::PeerAddr;
 use crate::config::Config;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use warp::reply::Response;
-use warp::Filter;
 
-/// How long a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::accept::HANDSHAKE_TIMEOUT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -229,116 +216,6 @@ fn local_ipv6(if_inet6: &str) -> Vec<IpAddr> {
             (*scope == GLOBAL_SCOPE).then_some(IpAddr::V6(Ipv6Addr::from(bits)))
         })
         .collect()
-}
-
-/// Serves `filter` over TLS on `listener` until `signal`, then waits for the open HTTP
-/// connections to finish (upgraded WebSockets are closed by the app's own shutdown).
-pub async fn serve<F>(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    filter: F,
-    signal: impl Future<Output = ()> + Send + 'static,
-) where
-    F: Filter<Extract = (Response,), Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let mut signal = std::pin::pin!(signal);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    accept_error(err).await;
-                    continue;
-                }
-            },
-            () = &mut signal => break,
-        };
-        let acceptor = acceptor.clone();
-        let service = PeerService {
-            inner: warp::service(filter.clone()),
-            peer,
-        };
-        let watcher = graceful.watcher();
-        let mut stopping = stopping.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-            let stream = tokio::select! {
-                result = handshake => match result {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(err)) => {
-                        log::debug!("TLS handshake with {peer} failed: {err}");
-                        return;
-                    }
-                    Err(_) => {
-                        log::debug!("TLS handshake with {peer} timed out");
-                        return;
-                    }
-                },
-                _ = stopping.wait_for(|stop| *stop) => return,
-            };
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service),
-            );
-            if let Err(err) = watcher.watch(connection).await {
-                log::debug!("connection from {peer} failed: {err}");
-            }
-        });
-    }
-    drop(listener);
-    let _ = stopping_tx.send(true);
-    graceful.shutdown().await;
-}
-
-/// As warp's loop: connection errors at accept are the client's; anything else (such as
-/// running out of file descriptors) gets a pause before the next try.
-async fn accept_error(err: std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        err.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    ) {
-        return;
-    }
-    log::error!("accept error: {err}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-/// Puts the TCP peer address in each request's extensions, where
-/// [`super::client_addr::remote`] finds it (warp's own `RemoteAddr` is private to warp).
-#[derive(Clone)]
-struct PeerService<S> {
-    inner: S,
-    peer: SocketAddr,
-}
-
-impl<S, B> tower_service::Service<warp::http::Request<B>> for PeerService<S>
-where
-    S: tower_service::Service<warp::http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: warp::http::Request<B>) -> Self::Future {
-        request.extensions_mut().insert(PeerAddr(self.peer));
-        self.inner.call(request)
-    }
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 //! zero-filled before every read, for a peer that only ever sends a close frame, and a
 //! 128 KiB write buffer on top of the copy of each frame.
 
+use super::accept::ConnectionSlot;
 use crate::http_error::HttpError;
 use futures_util::FutureExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
+use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -23,6 +25,8 @@ pub type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 pub struct Upgrade {
     accept: String,
     on_upgrade: OnUpgrade,
+    /// The connection's place under `--max-connections`, held for the socket's life.
+    slot: Option<Arc<ConnectionSlot>>,
 }
 
 /// Matches a GET that asks for a WebSocket (RFC 6455 §4.2.1); any other request to a
@@ -36,13 +40,15 @@ pub fn websocket() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clo
         .and(header("sec-websocket-key"))
         .and(header("sec-websocket-protocol"))
         .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<Arc<ConnectionSlot>>())
         .and_then(
             |connection: Option<String>,
              upgrade: Option<String>,
              version: Option<String>,
              key: Option<String>,
              subprotocols: Option<String>,
-             on_upgrade: Option<OnUpgrade>| async move {
+             on_upgrade: Option<OnUpgrade>,
+             slot: Option<Arc<ConnectionSlot>>| async move {
                 let request = Request {
                     connection,
                     upgrade,
@@ -57,7 +63,11 @@ pub fn websocket() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clo
                         "this connection cannot be upgraded (HTTP/1.1 is required)",
                     ));
                 };
-                Ok(Upgrade { accept, on_upgrade })
+                Ok(Upgrade {
+                    accept,
+                    on_upgrade,
+                    slot,
+                })
             },
         )
 }
@@ -131,8 +141,13 @@ impl Upgrade {
         S: FnOnce(WebSocket) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        let Upgrade { accept, on_upgrade } = self;
+        let Upgrade {
+            accept,
+            on_upgrade,
+            slot,
+        } = self;
         tokio::spawn(on_upgrade.then(move |upgraded| async move {
+            let _slot = slot;
             match upgraded {
                 Ok(upgraded) => {
                     let io = TokioIo::new(upgraded);
