@@ -11,6 +11,9 @@ pub struct Metrics {
     frames_dropped: AtomicU64,
     viewers_lagged: AtomicU64,
     connections_refused: AtomicU64,
+    webhooks_delivered: AtomicU64,
+    webhooks_failed: AtomicU64,
+    webhooks_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -32,6 +35,18 @@ impl Metrics {
 
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_delivered(&self) {
+        self.webhooks_delivered.fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_failed(&self) {
+        self.webhooks_failed.fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_dropped(&self) {
+        self.webhooks_dropped.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus exposition, with the gauges the registry knows.
@@ -90,6 +105,24 @@ impl Metrics {
             "counter",
             "Sockets closed for bad input or a limit.",
             self.connections_refused.load(Relaxed),
+        );
+        metric(
+            "blobcast_webhooks_delivered_total",
+            "counter",
+            "Webhook deliveries a receiver answered with 2xx.",
+            self.webhooks_delivered.load(Relaxed),
+        );
+        metric(
+            "blobcast_webhooks_failed_total",
+            "counter",
+            "Webhook deliveries given up after retrying for 5 minutes.",
+            self.webhooks_failed.load(Relaxed),
+        );
+        metric(
+            "blobcast_webhooks_dropped_total",
+            "counter",
+            "Webhook events dropped, oldest first, from a full queue.",
+            self.webhooks_dropped.load(Relaxed),
         );
         out
     }
