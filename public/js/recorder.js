@@ -39,6 +39,7 @@ export const DEFAULTS = {
   fps: 30,
   bitrate: '',
   key: '',
+  token: '',
 };
 
 /**
@@ -232,7 +233,7 @@ export class Publisher {
 
   openSocket(kind) {
     const o = this.o;
-    const params = { session: this.session, key: o.key };
+    const params = { session: this.session, key: o.key, token: o.token };
     if (kind === 'blob') params.name_prefix = o.name_prefix;
     const ws = new WebSocket(socketUrl(`/ws/publish/${o.stream}/${kind}`, params));
     ws.binaryType = 'arraybuffer';
@@ -569,6 +570,12 @@ export function initRecorderPage() {
   const form = $('options');
   const params = new URLSearchParams(location.search);
   fillForm(form, params);
+  // A key or token in the link goes into the form, and out of the address bar and history.
+  if (params.has('key') || params.has('token')) {
+    params.delete('key');
+    params.delete('token');
+    history.replaceState(null, '', `${location.pathname}${params.toString() ? '?' + params : ''}`);
+  }
   const toggle = $('toggle');
   const preview = $('preview');
   const hook = {
@@ -651,10 +658,10 @@ export function initRecorderPage() {
     $('errors').textContent = '';
     $('warning').hidden = true;
     const o = readForm(form);
-    // The address bar then holds a shareable recorder link (never the key).
+    // The address bar then holds a shareable recorder link (never the key or token).
     const shown = new URLSearchParams();
     for (const [k, v] of Object.entries(o)) {
-      if (k !== 'key' && v !== '' && String(DEFAULTS[k]) !== v) shown.set(k, v);
+      if (k !== 'key' && k !== 'token' && v !== '' && String(DEFAULTS[k]) !== v) shown.set(k, v);
     }
     history.replaceState(null, '', `${location.pathname}${shown.toString() ? '?' + shown : ''}`);
     publisher = new Publisher(o, {
