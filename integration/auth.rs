@@ -594,13 +594,32 @@ async fn webhooks_arrive_signed_for_publishing_and_recording() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     serve_http(listener, tx, |_| Some(204));
     let server = TestServer::with(webhook_server_config(url)).await;
+    let _viewer = Viewer::connect(&server, "hooked").await;
     publish_and_stop(&server, "hooked").await;
     let events = events_until(
         &mut rx,
-        &["publish_start", "publish_end", "recording_finished"],
+        &[
+            "publish_start",
+            "publish_end",
+            "recording_finished",
+            "viewer_count",
+        ],
         PATIENCE,
     )
     .await;
+    let counts: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "viewer_count")
+        .collect();
+    assert_eq!(
+        counts.len(),
+        1,
+        "one count while it stays at one: {counts:?}"
+    );
+    assert_eq!(
+        (&counts[0]["stream"], &counts[0]["viewers"]),
+        (&json!("hooked"), &json!(1))
+    );
     let find = |name: &str| events.iter().find(|e| e["event"] == name).unwrap();
     assert_eq!(find("publish_start")["stream"], "hooked");
     assert_eq!(find("publish_start")["session"], "hook");
@@ -613,7 +632,7 @@ async fn webhooks_arrive_signed_for_publishing_and_recording() {
         "{finished}"
     );
     server
-        .until_metrics("blobcast_webhooks_delivered_total 3")
+        .until_metrics("blobcast_webhooks_delivered_total 4")
         .await;
 }
 
@@ -676,4 +695,26 @@ async fn a_receiver_that_never_answers_does_not_hold_up_media() {
         slowest < Duration::from_secs(2),
         "slowest chunk took {slowest:?}"
     );
+}
+
+#[tokio::test]
+async fn blobcast_token_prints_a_token_the_server_accepts() {
+    let secret = secret_file();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_blobcast"))
+        .args(["token", "--secret-file"])
+        .arg(&secret)
+        .args(["--publish", "cam1", "--watch", "class-*", "--ttl", "2h"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let minted = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let server = TestServer::with(move |c| c.token_secret_file = Some(secret)).await;
+    let mut viewer = Viewer::connect(&server, "cam1").await;
+    let _publisher = publish(&server, "cam1", &format!("session=s&token={minted}")).await;
+    viewer.pump_until_holds(1, CHROME).await;
+    let (code, reason) = refused(&server.ws_url(&format!(
+        "/ws/publish/class-1/blob?session=s&token={minted}"
+    )))
+    .await;
+    assert_eq!(code, 4403, "{reason}");
 }
