@@ -21,6 +21,8 @@ const TEMPLATE: &str = include_str!("../docs/deploy/nginx.conf");
 /// The template's upstream and listen lines, which the test replaces.
 const UPSTREAM_LINE: &str = "    server 127.0.0.1:8000;\n";
 const LISTEN_LINE: &str = "    listen 80;\n";
+const ACCESS_LOG_LINE: &str =
+    "    access_log /var/log/nginx/blobcast.access.log blobcast_redacted;\n";
 
 /// Every log line of the server, so the test can see which client address it logged.
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -105,10 +107,15 @@ impl Nginx {
             "template upstream"
         );
         assert_eq!(TEMPLATE.matches(LISTEN_LINE).count(), 1, "template listen");
+        assert_eq!(TEMPLATE.matches(ACCESS_LOG_LINE).count(), 1, "template log");
+        let d = dir.display();
         let site = TEMPLATE
             .replace(UPSTREAM_LINE, &format!("    server {upstream};\n"))
-            .replace(LISTEN_LINE, &format!("    listen {addr};\n"));
-        let d = dir.display();
+            .replace(LISTEN_LINE, &format!("    listen {addr};\n"))
+            .replace(
+                ACCESS_LOG_LINE,
+                &format!("    access_log {d}/blobcast.access.log blobcast_redacted;\n"),
+            );
         let config = format!(
             "worker_processes 1;\n\
              events {{ worker_connections 256; }}\n\
@@ -217,7 +224,9 @@ async fn streams_and_the_api_pass_through_nginx_and_logs_show_the_forwarded_clie
     // From here on the harness's URLs lead through nginx.
     server.addr = nginx.addr;
 
-    let mut viewers = vec![Viewer::connect(&server, "cam").await];
+    // Credentials in the query (ignored by this open server) must reach no log.
+    let secrets = "token=tok-SECRET-1&key=key-SECRET-2";
+    let mut viewers = vec![Viewer::connect_with(&server, "cam", secrets).await];
     let mut publisher = Publisher::connect(&server, "cam", "session=nginx1").await;
     publisher.start(MIME).await;
     for g in [2000, 2001] {
@@ -285,6 +294,22 @@ async fn streams_and_the_api_pass_through_nginx_and_logs_show_the_forwarded_clie
     publisher.stop().await;
     recording_ranges_pass(&server, &dir).await;
     http_ingest_passes(&server).await;
+    // nginx logs a WebSocket request when it closes.
+    drop(viewers);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let access = loop {
+        let access = std::fs::read_to_string(nginx.dir.join("blobcast.access.log")).unwrap();
+        if access.contains("GET /ws/watch/cam/chunk") {
+            break access;
+        }
+        assert!(std::time::Instant::now() < deadline, "{access}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        !access.contains("SECRET"),
+        "nginx logged a credential: {access}"
+    );
+    assert!(logged("SECRET").is_empty(), "blobcast logged a credential");
     let errors = nginx.error_log();
     assert!(
         !errors.contains("buffered to a temporary file"),

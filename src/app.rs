@@ -1,6 +1,8 @@
 //! The state every route handler shares: the streams, the recordings, the HTTP
-//! publishers, the configuration and the shutdown signal. Cheap to clone.
+//! publishers, who may do what, the configuration and the shutdown signal. Cheap to
+//! clone.
 
+use crate::auth::{Auth, AuthError};
 use crate::config::Config;
 use crate::ingest::sessions::HttpPublishers;
 use crate::metrics::Metrics;
@@ -9,6 +11,7 @@ use crate::shutdown::Shutdown;
 use crate::stream::buffer::BufferLimits;
 use crate::stream::registry::RegistryLimits;
 use crate::stream::Registry;
+use crate::webhook::{WebhookError, Webhooks};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +23,22 @@ pub struct App {
     /// The record directory's catalog (recording itself is off with `--no-record`).
     pub recorder: Arc<Recorder>,
     pub http_publishers: Arc<HttpPublishers>,
+    pub auth: Arc<Auth>,
+}
+
+/// What can stop the server from starting once the flags have parsed: a key file.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
 }
 
 impl App {
-    pub fn new(config: Config, shutdown: Shutdown) -> App {
+    /// Needs a tokio runtime (the webhooks' delivery tasks start here).
+    pub fn new(config: Config, shutdown: Shutdown) -> Result<App, SetupError> {
+        let auth = Arc::new(Auth::from_config(&config)?);
         let limits = RegistryLimits {
             max_streams: config.max_streams,
             max_viewers: config.max_viewers,
@@ -33,34 +48,29 @@ impl App {
         };
         let recorder = Recorder::open(config.record_dir.clone());
         let recording = (!config.no_record).then(|| recorder.clone());
-        let registry = Registry::with_recorder(limits, Arc::new(Metrics::default()), recording);
+        let metrics = Arc::new(Metrics::default());
+        let registry = Registry::with_recorder(limits, metrics.clone(), recording);
+        let webhooks = Webhooks::start(
+            &config.webhooks,
+            config.webhook_secret_file.as_deref(),
+            metrics,
+        )?;
+        if let Some(webhooks) = webhooks {
+            webhooks.connect(&registry, recorder.events());
+        }
         let http_publishers = HttpPublishers::new(
             registry.clone(),
             Duration::from_secs(config.ingest_timeout_secs),
             shutdown.clone(),
         );
-        App {
+        Ok(App {
             registry,
             config: Arc::new(config),
             shutdown,
             recorder,
             http_publishers,
-        }
-    }
-
-    /// Compares in constant time, so the key cannot be guessed byte by byte.
-    pub fn publish_key_matches(&self, given: Option<&str>) -> bool {
-        let Some(expected) = &self.config.publish_key else {
-            return true;
-        };
-        let given = given.unwrap_or_default().as_bytes();
-        let expected = expected.as_bytes();
-        given.len() == expected.len()
-            && given
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+            auth,
+        })
     }
 
     pub fn send_timeout(&self) -> Duration {

@@ -2,17 +2,23 @@
 //! `cargo run --release` serve a useful local instance with no setup.
 
 use crate::net::client_addr::TrustedProxy;
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "blobcast",
     version,
-    about = "Live WebM relay: browser MediaRecorder in, many viewers out"
+    about = "Live WebM relay: browser MediaRecorder in, many viewers out",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Config {
+    /// With no subcommand, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, env = "BLOBCAST_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
@@ -119,12 +125,83 @@ pub struct Config {
     /// finalized within it, and whatever is still open then is dropped.
     #[arg(long, env = "BLOBCAST_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// File holding the HS256 secret that signs access tokens (JWT).
+    #[arg(long, env = "BLOBCAST_TOKEN_SECRET_FILE")]
+    pub token_secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA for RS256, Ed25519 for EdDSA) of a service that signs access
+    /// tokens; may be set with --token-secret-file.
+    #[arg(long, env = "BLOBCAST_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<PathBuf>,
+
+    /// Who may watch: anyone (open), or only with a token that may watch the stream.
+    #[arg(long, env = "BLOBCAST_WATCH_AUTH", value_enum, default_value_t = AuthMode::Open)]
+    pub watch_auth: AuthMode,
+
+    /// Who may read /metrics and the /api listings: anyone (open), or an admin token.
+    #[arg(long, env = "BLOBCAST_METRICS_AUTH", value_enum, default_value_t = AuthMode::Open)]
+    pub metrics_auth: AuthMode,
+
+    /// Ask this URL before every publish and watch (POST JSON; 2xx allows).
+    #[arg(long, env = "BLOBCAST_AUTH_URL")]
+    pub auth_url: Option<String>,
+
+    /// Milliseconds the --auth-url may take; slower counts as a refusal.
+    #[arg(long, env = "BLOBCAST_AUTH_TIMEOUT_MS", default_value_t = 2000)]
+    pub auth_timeout_ms: u64,
+
+    /// Seconds an --auth-url answer is reused for the same action, stream and credential.
+    #[arg(long, env = "BLOBCAST_AUTH_CACHE_SECS", default_value_t = 10)]
+    pub auth_cache_secs: u64,
+
+    /// POST JSON events (publish, recordings, viewer counts) here; repeatable.
+    #[arg(long = "webhook", env = "BLOBCAST_WEBHOOK", value_delimiter = ',')]
+    pub webhooks: Vec<String>,
+
+    /// File holding the secret that signs webhook bodies (X-Blobcast-Signature).
+    #[arg(long, env = "BLOBCAST_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// `open`: no credential needed; `token`: a signed token with the right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    Open,
+    Token,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print a signed access token (HS256) and exit.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The same file as the server's --token-secret-file.
+    #[arg(long)]
+    pub secret_file: PathBuf,
+    /// Streams it may publish: names or `prefix*`; repeat or comma-separate.
+    #[arg(long, value_delimiter = ',')]
+    pub publish: Vec<String>,
+    /// Streams it may watch: names, `prefix*` or `*`; repeat or comma-separate.
+    #[arg(long, value_delimiter = ',')]
+    pub watch: Vec<String>,
+    /// May delete recordings, see every stream and kick publishers.
+    #[arg(long)]
+    pub admin: bool,
+    /// How long it is valid: 90s, 30m, 2h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("refusing to listen on {0} with no publish key: anyone who can reach it could publish. Set --publish-key (or BLOBCAST_PUBLISH_KEY), or pass --open-publish to allow it")]
+    #[error("refusing to listen on {0} with no publish key: anyone who can reach it could publish. Set --publish-key (or BLOBCAST_PUBLISH_KEY), tokens (--token-secret-file, --token-public-key) or --auth-url, or pass --open-publish to allow it")]
     OpenPublish(SocketAddr),
+    #[error("--{0} token needs a way to check tokens: --token-secret-file or --token-public-key")]
+    TokenModeWithoutKeys(&'static str),
 }
 
 impl Config {
@@ -139,11 +216,47 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.listen.ip().is_loopback() && self.publish_key.is_none() && !self.open_publish {
+        let guarded =
+            self.publish_key.is_some() || self.has_token_keys() || self.auth_url.is_some();
+        if !self.listen.ip().is_loopback() && !guarded && !self.open_publish {
             return Err(ConfigError::OpenPublish(self.listen));
+        }
+        for (flag, mode) in [
+            ("watch-auth", self.watch_auth),
+            ("metrics-auth", self.metrics_auth),
+        ] {
+            if mode == AuthMode::Token && !self.has_token_keys() {
+                return Err(ConfigError::TokenModeWithoutKeys(flag));
+            }
         }
         Ok(())
     }
+
+    /// Tokens are checked here (a secret, a public key or both).
+    pub fn has_token_keys(&self) -> bool {
+        self.token_secret_file.is_some() || self.token_public_key.is_some()
+    }
+}
+
+/// "90s", "30m", "2h", "7d" or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, 's')) => (&text[..i], 1),
+        Some((i, 'm')) => (&text[..i], 60),
+        Some((i, 'h')) => (&text[..i], 3600),
+        Some((i, 'd')) => (&text[..i], 86_400),
+        _ => (text, 1),
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 2h or 7d"))?;
+    value
+        .checked_mul(unit)
+        .filter(|secs| *secs > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} must be above zero and below a few billion years"))
 }
 
 /// "16M", "512K", "1G" or plain bytes.
@@ -199,6 +312,62 @@ mod tests {
         let config = Config::parse_from(["blobcast", "--record-dir", "/srv/rec", "--no-record"]);
         assert_eq!(config.record_dir, PathBuf::from("/srv/rec"));
         assert!(config.no_record);
+    }
+
+    #[test]
+    fn auth_flags_parse_and_token_modes_need_keys() {
+        let config = Config::local();
+        assert_eq!(config.watch_auth, AuthMode::Open);
+        assert_eq!(config.auth_timeout_ms, 2000);
+        assert_eq!(config.auth_cache_secs, 10);
+        assert!(config.command.is_none());
+        let config = Config::parse_from([
+            "blobcast",
+            "--watch-auth",
+            "token",
+            "--webhook",
+            "http://a/x",
+            "--webhook",
+            "http://b/y",
+        ]);
+        assert_eq!(config.webhooks.len(), 2);
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::TokenModeWithoutKeys("watch-auth"))
+        ));
+        let mut config = Config::parse_from(["blobcast", "--token-secret-file", "s"]);
+        config.listen = "0.0.0.0:8000".parse().unwrap();
+        assert!(config.validate().is_ok(), "tokens guard publishing");
+    }
+
+    #[test]
+    fn the_token_subcommand_parses_and_leaves_the_server_flags_alone() {
+        let config = Config::parse_from([
+            "blobcast",
+            "token",
+            "--secret-file",
+            "F",
+            "--publish",
+            "cam1",
+            "--watch",
+            "class-*,lobby",
+            "--ttl",
+            "2h",
+        ]);
+        let Some(Command::Token(args)) = config.command else {
+            panic!("the subcommand")
+        };
+        assert_eq!(args.publish, ["cam1"]);
+        assert_eq!(args.watch, ["class-*", "lobby"]);
+        assert_eq!(args.ttl, Duration::from_secs(7200));
+        assert!(!args.admin);
+        assert!(
+            Config::try_parse_from(["blobcast", "--no-record", "token", "--secret-file", "F"])
+                .is_err()
+        );
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("0").is_err() && parse_duration("soon").is_err());
     }
 
     #[test]

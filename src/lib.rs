@@ -13,8 +13,10 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod egress;
+pub mod events;
 pub mod http_error;
 pub mod ingest;
 pub mod metrics;
@@ -25,6 +27,7 @@ pub mod routes;
 pub mod shutdown;
 pub mod sink;
 pub mod stream;
+pub mod webhook;
 pub mod webm;
 
 pub use config::Config;

@@ -1,6 +1,8 @@
 //! The `blobcast` binary: parse flags, bind, serve until Ctrl-C or SIGTERM.
 
 use anyhow::Context;
+use blobcast::auth::token::{self, Permissions};
+use blobcast::config::{Command, TokenArgs};
 use blobcast::Config;
 use clap::Parser;
 
@@ -8,7 +10,12 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let config = Config::parse();
+    if let Some(Command::Token(args)) = &config.command {
+        return print_token(args);
+    }
     config.validate()?;
+    // Before binding, so that a missing key file fails before anything listens.
+    blobcast::auth::Auth::from_config(&config)?;
     // Before binding, so that a bad certificate fails before anything listens.
     let tls = blobcast::tls::prepare(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -25,6 +32,20 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     blobcast::serve(listener, config, tls, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `blobcast token`: prints a signed token for the server's --token-secret-file.
+fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
+    let permissions = Permissions {
+        publish: args.publish.clone(),
+        watch: args.watch.clone(),
+        admin: args.admin,
+    };
+    if permissions == Permissions::default() {
+        anyhow::bail!("the token would allow nothing: give --publish, --watch or --admin");
+    }
+    println!("{}", token::mint(&args.secret_file, permissions, args.ttl)?);
     Ok(())
 }
 

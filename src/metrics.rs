@@ -19,6 +19,9 @@ pub struct Metrics {
     connections_over_limit: AtomicU64,
     /// Publishers that sent neither media nor a pong within `--publisher-timeout-secs`.
     publishers_timed_out: AtomicU64,
+    webhooks_delivered: AtomicU64,
+    webhooks_failed: AtomicU64,
+    webhooks_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -53,6 +56,18 @@ impl Metrics {
 
     pub fn publisher_timed_out(&self) {
         self.publishers_timed_out.fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_delivered(&self) {
+        self.webhooks_delivered.fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_failed(&self) {
+        self.webhooks_failed.fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_dropped(&self) {
+        self.webhooks_dropped.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus exposition, with the gauges the registry knows.
@@ -129,6 +144,24 @@ impl Metrics {
             "counter",
             "Publishers gone silent (no media, no pong) past --publisher-timeout-secs.",
             self.publishers_timed_out.load(Relaxed),
+        );
+        metric(
+            "blobcast_webhooks_delivered_total",
+            "counter",
+            "Webhook deliveries a receiver answered with 2xx.",
+            self.webhooks_delivered.load(Relaxed),
+        );
+        metric(
+            "blobcast_webhooks_failed_total",
+            "counter",
+            "Webhook deliveries given up after retrying for 5 minutes.",
+            self.webhooks_failed.load(Relaxed),
+        );
+        metric(
+            "blobcast_webhooks_dropped_total",
+            "counter",
+            "Webhook events dropped, oldest first, from a full queue.",
+            self.webhooks_dropped.load(Relaxed),
         );
         out
     }

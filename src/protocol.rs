@@ -15,11 +15,17 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const MALFORMED: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
+    /// A valid token without the right to this stream.
+    pub const FORBIDDEN: u16 = 4403;
     pub const TOO_SLOW: u16 = 4408;
     pub const PUBLISHER_BUSY: u16 = 4409;
+    /// An admin ended this publish session.
+    pub const KICKED: u16 = 4410;
     pub const BUFFER_FULL: u16 = 4413;
     pub const GAP: u16 = 4422;
     pub const LIMIT: u16 = 4429;
+    /// The auth service (`--auth-url`) did not answer: refused, to be safe.
+    pub const AUTH_UNAVAILABLE: u16 = 4503;
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

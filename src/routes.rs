@@ -1,9 +1,11 @@
 //! The route table: read it as the map of the API. Handlers live in `ingest` (publishers),
 //! `egress` (viewers) and `api` (JSON and recordings); this module only parses requests
-//! into them and refuses bad ones with HTTP 400 before any upgrade.
+//! into them, refuses bad ones with HTTP 400 before any upgrade, and asks `auth` before
+//! a socket is handed to its handler (a denied socket is closed with 4401, 4403 or 4503).
 
 use crate::api::{recordings, streams};
 use crate::app::App;
+use crate::auth::{self, Action, Asker, Credentials};
 use crate::egress::viewer::{self, ChunkSubscription, WatchRequest};
 use crate::http_error::{self, HttpError};
 use crate::ingest::frame::PublisherSocket;
@@ -11,6 +13,7 @@ use crate::ingest::http as ingest;
 use crate::ingest::socket::{self as publisher, PublishRequest};
 use crate::net::client_addr;
 use crate::net::upgrade::{self, Upgrade};
+use crate::net::ws::Socket;
 use crate::protocol::{is_token, Join, StreamName, HEADER_LEN};
 use crate::stream::buffer::Resume;
 use crate::stream::registry::ViewerSocket;
@@ -35,46 +38,64 @@ pub fn routes(
     let publish = warp::path!("ws" / "publish" / String / String)
         .and(upgrade::websocket())
         .and(warp::query::<PublishQuery>())
+        .and(auth::credentials())
         .and(client_addr::remote(&app.config.trusted_proxies))
+        .and(user_agent())
         .and(with(app.clone()))
         .and_then(publish_upgrade);
 
     let watch = warp::path!("ws" / "watch" / String / String)
         .and(upgrade::websocket())
         .and(warp::query::<WatchQuery>())
+        .and(auth::credentials())
         .and(client_addr::remote(&app.config.trusted_proxies))
+        .and(user_agent())
         .and(with(app.clone()))
         .and_then(watch_upgrade);
 
     let streams = warp::path!("api" / "streams")
         .and(warp::get())
+        .and(auth::credentials())
         .and(with(app.clone()))
         .map(streams::list_streams);
     let stream = warp::path!("api" / "streams" / String)
         .and(warp::get())
+        .and(auth::credentials())
         .and(with(app.clone()))
-        .and_then(|name, app| async move { streams::get_stream(name, app) });
+        .and_then(
+            |name, credentials, app| async move { streams::get_stream(name, credentials, app) },
+        );
+    // An admin ends a publish session. Before `ingest`, whose path it would match.
+    let kick = warp::path!("api" / "streams" / String / "kick")
+        .and(warp::post())
+        .and(auth::credentials())
+        .and(with(app.clone()))
+        .and_then(|name, credentials, app| async move { streams::kick(name, credentials, app) });
     // HTTP upload ingest: one frame per POST (blob, chunk), or stop.
     let ingest = warp::path!("api" / "streams" / String / String)
         .and(warp::post())
         .and(warp::query::<ingest::IngestQuery>())
+        .and(auth::credentials())
+        .and(client_addr::remote(&app.config.trusted_proxies))
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .and(with(app.clone()))
         .then(ingest::post);
     let recording_list = warp::path!("api" / "recordings")
         .and(warp::get())
+        .and(auth::credentials())
         .and(with(app.clone()))
         .map(recordings::list);
     let recording_delete = warp::path!("api" / "recordings" / String)
         .and(warp::delete())
-        .and(warp::query::<KeyQuery>())
+        .and(auth::credentials())
         .and(with(app.clone()))
-        .map(|id, query: KeyQuery, app| recordings::delete(id, query.key, app));
+        .map(recordings::delete);
     // HEAD too, for download tools that ask the size first; hyper sends no body for it.
     let recording_file = warp::path!("recordings" / String)
         .and(warp::get().or(warp::head()).unify())
         .and(warp::header::optional::<String>("range"))
+        .and(auth::credentials())
         .and(with(app.clone()))
         .then(recordings::file);
     let healthz = warp::path!("healthz")
@@ -82,6 +103,7 @@ pub fn routes(
         .map(|| "ok".into_response());
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(auth::credentials())
         .and(with(app.clone()))
         .map(streams::metrics);
 
@@ -113,6 +135,8 @@ pub fn routes(
     let api = streams
         .or(stream)
         .unify()
+        .or(kick)
+        .unify()
         .or(ingest)
         .unify()
         .or(healthz)
@@ -143,17 +167,19 @@ fn with(app: App) -> impl Filter<Extract = (App,), Error = std::convert::Infalli
     warp::any().map(move || app.clone())
 }
 
-#[derive(Debug, Deserialize)]
-struct PublishQuery {
-    session: Option<String>,
-    key: Option<String>,
-    /// The start of the recording's file name (blob socket).
-    name_prefix: Option<String>,
+/// For the auth callout; a header that is not text counts as none.
+fn user_agent() -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone
+{
+    warp::header::optional::<String>("user-agent")
+        .or(warp::any().map(|| None))
+        .unify()
 }
 
 #[derive(Debug, Deserialize)]
-struct KeyQuery {
-    key: Option<String>,
+struct PublishQuery {
+    session: Option<String>,
+    /// The start of the recording's file name (blob socket).
+    name_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,12 +196,15 @@ fn stream_name(name: &str) -> Result<StreamName, Rejection> {
     StreamName::parse(name).map_err(|e| HttpError::bad_request(e.to_string()))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn publish_upgrade(
     name: String,
     socket: String,
     ws: Upgrade,
     query: PublishQuery,
+    credentials: Credentials,
     peer: Option<SocketAddr>,
+    user_agent: Option<String>,
     app: App,
 ) -> Result<Response, Rejection> {
     let stream = stream_name(&name)?;
@@ -192,27 +221,47 @@ async fn publish_upgrade(
             ))
         }
     };
-    let request = PublishRequest {
-        stream,
-        socket,
-        session,
-        key: query.key,
-        peer,
-        name_prefix: query.name_prefix,
-    };
     let limit = app.config.max_frame as usize + HEADER_LEN + FRAME_SLACK;
     let config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
+    let asker = Asker {
+        peer,
+        session: Some(&session),
+        user_agent: user_agent.as_deref(),
+    };
+    if let Err(denial) = app
+        .auth
+        .authorize(Action::Publish, &stream, &credentials, asker)
+        .await
+    {
+        app.registry.metrics().connection_refused();
+        let who = format!(
+            "publisher {} on {stream}/{} (session {session})",
+            Socket(peer),
+            socket.name()
+        );
+        return Ok(ws.answer(config, move |ws| auth::refuse_socket(ws, who, denial)));
+    }
+    let request = PublishRequest {
+        stream,
+        socket,
+        session,
+        peer,
+        name_prefix: query.name_prefix,
+    };
     Ok(ws.answer(config, move |ws| publisher::serve(ws, app, request)))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn watch_upgrade(
     name: String,
     socket: String,
     ws: Upgrade,
     query: WatchQuery,
+    credentials: Credentials,
     peer: Option<SocketAddr>,
+    user_agent: Option<String>,
     app: App,
 ) -> Result<Response, Rejection> {
     let stream = stream_name(&name)?;
@@ -238,6 +287,23 @@ async fn watch_upgrade(
         .write_buffer_size(0)
         .max_message_size(Some(VIEWER_MAX_MESSAGE))
         .max_frame_size(Some(VIEWER_MAX_MESSAGE));
+    if !matches!(socket.as_str(), "chunk" | "blob") {
+        return Err(warp::reject::not_found());
+    }
+    let asker = Asker {
+        peer,
+        session: None,
+        user_agent: user_agent.as_deref(),
+    };
+    if let Err(denial) = app
+        .auth
+        .authorize(Action::Watch, &request.stream, &credentials, asker)
+        .await
+    {
+        app.registry.metrics().connection_refused();
+        let who = format!("viewer {} on {}/{socket}", Socket(peer), request.stream);
+        return Ok(ws.answer(config, move |ws| auth::refuse_socket(ws, who, denial)));
+    }
     let reply = match socket.as_str() {
         "chunk" => {
             // Subscribe before answering the upgrade: the viewer connects its blob

@@ -58,12 +58,15 @@ const CLOSE_CODES = {
   1006: { text: 'the connection was lost', retry: true },
   1009: { text: 'a piece of video was larger than the server accepts (try a shorter chunk time or a lower bitrate)', retry: false },
   4400: { text: 'the server refused a malformed message (a bug in this page)', retry: false },
-  4401: { text: 'wrong or missing publish key', retry: false },
+  4401: { text: 'wrong or missing publish key or token', retry: false },
+  4403: { text: 'this token does not allow it on this stream', retry: false },
   4408: { text: 'this connection was too slow to keep up', retry: true },
   4409: { text: 'another publisher is already live on this stream', retry: false },
+  4410: { text: 'an admin ended this publish session', retry: false },
   4413: { text: 'the recording grew past the server\'s buffer limit; starting a new one', retry: true },
   4422: { text: 'the server missed part of the recording; starting a new one', retry: true },
   4429: { text: 'the server is full (too many streams or viewers)', retry: true },
+  4503: { text: 'the server could not check your access (auth service unavailable)', retry: true },
 };
 
 /** A close event in plain words: { code, reason, text, retry }. */

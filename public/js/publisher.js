@@ -31,6 +31,7 @@ export const DEFAULTS = {
   fps: 30,
   bitrate: '',
   key: '',
+  token: '',
 };
 
 /**
@@ -163,7 +164,7 @@ export class Publisher {
 
   openSocket(kind) {
     const o = this.o;
-    const params = { session: this.session, key: o.key };
+    const params = { session: this.session, key: o.key, token: o.token };
     if (kind === 'blob') params.name_prefix = o.name_prefix;
     const ws = new WebSocket(socketUrl(`/ws/publish/${o.stream}/${kind}`, params));
     ws.binaryType = 'arraybuffer';

@@ -30,6 +30,12 @@ export function initRecorderPage() {
   const form = $('options');
   const params = new URLSearchParams(location.search);
   fillForm(form, params);
+  // A key or token in the link goes into the form, and out of the address bar and history.
+  if (params.has('key') || params.has('token')) {
+    params.delete('key');
+    params.delete('token');
+    history.replaceState(null, '', `${location.pathname}${params.toString() ? '?' + params : ''}`);
+  }
   const toggle = $('toggle');
   const preview = $('preview');
   const hook = {
@@ -115,7 +121,7 @@ export function initRecorderPage() {
     // The address bar then holds a shareable recorder link (never the key).
     const shown = new URLSearchParams();
     for (const [k, v] of Object.entries(o)) {
-      if (k !== 'key' && v !== '' && String(DEFAULTS[k]) !== v) shown.set(k, v);
+      if (k !== 'key' && k !== 'token' && v !== '' && String(DEFAULTS[k]) !== v) shown.set(k, v);
     }
     history.replaceState(null, '', `${location.pathname}${shown.toString() ? '?' + shown : ''}`);
     publisher = new Publisher(o, {

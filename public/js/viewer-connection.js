@@ -27,6 +27,7 @@ export class ViewerConnection {
     clearTimeout(this.retryTimer);
     const resume = this.reassembler.resumePoint();
     const params = resume ? { gen: resume.gen, offset: resume.offset } : {};
+    if (this.token) params.token = this.token;
     this.connects++;
     // The chunk socket first: the server records our position before answering its
     // upgrade, so the blob socket's snapshot and these chunks meet without a gap.

@@ -10,6 +10,12 @@ export function initWatchPage() {
   const parts = location.pathname.split('/').filter(Boolean);
   const stream = decodeURIComponent(parts[parts.length - 1] || '');
   const params = new URLSearchParams(location.search);
+  // ?token= rides on the sockets and API calls, and leaves the address bar and history.
+  const token = params.get('token') || '';
+  if (params.has('token')) {
+    params.delete('token');
+    history.replaceState(null, '', `${location.pathname}${params.toString() ? '?' + params : ''}`);
+  }
   $('stream-name').textContent = stream;
   document.title = `Blobcast · ${stream}`;
   if (!isToken(stream)) {
@@ -26,6 +32,7 @@ export function initWatchPage() {
     mode: params.get('mode'),
     clock: params.get('clock') === '1',
   });
+  viewer.conn.token = token;
   let viewers = null;
   let apiInfo = null;
 
@@ -76,6 +83,17 @@ export function initWatchPage() {
     };
     msg.hidden = !texts[state];
     msg.textContent = texts[state] || '';
+    // Refused for want of a token, or with one that may not watch: retrying cannot help.
+    const refused = {
+      4401: token ? 'This token is not valid (expired?): ask for a fresh link.' : 'This stream needs a token: open it with the link (…?token=…) you were given.',
+      4403: 'Your token does not allow watching this stream.',
+    }[viewer.conn.lastClose?.code];
+    if (refused) {
+      viewer.conn.close();
+      badge.textContent = 'refused';
+      msg.hidden = false;
+      msg.textContent = refused;
+    }
     const lag = viewer.lag();
     $('latency').textContent = lag === null || state !== 'live' ? '—' : `${lag.toFixed(2)} s`;
     $('bitrate').textContent = formatBits(viewer.bitrate());
@@ -101,7 +119,8 @@ export function initWatchPage() {
 
   const poll = async () => {
     try {
-      const res = await fetch(`/api/streams/${encodeURIComponent(stream)}`, { cache: 'no-store' });
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      const res = await fetch(`/api/streams/${encodeURIComponent(stream)}`, { cache: 'no-store', headers });
       if (res.ok) {
         apiInfo = await res.json();
         viewers = apiInfo.viewers;

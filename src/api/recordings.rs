@@ -1,8 +1,11 @@
 //! Recordings over HTTP: the catalog (`GET /api/recordings`), each file with byte
 //! ranges (`GET /recordings/{id}.webm`, what a `<video>` seek bar asks for), and
-//! `DELETE /api/recordings/{id}`.
+//! `DELETE /api/recordings/{id}`. With `--watch-auth token`, the list shows only the
+//! recordings of streams the token may watch, and a file needs such a token too;
+//! deleting needs an admin token once tokens are configured (else the publish key).
 
 use crate::app::App;
+use crate::auth::{Credentials, Denial};
 use crate::http_error::error_response;
 use crate::recording::{RecordingError, RecordingInfo};
 use bytes::{Bytes, BytesMut};
@@ -21,10 +24,19 @@ struct Listed<'a> {
     url: String,
 }
 
-pub fn list(app: App) -> Response {
+pub fn list(credentials: Credentials, app: App) -> Response {
+    let scope = match app
+        .auth
+        .may_read_api(&credentials)
+        .and_then(|()| app.auth.watch_scope(&credentials))
+    {
+        Ok(scope) => scope,
+        Err(denial) => return denial.response(),
+    };
     let recordings = app.recorder.list();
     let listed: Vec<_> = recordings
         .iter()
+        .filter(|info| scope.allows(&info.stream))
         .map(|info| Listed {
             info,
             url: format!("/recordings/{}.webm", info.id),
@@ -93,13 +105,31 @@ pub fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
 }
 
 /// `GET /recordings/{id}.webm`, with `Range` support.
-pub async fn file(name: String, range: Option<String>, app: App) -> Response {
+pub async fn file(
+    name: String,
+    range: Option<String>,
+    credentials: Credentials,
+    app: App,
+) -> Response {
     let not_found = || error_response(StatusCode::NOT_FOUND, "no such recording");
-    let Some(path) = name
+    let scope = match app.auth.watch_scope(&credentials) {
+        Ok(scope) => scope,
+        Err(denial) => return denial.response(),
+    };
+    let Some(id) = name
         .strip_suffix(".webm")
         .filter(|id| crate::recording::names::is_safe_id(id))
-        .and_then(|id| app.recorder.file_path(id))
     else {
+        return not_found();
+    };
+    let Some(info) = app.recorder.get(id) else {
+        return not_found();
+    };
+    if !scope.allows(&info.stream) {
+        let denial = Denial::Forbidden(format!("this token may not watch {}", info.stream));
+        return denial.response();
+    }
+    let Some(path) = app.recorder.file_path(id) else {
         return not_found();
     };
     let mut file = match tokio::fs::File::open(&path).await {
@@ -168,18 +198,11 @@ pub async fn file(name: String, range: Option<String>, app: App) -> Response {
     response
 }
 
-/// `DELETE /api/recordings/{id}?key=`: the publish key, when one is set.
-pub fn delete(id: String, key: Option<String>, app: App) -> Response {
-    if app.config.publish_key.is_some() {
-        if key.is_none() {
-            return error_response(
-                StatusCode::UNAUTHORIZED,
-                "deleting needs the publish key (?key=)",
-            );
-        }
-        if !app.publish_key_matches(key.as_deref()) {
-            return error_response(StatusCode::FORBIDDEN, "wrong publish key");
-        }
+/// `DELETE /api/recordings/{id}`: an admin token when tokens are configured, else
+/// `?key=` with the publish key when one is set.
+pub fn delete(id: String, credentials: Credentials, app: App) -> Response {
+    if let Err(denial) = app.auth.may_delete(&credentials) {
+        return denial.response();
     }
     match app.recorder.delete(&id) {
         Ok(info) => reply::json(&serde_json::json!({ "deleted": info.id })).into_response(),

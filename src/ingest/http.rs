@@ -8,6 +8,7 @@
 
 use super::frame::{accept_frame, PublisherSocket, RefusedKind};
 use crate::app::App;
+use crate::auth::{Action, Asker, Credentials};
 use crate::http_error::error_response;
 use crate::protocol::{is_token, FrameHeader, StreamName, HEADER_LEN};
 use crate::stream::buffer::Accepted;
@@ -15,6 +16,7 @@ use crate::stream::Refusal;
 use bytes::{Buf, BufMut, BytesMut};
 use futures_util::{Stream as FutureStream, StreamExt};
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::time::Duration;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::{self, Reply, Response};
@@ -22,7 +24,6 @@ use warp::reply::{self, Reply, Response};
 #[derive(Debug, Deserialize)]
 pub struct IngestQuery {
     session: Option<String>,
-    key: Option<String>,
     name_prefix: Option<String>,
     mime: Option<String>,
 }
@@ -44,10 +45,13 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
 }
 
 /// `POST /api/streams/{stream}/{blob|chunk|stop}`.
+#[allow(clippy::too_many_arguments)]
 pub async fn post<S, B>(
     name: String,
     action: String,
     query: IngestQuery,
+    credentials: Credentials,
+    peer: Option<SocketAddr>,
     headers: HeaderMap,
     body: S,
     app: App,
@@ -57,7 +61,8 @@ where
     B: Buf,
 {
     let mut body = std::pin::pin!(body);
-    let response = handle(name, action, query, headers, body.as_mut(), &app).await;
+    let asked = Asked { credentials, peer };
+    let response = handle(name, action, query, asked, headers, body.as_mut(), &app).await;
     // A refusal comes before the body is read (or all of it): read the rest first, up
     // to a bound. A client cut off mid-upload sees a reset instead of the answer, and
     // a proxy that streams uploads (nginx with request buffering off) turns it into a
@@ -83,10 +88,17 @@ where
     }
 }
 
+/// Who posts, for `auth`.
+struct Asked {
+    credentials: Credentials,
+    peer: Option<SocketAddr>,
+}
+
 async fn handle<S, B>(
     name: String,
     action: String,
     query: IngestQuery,
+    asked: Asked,
     headers: HeaderMap,
     mut body: std::pin::Pin<&mut S>,
     app: &App,
@@ -105,12 +117,23 @@ where
         "stop" => PublisherSocket::Blob,
         _ => return refuse(StatusCode::NOT_FOUND, "not found"),
     };
-    if !app.publish_key_matches(query.key.as_deref()) {
+    // Credentials before anything else about the request, as the socket does.
+    let asker = Asker {
+        peer: asked.peer,
+        session: query.session.as_deref().filter(|s| is_token(s)),
+        user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()),
+    };
+    let authorized = app
+        .auth
+        .authorize(Action::Publish, &stream_name, &asked.credentials, asker)
+        .await;
+    if let Err(denial) = authorized {
         app.registry.metrics().connection_refused();
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "wrong or missing publish key (?key=)",
+        log::info!(
+            "HTTP publisher on {stream_name} refused: {}",
+            denial.reason()
         );
+        return denial.response();
     }
     let session = match query.session.as_deref() {
         Some(session) if is_token(session) => session.to_owned(),

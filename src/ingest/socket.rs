@@ -1,6 +1,7 @@
-//! A publisher's socket: checks the key, claims the stream for its session, then turns
-//! each incoming frame into a `Buffer` update, closing with a code and a reason on the
-//! first frame that breaks the protocol.
+//! A publisher's socket (its credentials were checked before the upgrade, by `auth`):
+//! claims the stream for its session, then turns each incoming frame into a `Buffer`
+//! update, closing with a code and a reason on the first frame that breaks the protocol
+//! or when an admin kicks the session.
 
 use super::frame::{accept_frame, PublisherSocket};
 use crate::app::App;
@@ -18,7 +19,6 @@ pub struct PublishRequest {
     pub stream: StreamName,
     pub socket: PublisherSocket,
     pub session: String,
-    pub key: Option<String>,
     pub peer: Option<SocketAddr>,
     /// `?name_prefix=` on the blob socket: the start of the recording's file name.
     pub name_prefix: Option<String>,
@@ -33,13 +33,6 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
         request.socket.name(),
         request.session
     );
-    if !app.publish_key_matches(request.key.as_deref()) {
-        app.registry.metrics().connection_refused();
-        let closing = Closing::new(close::UNAUTHORIZED, "wrong or missing publish key (?key=)");
-        log::info!("{who} refused: {}", closing.reason);
-        close_with(&mut tx, closing).await;
-        return;
-    }
     let guard = match app
         .registry
         .attach_publisher(&request.stream, &request.session)
@@ -59,6 +52,7 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
         stream.set_name_prefix(request.name_prefix.clone());
     }
     let mut shutdown = app.shutdown.clone();
+    let mut kicked = stream.watch_kick();
     let closing = loop {
         tokio::select! {
             message = rx.next() => match message {
@@ -72,6 +66,7 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
                 }
             },
             _ = shutdown.recv() => break Some(Closing::new(close::GOING_AWAY, "server shutting down")),
+            _ = kicked.wait_for(|kicked| *kicked) => break Some(Closing::new(close::KICKED, "kicked by admin")),
         }
     };
     match closing {

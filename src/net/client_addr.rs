@@ -154,7 +154,7 @@ pub fn remote(
                     if client != peer {
                         log::debug!(
                             "{}: client {client} via proxy {peer} over {}",
-                            path.as_str(),
+                            crate::auth::redact::url(path.as_str()),
                             header("x-forwarded-proto").unwrap_or("http")
                         );
                     }

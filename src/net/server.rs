@@ -5,7 +5,7 @@
 
 use super::accept::{self, AcceptConfig};
 use super::tls::{self, Identity, TlsError};
-use crate::app::App;
+use crate::app::{App, SetupError};
 use crate::config::Config;
 use crate::routes::routes;
 use crate::shutdown;
@@ -19,6 +19,8 @@ use tokio::time::Instant;
 pub enum ServerError {
     #[error("TLS setup failed: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
 }
 
 /// Serves https/wss when the config asks for TLS (`--tls-cert`/`--tls-key` or
@@ -43,7 +45,7 @@ pub async fn serve(
     let tls = identity.map(|id| id.server_config()).transpose()?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let (trigger, shutdown, all_closed) = shutdown::channel();
-    let app = App::new(config, shutdown);
+    let app = App::new(config, shutdown)?;
     let accept_config = AcceptConfig {
         tls,
         max_connections: app.config.max_connections,

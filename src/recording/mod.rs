@@ -12,6 +12,7 @@ mod sessions;
 pub mod splice;
 mod writer;
 
+use crate::events::{Event, Events};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -123,6 +124,8 @@ pub struct Recorder {
     recent: sessions::Recent,
     /// Writer and recovery tasks alive, for a clean shutdown.
     active: watch::Sender<usize>,
+    /// Recordings finishing or failing.
+    events: Events,
 }
 
 /// Counts one writer or recovery task as alive until dropped.
@@ -143,6 +146,7 @@ impl Recorder {
             entries: Mutex::new(BTreeMap::new()),
             recent: sessions::Recent::default(),
             active: watch::Sender::new(0),
+            events: Events::default(),
         });
         let to_recover = recorder.load();
         for id in to_recover {
@@ -272,9 +276,24 @@ impl Recorder {
     }
 
     pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut RecordingInfo)) {
-        if let Some(entry) = self.entries.lock().get_mut(id) {
+        let ended = {
+            let mut entries = self.entries.lock();
+            let Some(entry) = entries.get_mut(id) else {
+                return;
+            };
+            let was = entry.info.state;
             change(&mut entry.info);
+            (was == State::Recording && entry.info.state != State::Recording)
+                .then(|| entry.info.clone())
+        };
+        if let Some(info) = ended {
+            self.events.emit(|| recording_event(info));
         }
+    }
+
+    /// Where `recording_finished` and `recording_failed` go.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     /// Writes the sidecar of `id` atomically: a temporary file, fsync, rename, fsync of
@@ -360,6 +379,26 @@ impl Recorder {
             entry.info = info;
             entry.recovering = false;
         }
+    }
+}
+
+fn recording_event(info: RecordingInfo) -> Event {
+    match info.state {
+        State::Finished => Event::RecordingFinished {
+            stream: info.stream,
+            id: info.id,
+            file: info.file,
+            duration: info.duration,
+            bytes: info.bytes,
+        },
+        _ => Event::RecordingFailed {
+            stream: info.stream,
+            id: info.id,
+            file: info.file,
+            duration: info.duration,
+            bytes: info.bytes,
+            error: info.error,
+        },
     }
 }
 

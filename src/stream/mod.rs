@@ -112,6 +112,10 @@ pub struct Stream {
     recorder: Option<Arc<Recorder>>,
     /// Locked only inside the buffer lock, so frames reach the recording in order.
     recording: Mutex<Slot>,
+    /// Why the publish session ended, once it has (for the `publish_end` event).
+    end_reason: Mutex<Option<String>>,
+    /// Set when an admin kicks the publisher; its sockets close on it.
+    kicked: watch::Sender<bool>,
 }
 
 /// A snapshot of one stream for `/api/streams`.
@@ -189,6 +193,8 @@ impl Stream {
             metrics,
             recorder,
             recording: Mutex::new(Slot::default()),
+            end_reason: Mutex::new(None),
+            kicked: watch::Sender::new(false),
         }
     }
 
@@ -226,8 +232,33 @@ impl Stream {
         }
     }
 
+    /// Ends the stream as [`Stream::end`] does, saying why (the session's end reason).
+    pub fn end_with(&self, reason: &str) {
+        *self.end_reason.lock() = Some(reason.to_owned());
+        self.end();
+    }
+
+    /// An admin ends the publish session: the stream ends, and the publisher's sockets
+    /// close with `close::KICKED`.
+    pub fn kick(&self) {
+        self.end_with("kicked by admin");
+        self.kicked.send_replace(true);
+    }
+
+    /// Resolves once the publisher has been kicked from the current session.
+    pub fn watch_kick(&self) -> watch::Receiver<bool> {
+        self.kicked.subscribe()
+    }
+
+    pub(crate) fn take_end_reason(&self) -> Option<String> {
+        self.end_reason.lock().take()
+    }
+
     /// The publisher stopped or is gone: viewers are told the stream ended.
     pub fn end(&self) {
+        self.end_reason
+            .lock()
+            .get_or_insert_with(|| "publisher stopped".into());
         {
             let mut buffer = self.buffer.lock();
             buffer.stop();
@@ -243,6 +274,8 @@ impl Stream {
     }
 
     pub(crate) fn reset_session(&self) {
+        *self.end_reason.lock() = None;
+        self.kicked.send_replace(false);
         {
             let mut buffer = self.buffer.lock();
             buffer.reset_session();

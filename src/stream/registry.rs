@@ -3,6 +3,7 @@
 //! detach, so no path can leak a stream.
 
 use super::{PublisherSession, Stream, StreamInfo};
+use crate::events::{Event, Events};
 use crate::metrics::Metrics;
 use crate::protocol::StreamName;
 use crate::recording::Recorder;
@@ -59,6 +60,8 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// Handed to every stream when recording is on.
     recorder: Option<Arc<Recorder>>,
+    /// Publish sessions starting and ending.
+    events: Events,
 }
 
 impl Registry {
@@ -77,7 +80,12 @@ impl Registry {
             limits,
             metrics,
             recorder,
+            events: Events::default(),
         })
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -168,6 +176,10 @@ impl Registry {
                     sockets: 1,
                     since: SystemTime::now(),
                 });
+                self.events.emit(|| Event::PublishStart {
+                    stream: name.to_string(),
+                    session: session.to_owned(),
+                });
             }
         }
         drop(presence);
@@ -220,7 +232,7 @@ impl Registry {
     pub fn end_all(&self) {
         let streams: Vec<_> = self.streams.lock().values().cloned().collect();
         for stream in streams {
-            stream.end();
+            stream.end_with("server shutting down");
         }
     }
 }
@@ -241,12 +253,19 @@ impl PublisherGuard {
 impl Drop for PublisherGuard {
     fn drop(&mut self) {
         let stream = self.stream.clone();
+        let events = &self.registry.events;
         self.registry.detach(&self.stream, |presence| {
             if let Some(session) = &mut presence.publisher {
                 session.sockets -= 1;
                 if session.sockets == 0 {
-                    presence.publisher = None;
+                    let ended = presence.publisher.take().expect("a session");
+                    let reason = stream.take_end_reason();
                     stream.end();
+                    events.emit(|| Event::PublishEnd {
+                        stream: stream.name().to_string(),
+                        session: ended.id,
+                        reason: reason.unwrap_or_else(|| "publisher disconnected".into()),
+                    });
                 }
             }
         });
