@@ -126,6 +126,8 @@ impl Nginx {
              fastcgi_temp_path {d}/fastcgi;\n\
              uwsgi_temp_path {d}/uwsgi;\n\
              scgi_temp_path {d}/scgi;\n\
+             set_real_ip_from 127.0.0.1;\n\
+             real_ip_header X-Test-Client;\n\
              {site}\n\
              }}\n"
         );
@@ -292,6 +294,7 @@ async fn streams_and_the_api_pass_through_nginx_and_logs_show_the_forwarded_clie
     );
 
     publisher.stop().await;
+    remote_clients_need_a_key(&server).await;
     recording_ranges_pass(&server, &dir).await;
     http_ingest_passes(&server).await;
     // nginx logs a WebSocket request when it closes.
@@ -319,6 +322,41 @@ async fn streams_and_the_api_pass_through_nginx_and_logs_show_the_forwarded_clie
     server.addr = upstream;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The recommended setup, nginx in front of a keyless blobcast on loopback: clients on
+/// other machines may not publish or delete. nginx's realip module stands in for them
+/// (`X-Test-Client` gives the address nginx sees and forwards).
+async fn remote_clients_need_a_key(server: &TestServer) {
+    let remote = ("x-test-client", "203.0.113.9".to_owned());
+    let mut request = server
+        .ws_url("/ws/publish/remote/blob?session=far")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert(remote.0, remote.1.parse().unwrap());
+    let (mut publisher, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (code, reason) = tokio::time::timeout(PATIENCE, closed_with(&mut publisher))
+        .await
+        .expect("a keyless remote publisher is refused at once");
+    assert_eq!(code, 4401, "a keyless remote publisher: {reason}");
+    assert!(reason.contains("--publish-key"), "{reason}");
+    let (status, body) = server
+        .post_json(
+            "/api/streams/remote/blob?session=far",
+            frame(1, 0, b"media").to_vec(),
+            std::slice::from_ref(&remote),
+        )
+        .await;
+    assert_eq!(status, 401, "a keyless remote HTTP publisher: {body}");
+    let response = reqwest::Client::new()
+        .delete(server.http_url("/api/recordings/anything"))
+        .header(remote.0, &remote.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401, "a keyless remote DELETE");
 }
 
 /// The finished recording of `cam`, fetched through nginx whole and in byte ranges, is

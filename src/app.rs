@@ -76,4 +76,8 @@ impl App {
     pub fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.config.send_timeout_secs)
     }
+
+    pub fn publisher_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.publisher_timeout_secs)
+    }
 }

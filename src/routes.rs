@@ -89,6 +89,7 @@ pub fn routes(
     let recording_delete = warp::path!("api" / "recordings" / String)
         .and(warp::delete())
         .and(auth::credentials())
+        .and(client_addr::remote(&app.config.trusted_proxies))
         .and(with(app.clone()))
         .map(recordings::delete);
     // HEAD too, for download tools that ask the size first; hyper sends no body for it.

@@ -200,8 +200,13 @@ pub async fn file(
 
 /// `DELETE /api/recordings/{id}`: an admin token when tokens are configured, else
 /// `?key=` with the publish key when one is set.
-pub fn delete(id: String, credentials: Credentials, app: App) -> Response {
-    if let Err(denial) = app.auth.may_delete(&credentials) {
+pub fn delete(
+    id: String,
+    credentials: Credentials,
+    client: Option<std::net::SocketAddr>,
+    app: App,
+) -> Response {
+    if let Err(denial) = app.auth.may_delete(&credentials, client) {
         return denial.response();
     }
     match app.recorder.delete(&id) {

@@ -150,6 +150,9 @@ impl Scope {
 pub struct Auth {
     tokens: Option<TokenKeys>,
     publish_key: Option<String>,
+    /// `--open-publish`: keyless publishing and deleting from anywhere, not only from
+    /// this machine.
+    open_publish: bool,
     watch: AuthMode,
     metrics: AuthMode,
     callout: Option<Callout>,
@@ -171,6 +174,7 @@ impl Auth {
         Ok(Auth {
             tokens,
             publish_key: config.publish_key.clone(),
+            open_publish: config.open_publish,
             watch: config.watch_auth,
             metrics: config.metrics_auth,
             callout,
@@ -186,7 +190,7 @@ impl Auth {
         asker: Asker<'_>,
     ) -> Result<(), Denial> {
         match action {
-            Action::Publish => self.may_publish(stream, credentials)?,
+            Action::Publish => self.may_publish(stream, credentials, asker.peer)?,
             Action::Watch => self.may_watch(stream, credentials)?,
         }
         let Some(callout) = &self.callout else {
@@ -214,7 +218,12 @@ impl Auth {
         }
     }
 
-    fn may_publish(&self, stream: &StreamName, credentials: &Credentials) -> Result<(), Denial> {
+    fn may_publish(
+        &self,
+        stream: &StreamName,
+        credentials: &Credentials,
+        client: Option<SocketAddr>,
+    ) -> Result<(), Denial> {
         if let (Some(keys), Some(token)) = (&self.tokens, &credentials.token) {
             return if keys.verify(token)?.may_publish(stream.as_str()) {
                 Ok(())
@@ -235,8 +244,19 @@ impl Auth {
             (None, Some(_)) => Err(Denial::Unauthorized(
                 "publishing needs a token (?token=)".into(),
             )),
-            (None, None) => Ok(()),
+            (None, None) => self.keyless(client, "publishing"),
         }
+    }
+
+    /// With no key and no tokens, only this machine may publish or delete (a proxy on
+    /// it forwards for remote clients, which count as remote), unless `--open-publish`.
+    fn keyless(&self, client: Option<SocketAddr>, what: &str) -> Result<(), Denial> {
+        if self.open_publish || client.is_some_and(|c| is_loopback(c.ip())) {
+            return Ok(());
+        }
+        Err(Denial::Unauthorized(format!(
+            "{what} from another machine needs a publish key or token: this server has              none (set --publish-key, or --open-publish to allow anyone)"
+        )))
     }
 
     fn may_watch(&self, stream: &StreamName, credentials: &Credentials) -> Result<(), Denial> {
@@ -270,12 +290,16 @@ impl Auth {
 
     /// Deleting a recording: an admin token when tokens are configured, else the
     /// publish key when one is set, else anyone.
-    pub fn may_delete(&self, credentials: &Credentials) -> Result<(), Denial> {
+    pub fn may_delete(
+        &self,
+        credentials: &Credentials,
+        client: Option<SocketAddr>,
+    ) -> Result<(), Denial> {
         if self.tokens.is_some() {
             return self.admin(credentials);
         }
         match (&self.publish_key, credentials.key.as_deref()) {
-            (None, _) => Ok(()),
+            (None, _) => self.keyless(client, "deleting"),
             (Some(_), None) => Err(Denial::Unauthorized(
                 "deleting needs the publish key (?key=)".into(),
             )),
@@ -369,6 +393,16 @@ pub async fn refuse_socket(ws: WebSocket, who: String, denial: Denial) {
     close_with(&mut tx, Closing::new(denial.close_code(), denial.reason())).await;
 }
 
+/// IPv4-mapped IPv6 loopback (a dual-stack listener's view of 127.0.0.1) too.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,23 +437,64 @@ mod tests {
             Duration::from_secs(60),
         )
         .unwrap();
-        assert_eq!(auth.may_publish(&cam, &creds(None, Some("k"))), Ok(()));
+        assert_eq!(
+            auth.may_publish(&cam, &creds(None, Some("k")), REMOTE),
+            Ok(())
+        );
         assert!(matches!(
-            auth.may_publish(&cam, &creds(Some(&watcher), Some("k"))),
+            auth.may_publish(&cam, &creds(Some(&watcher), Some("k")), REMOTE),
             Err(Denial::Forbidden(_))
         ));
         assert!(matches!(
-            auth.may_publish(&cam, &creds(None, Some("nope"))),
+            auth.may_publish(&cam, &creds(None, Some("nope")), REMOTE),
             Err(Denial::Unauthorized(_))
         ));
         assert!(matches!(
-            auth.may_delete(&creds(None, Some("k"))),
+            auth.may_delete(&creds(None, Some("k")), REMOTE),
             Err(Denial::Unauthorized(_))
         ));
         let _ = std::fs::remove_file(secret);
         let open = self::auth(None, None);
-        assert_eq!(open.may_publish(&cam, &Credentials::default()), Ok(()));
+        assert_eq!(
+            open.may_publish(&cam, &Credentials::default(), LOCAL),
+            Ok(())
+        );
         assert_eq!(open.may_watch(&cam, &Credentials::default()), Ok(()));
+    }
+
+    const LOCAL: Option<SocketAddr> = Some(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        4000,
+    ));
+    const REMOTE: Option<SocketAddr> = Some(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7)),
+        4000,
+    ));
+
+    #[test]
+    fn with_no_key_and_no_tokens_only_this_machine_publishes_or_deletes() {
+        let open = self::auth(None, None);
+        let cam = StreamName::parse("cam").unwrap();
+        let none = Credentials::default();
+        assert_eq!(open.may_publish(&cam, &none, LOCAL), Ok(()));
+        assert_eq!(open.may_delete(&none, LOCAL), Ok(()));
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:1".parse().unwrap();
+        assert_eq!(open.may_publish(&cam, &none, Some(mapped)), Ok(()));
+        for client in [REMOTE, None] {
+            assert!(matches!(
+                open.may_publish(&cam, &none, client),
+                Err(Denial::Unauthorized(_))
+            ));
+            assert!(matches!(
+                open.may_delete(&none, client),
+                Err(Denial::Unauthorized(_))
+            ));
+        }
+        let mut config = Config::local();
+        config.open_publish = true;
+        let anyone = Auth::from_config(&config).unwrap();
+        assert_eq!(anyone.may_publish(&cam, &none, REMOTE), Ok(()));
+        assert_eq!(anyone.may_delete(&none, REMOTE), Ok(()));
     }
 
     #[test]

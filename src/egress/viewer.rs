@@ -17,6 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -76,6 +77,7 @@ async fn send_chunks(
     // The first message names the session of the frames that follow, and so does the
     // first message after every change of session.
     let mut epoch = None;
+    let mut ping = pinger();
     loop {
         media.borrow_and_update();
         batch.clear();
@@ -103,6 +105,7 @@ async fn send_chunks(
         tokio::select! {
             changed = media.changed() => if changed.is_err() { return Ended::ByViewer },
             ended = departure.wait() => return ended,
+            _ = ping.tick() => if let Err(ended) = send_ping(app, tx).await { return ended },
             _ = shutdown.recv() => return shutting_down(),
         }
     }
@@ -192,10 +195,17 @@ async fn send_blobs(
     }
     drop((frames, pin));
 
+    let mut ping = pinger();
     loop {
         tokio::select! {
             changed = status.changed() => if changed.is_err() { return Ended::ByViewer },
             ended = departure.wait() => return ended,
+            _ = ping.tick() => {
+                if let Err(ended) = send_ping(app, tx).await {
+                    return ended;
+                }
+                continue;
+            }
             _ = shutdown.recv() => {
                 let _ = send_control(app, tx, &ViewerControl::End).await;
                 return shutting_down();
@@ -302,10 +312,17 @@ impl Drop for Departure {
     }
 }
 
-/// Resolves when the viewer closes or breaks its socket; anything it sends is ignored.
+/// Resolves when the viewer closes or breaks its socket, or answers none of our pings
+/// for `VIEWER_SILENCE`; anything it sends is ignored.
 async fn viewer_gone(mut rx: Receiver) -> Ended {
     loop {
-        match rx.next().await {
+        let Ok(message) = tokio::time::timeout(VIEWER_SILENCE, rx.next()).await else {
+            return Ended::Closing(Closing::new(
+                close::TOO_SLOW,
+                format!("answered no ping for {VIEWER_SILENCE:?}"),
+            ));
+        };
+        match message {
             None => return Ended::ByViewer,
             Some(Ok(message)) if message.is_close() => return Ended::ByViewer,
             Some(Ok(_)) => continue,
@@ -314,6 +331,23 @@ async fn viewer_gone(mut rx: Receiver) -> Ended {
             }
         }
     }
+}
+
+/// Pings keep idle sockets alive through proxies and NATs, and a viewer that answers
+/// none of them for `VIEWER_SILENCE` has vanished (the kernel's keepalive would take
+/// longer, and a stream with no publisher sends nothing that could fail).
+const VIEWER_PING_EVERY: Duration = Duration::from_secs(10);
+const VIEWER_SILENCE: Duration = Duration::from_secs(35);
+
+fn pinger() -> tokio::time::Interval {
+    let mut ping = tokio::time::interval(VIEWER_PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.reset();
+    ping
+}
+
+async fn send_ping(app: &App, tx: &mut Sender) -> Result<(), Ended> {
+    within_send_timeout(app, tx.send(Message::Ping(Default::default()))).await
 }
 
 fn shutting_down() -> Ended {

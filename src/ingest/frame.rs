@@ -10,8 +10,8 @@ use bytes::Bytes;
 /// Which of a publisher's two routes a frame came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublisherSocket {
-    Blob,
-    Chunk,
+    Blob = 0,
+    Chunk = 1,
 }
 
 impl PublisherSocket {

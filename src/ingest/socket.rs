@@ -10,8 +10,9 @@ use crate::net::ws::{answer_close, close_with, Closing, Socket};
 use crate::protocol::{close, PublisherControl, StreamName};
 use crate::stream::Stream;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
+use std::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug)]
@@ -53,6 +54,14 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
     }
     let mut shutdown = app.shutdown.clone();
     let mut kicked = stream.watch_kick();
+    let replaced = stream.take_publisher_socket(request.socket as usize);
+    // Pings make a silent peer answer; a peer that sends neither media nor a pong for
+    // the timeout has vanished without a FIN (a laptop lid, a dropped Wi-Fi).
+    let silence = app.publisher_timeout();
+    let mut ping = tokio::time::interval(silence / 3);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.reset();
+    let mut last_heard = Instant::now();
     let closing = loop {
         tokio::select! {
             message = rx.next() => match message {
@@ -60,13 +69,34 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
                 Some(Err(err)) => break Closing::read_error(&err),
                 Some(Ok(message)) if message.is_close() => break None,
                 Some(Ok(message)) => {
+                    last_heard = Instant::now();
                     if let Err(closing) = handle(&stream, &app, request.socket, message) {
                         break Some(closing);
                     }
                 }
             },
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= silence {
+                    app.registry.metrics().publisher_timed_out();
+                    break Some(Closing::new(
+                        close::TOO_SLOW,
+                        format!("sent neither media nor a pong for {silence:?}"),
+                    ));
+                }
+                let ping = tx.send(Message::Ping(Bytes::new()));
+                if tokio::time::timeout(silence / 3, ping).await.is_err() {
+                    log::debug!("{who}: a ping could not be sent within {:?}", silence / 3);
+                }
+            }
+            _ = replaced.notified() => break Some(Closing::new(
+                close::PUBLISHER_BUSY,
+                "replaced by a newer connection of the same publish session",
+            )),
             _ = shutdown.recv() => break Some(Closing::new(close::GOING_AWAY, "server shutting down")),
-            _ = kicked.wait_for(|kicked| *kicked) => break Some(Closing::new(close::KICKED, "kicked by admin")),
+            // The guard `wait_for` returns is not Send: drop it inside the future.
+            _ = async { kicked.wait_for(|kicked| *kicked).await.is_ok() } => {
+                break Some(Closing::new(close::KICKED, "kicked by admin"))
+            }
         }
     };
     match closing {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 pub use registry::{Refusal, Registry};
 
@@ -116,6 +116,9 @@ pub struct Stream {
     end_reason: Mutex<Option<String>>,
     /// Set when an admin kicks the publisher; its sockets close on it.
     kicked: watch::Sender<bool>,
+    /// The open publisher socket of each kind (blob, chunk), told when a newer socket
+    /// of its session takes its place: a reloaded page's old sockets may be half-open.
+    publisher_sockets: Mutex<[Option<Arc<Notify>>; 2]>,
 }
 
 /// A snapshot of one stream for `/api/streams`.
@@ -195,6 +198,7 @@ impl Stream {
             recording: Mutex::new(Slot::default()),
             end_reason: Mutex::new(None),
             kicked: watch::Sender::new(false),
+            publisher_sockets: Mutex::default(),
         }
     }
 
@@ -243,6 +247,18 @@ impl Stream {
     pub fn kick(&self) {
         self.end_with("kicked by admin");
         self.kicked.send_replace(true);
+    }
+
+    /// Makes the caller the publisher socket of its kind (0: blob, 1: chunk); whoever
+    /// held that place is told through its `Notify`, and closes.
+    pub fn take_publisher_socket(&self, kind: usize) -> Arc<Notify> {
+        let mine = Arc::new(Notify::new());
+        let previous = self.publisher_sockets.lock()[kind].replace(mine.clone());
+        if let Some(previous) = previous {
+            // A permit, not a wake-up: the old socket may be busy with a frame just now.
+            previous.notify_one();
+        }
+        mine
     }
 
     /// Resolves once the publisher has been kicked from the current session.
