@@ -25,6 +25,7 @@ import {
   slowUplink,
 } from './harness.mjs';
 import { unitTests } from './unit.mjs';
+import { pageTests } from './pages.mjs';
 
 const VP8 = 'video/webm;codecs=vp8,opus';
 /** Small and light: 2 cores run the encoder and up to six decoders at once. */
@@ -773,6 +774,18 @@ r.test('recordings page: a stopped session with restarts is listed, plays throug
   } finally {
     await closeAll(opened);
   }
+});
+
+pageTests(r.test, {
+  get server() {
+    return server;
+  },
+  PATTERN,
+  open,
+  closeAll,
+  viewerUrl,
+  waitLive,
+  waitFrames,
 });
 
 r.test('screenshots of the recorder and viewer pages are in the artifacts folder', async () => {

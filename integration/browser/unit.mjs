@@ -75,6 +75,34 @@ export async function unitTests(root, test) {
     assert.deepEqual(r.resumePoint(), { gen: 2, offset: 10 });
   });
 
+  test('unit: reassembly keeps two publish sessions apart even when both number a generation 1', () => {
+    const A = 1732250000000001;
+    const B = 1732250000000002;
+    const r = new Reassembler();
+    assert.equal(r.push(frame(1, 0, 100), true, A), 'start');
+    assert.equal(r.push(frame(1, 100, 200), false, A), 'appended');
+    assert.deepEqual(r.resumePoint(), { gen: 1, offset: 200, epoch: A });
+    // Session B's chunk at offset 200 of "its" generation 1, before its blob: not glued.
+    assert.equal(r.push(frame(1, 200, 300), false, B), 'held');
+    assert.equal(r.length, 200);
+    // A hello for epoch B: what is held is of another session.
+    assert.ok(r.newEpoch(B));
+    assert.ok(!r.newEpoch(undefined));
+    // Session B's blob (1, 0) is a new start, though the number is the one held.
+    assert.equal(r.push(frame(1, 0, 200), true, B), 'start');
+    assert.equal(r.epoch, B);
+    assert.equal(r.length, 300, "B's early chunk joins B's generation, not A's");
+    assert.deepEqual(joined(r), bytes(0, 300));
+    // A late frame of session A is older: dropped.
+    assert.equal(r.push(frame(1, 300, 400), false, A), 'dropped');
+    assert.equal(r.push(frame(1, 300, 400), false, B), 'appended');
+    // Without the hello's epoch (an older server), nothing changes.
+    const plain = new Reassembler();
+    plain.push(frame(1, 0, 100), true);
+    assert.deepEqual(plain.resumePoint(), { gen: 1, offset: 100 });
+    assert.equal(plain.push(frame(1, 100, 150), false), 'appended');
+  });
+
   test('unit: reassembly takes a join=live jump from the init to a keyframe cluster', () => {
     const jumps = [];
     const r = new Reassembler({ onJump: (g, from, to) => jumps.push([g, from, to]) });

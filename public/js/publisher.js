@@ -7,8 +7,9 @@
 // blob socket at offset 0; the following pieces go on the chunk socket at their running
 // offset. Generation numbers start from Date.now() and always grow.
 
-import { encodeFrame, socketUrl, isToken, randomToken, describeClose } from './protocol.js';
+import { encodeFrame, socketUrl, isToken, describeClose } from './protocol.js';
 import { openCaptureSource, describeMediaError } from './capture-sources.js';
+import { publishSession, forgetPublishSession } from './publish-session.js';
 
 export const MIME_CANDIDATES = [
   'video/webm;codecs=vp9,opus',
@@ -52,7 +53,7 @@ export class Publisher {
   constructor(options, events = {}) {
     this.o = options;
     this.events = events;
-    this.session = randomToken(16);
+    this.session = null;
     this.state = 'stopped';
     /** The open source ({ stream, stop }), and its MediaStream. */
     this.source = null;
@@ -69,6 +70,8 @@ export class Publisher {
     this.generations = 0;
     this.bytesSent = 0;
     this.framesSent = 0;
+    /** The newest generation a frame was sent of, and how many bytes of it: the stop names them. */
+    this.sent = null;
     this.startedAt = null;
     this.pumping = false;
     this.backpressure = false;
@@ -110,6 +113,7 @@ export class Publisher {
     }
     this.state = 'starting';
     this.errors = [];
+    this.session = publishSession(o.stream);
     this.emit();
     try {
       this.source = await openCaptureSource(o, (text) => this.note(text));
@@ -352,6 +356,7 @@ export class Publisher {
     ws.send(encodeFrame(entry.generation, entry.offset, bytes));
     if (entry.offset === 0) this.generation = entry.generation;
     entry.offset += bytes.byteLength;
+    this.sent = { generation: entry.generation, length: entry.offset };
     this.bytesSent += bytes.byteLength;
     this.framesSent++;
     this.checkBackpressure();
@@ -408,7 +413,12 @@ export class Publisher {
 
   // ---- stopping -----------------------------------------------------------------
 
-  /** Stops publishing: the last pieces go out, then {"type":"stop"}, then the sockets close. */
+  /**
+   * Stops publishing: the last pieces go out, then {"type":"stop","generation":G,"length":L}
+   * naming the newest generation sent and how many of its bytes, then the sockets close.
+   * The server ends the session only once it holds (G, L), so a stop can never overtake
+   * the blob of a generation that had just started (it travels on the other socket).
+   */
   async stop() {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     const wasLive = this.state === 'live';
@@ -420,11 +430,20 @@ export class Publisher {
       for (const entry of this.recorders) {
         if (entry.rec.state !== 'inactive') entry.rec.stop();
       }
-      await this.until(() => this.recorders.length === 0, 3000);
+      await this.until(() => this.recorders.length === 0 && !this.pumping, 3000);
+      // A recorder that has not delivered its tail by now never will: nothing more is
+      // sent, so the stop below names exactly what went out.
+      for (const entry of this.recorders) {
+        entry.dead = true;
+        entry.pending = [];
+      }
+      await this.until(() => !this.pumping, 1000);
       // On the chunk socket, right behind the last chunk: on the blob socket (another TCP
       // connection) the stop could reach the server first, and the tail would be lost.
       const ws = [this.sockets.chunk, this.sockets.blob].find((w) => w?.readyState === WebSocket.OPEN);
-      ws?.send(JSON.stringify({ type: 'stop' }));
+      const stop = { type: 'stop', ...(this.sent ? { generation: this.sent.generation, length: this.sent.length } : {}) };
+      ws?.send(JSON.stringify(stop));
+      this.note(`stop sent: ${JSON.stringify(stop)}`);
       await this.until(() => this.buffered() === 0, 3000);
     }
     this.shutdown();
@@ -444,6 +463,8 @@ export class Publisher {
   /** Closes everything at once (after stop(), or on a fatal error). */
   shutdown() {
     this.state = 'stopped';
+    // Ended on purpose (or refused for good): the next Start is a new session.
+    forgetPublishSession(this.o.stream);
     clearTimeout(this.restartTimer);
     clearTimeout(this.durationTimer);
     clearInterval(this.statusTimer);

@@ -1,6 +1,10 @@
 // The viewer's connection: the chunk and blob sockets of docs/protocol.md, opened in
 // the order that lets them meet without a gap, the hello and end control messages, and
 // reconnecting (resuming from what the reassembler holds) with a backoff.
+//
+// Each socket knows which publish session (epoch) its frames belong to: the blob socket
+// from its hellos, the chunk socket from its {"type":"epoch"} messages (or, until it gets
+// one, from the hello). The reassembler keeps generations of two sessions apart by it.
 
 import { socketUrl, describeClose } from './protocol.js';
 
@@ -26,15 +30,20 @@ export class ViewerConnection {
     if (this.closed) return;
     clearTimeout(this.retryTimer);
     const resume = this.reassembler.resumePoint();
-    const params = resume ? { gen: resume.gen, offset: resume.offset } : {};
+    const params = resume ? { gen: resume.gen, offset: resume.offset, epoch: resume.epoch } : {};
     this.connects++;
+    // A resume names its epoch: chunks that come before any hello are of it.
+    this.blobEpoch = resume?.epoch ?? null;
+    this.chunkEpoch = resume?.epoch ?? null;
+    this.chunkEpochTold = false;
     // The chunk socket first: the server records our position before answering its
     // upgrade, so the blob socket's snapshot and these chunks meet without a gap.
     const chunk = new WebSocket(socketUrl(`/ws/watch/${this.stream}/chunk`, params));
     chunk.binaryType = 'arraybuffer';
     this.chunk = chunk;
     chunk.onmessage = (e) => {
-      if (typeof e.data !== 'string') this.events.onFrame(e.data, false);
+      if (typeof e.data !== 'string') this.events.onFrame(e.data, false, this.chunkEpoch);
+      else this.chunkControl(e.data);
     };
     chunk.onclose = (e) => this.lost(chunk, e);
     chunk.onopen = () => {
@@ -49,7 +58,7 @@ export class ViewerConnection {
       this.blob = blob;
       blob.onmessage = (e) => {
         if (typeof e.data === 'string') this.control(e.data);
-        else this.events.onFrame(e.data, true);
+        else this.events.onFrame(e.data, true, this.blobEpoch);
       };
       blob.onopen = () => {
         blob.openedAt = Date.now();
@@ -68,6 +77,12 @@ export class ViewerConnection {
     if (msg.type === 'stream') {
       this.hellos.push(msg);
       if (this.hellos.length > 50) this.hellos.shift();
+      if (msg.epoch !== undefined && msg.epoch !== null) {
+        this.blobEpoch = msg.epoch;
+        if (!this.chunkEpochTold) this.chunkEpoch = msg.epoch;
+        // Another publish session: what is held is not continued, whatever the numbers.
+        if (this.reassembler.newEpoch(msg.epoch)) this.events.onNewEpoch?.(msg.epoch);
+      }
       // The viewer learns the mime here, and with it whether it plays with MSE: it
       // turns joinLive off for blob mode, which needs whole generations.
       this.events.onHello(msg);
@@ -83,6 +98,20 @@ export class ViewerConnection {
     } else if (msg.type === 'end') {
       this.reassembler.ended();
       this.events.onEnd();
+    }
+  }
+
+  /** Text on the chunk socket: {"type":"epoch"} before the frames of a new session. */
+  chunkControl(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (msg.type === 'epoch' && msg.epoch !== undefined && msg.epoch !== null) {
+      this.chunkEpoch = msg.epoch;
+      this.chunkEpochTold = true;
     }
   }
 

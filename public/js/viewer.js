@@ -73,7 +73,8 @@ export class Viewer {
       onJump: (g, from, to) => this.player?.jump(g, from, to),
     });
     this.conn = new ViewerConnection(stream, this.reassembler, {
-      onFrame: (data, fromBlob) => this.onFrame(data, fromBlob),
+      onFrame: (data, fromBlob, epoch) => this.onFrame(data, fromBlob, epoch),
+      onNewEpoch: (epoch) => this.note(`a new publish session (epoch ${epoch}): starting afresh`),
       onHello: (msg) => this.onHello(msg),
       onEnd: () => this.onEnd(),
       onLost: (close, delay) => this.onLost(close, delay),
@@ -233,9 +234,9 @@ export class Viewer {
     for (const p of r.pieces.slice(1)) player.append(r.generation, p.bytes, p.offset);
   }
 
-  onFrame(data, fromBlob) {
+  onFrame(data, fromBlob, epoch) {
     this.rates.push({ t: performance.now(), n: data.byteLength });
-    this.reassembler.push(data, fromBlob);
+    this.reassembler.push(data, fromBlob, epoch);
   }
 
   onStart(generation, bytes) {
