@@ -1,6 +1,7 @@
 // What the browser tests and the latency benchmark share: the server binary on an
 // ephemeral port, Chromium with a throw-away profile (killed by its own pid and process
-// group, always), a tiny test runner, and page helpers.
+// group, always), Firefox over WebDriver BiDi (the same), a tiny test runner, and page
+// helpers.
 
 import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
@@ -9,11 +10,27 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const ARTIFACTS = join(ROOT, 'integration/browser/artifacts');
 export const BIN = resolve(ROOT, process.env.BLOBCAST_BIN || 'target/debug/blobcast');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
+
+/** Firefox's counterparts of CHROMIUM_ARGS: fake devices, no prompts, autoplay allowed. */
+export const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'media.autoplay.default': 0,
+  'media.autoplay.blocking_policy': 0,
+  // Background tabs keep their timers and their video (the recorder sits in one).
+  'dom.min_background_timeout_value': 4,
+  'dom.timeout.enable_budget_timer_throttling': false,
+  'media.suspend-background-video.enabled': false,
+  'browser.shell.checkDefaultBrowser': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+};
 
 export const CHROMIUM_ARGS = [
   '--headless',
@@ -184,6 +201,48 @@ export async function launchBrowser() {
       killGroup(pid);
       killGroup(browserPid(profile));
       rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The same page API the tests use with Playwright, on a Puppeteer page: addInitScript,
+ * waitForFunction(fn, arg, { timeout, polling }), click, isVisible, textContent.
+ */
+function playwrightLike(page) {
+  const waitForFunction = page.waitForFunction.bind(page);
+  return Object.assign(page, {
+    addInitScript: (script) => page.evaluateOnNewDocument(script),
+    waitForFunction: (fn, arg, { timeout = 15000, polling = 100 } = {}) => waitForFunction(fn, { timeout, polling }, arg),
+    isVisible: (selector) =>
+      page.evaluate((sel) => {
+        const el = document.querySelector(sel);
+        return !!el && !el.closest('[hidden]') && el.getClientRects().length > 0;
+      }, selector),
+    textContent: (selector) => page.evaluate((sel) => document.querySelector(sel)?.textContent ?? null, selector),
+  });
+}
+
+/** Firefox ESR over WebDriver BiDi, with a throw-away profile; `newPage()` as in Chromium's context. */
+export async function launchFirefox() {
+  if (!existsSync(FIREFOX)) {
+    throw new Error(`Firefox not found at ${FIREFOX}: apt-get install firefox-esr (or set FIREFOX=/path/to/firefox)`);
+  }
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    extraPrefsFirefox: FIREFOX_PREFS,
+    defaultViewport: { width: 1100, height: 760 },
+  });
+  const pid = browser.process()?.pid ?? null;
+  return {
+    browser,
+    pid,
+    context: { newPage: async () => playwrightLike(await browser.newPage()) },
+    async close() {
+      await Promise.race([browser.close().catch(() => {}), sleep(3000)]);
+      killGroup(pid);
     },
   };
 }

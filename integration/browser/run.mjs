@@ -14,6 +14,7 @@ import {
   ARTIFACTS,
   startServer,
   launchBrowser,
+  launchFirefox,
   runner,
   recorderUrl,
   recorderState,
@@ -26,6 +27,7 @@ import {
 } from './harness.mjs';
 import { unitTests } from './unit.mjs';
 import { pageTests } from './pages.mjs';
+import { firefoxTests } from './firefox.mjs';
 
 const VP8 = 'video/webm;codecs=vp8,opus';
 /** Small and light: 2 cores run the encoder and up to six decoders at once. */
@@ -51,6 +53,8 @@ async function cleanup() {
   pages.clear();
   await browser?.close().catch((e) => console.error('closing the browser:', e));
   browser = null;
+  await firefox?.close().catch((e) => console.error('closing Firefox:', e));
+  firefox = null;
   await server?.stop().catch((e) => console.error('stopping the server:', e));
   server = null;
 }
@@ -63,7 +67,18 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 }
 
 async function open(url, label, init) {
-  const page = await browser.context.newPage();
+  return openIn(browser, url, label, init);
+}
+
+/** Firefox, started by the first test that needs it. */
+let firefox = null;
+async function firefoxBrowser() {
+  firefox ??= await launchFirefox();
+  return firefox;
+}
+
+async function openIn(where, url, label, init) {
+  const page = await where.context.newPage();
   page.label = label;
   page.problems = [];
   page.consoleLog = [];
@@ -776,17 +791,23 @@ r.test('recordings page: a stopped session with restarts is listed, plays throug
   }
 });
 
-pageTests(r.test, {
+const ctx = {
   get server() {
     return server;
   },
   PATTERN,
+  ARTIFACTS,
   open,
+  openIn,
+  chromium: () => browser,
+  firefox: firefoxBrowser,
   closeAll,
   viewerUrl,
   waitLive,
   waitFrames,
-});
+};
+pageTests(r.test, ctx);
+firefoxTests(r.test, ctx);
 
 r.test('screenshots of the recorder and viewer pages are in the artifacts folder', async () => {
   for (const name of ['recorder.png', 'viewer-mse.png', 'viewer-blob.png', 'viewer-camera.png', 'index.png', 'recordings.png']) {

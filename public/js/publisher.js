@@ -137,6 +137,12 @@ export class Publisher {
         }
       });
     }
+    if (!this.media.getAudioTracks().length && /,\s*opus/i.test(this.mime)) {
+      // No sound to record: Firefox's MediaRecorder asked for an audio codec with no
+      // audio track delivers nothing until it stops (it waits for audio to mux).
+      const videoOnly = this.mime.replace(/,\s*opus/i, '');
+      if (MediaRecorder.isTypeSupported(videoOnly)) this.mime = videoOnly;
+    }
     this.events.onMedia?.(this.media);
     this.startedAt = Date.now();
     this.bytesSent = 0;
