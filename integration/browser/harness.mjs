@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { inflateSync } from 'node:zlib';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -135,6 +136,90 @@ export async function slowUplink(url, bytesPerSecond) {
   };
 }
 
+/**
+ * A TCP proxy in front of `url` whose current connections can be frozen: `freeze()`
+ * stops forwarding on every connection open now, without closing it (a laptop asleep,
+ * a stalled NAT); connections made later pass. Resolves to { url, freeze(), close() }.
+ */
+export async function freezableProxy(url) {
+  const target = new URL(url);
+  const sockets = new Set();
+  const live = new Set();
+  const proxy = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    const pair = { frozen: false };
+    live.add(pair);
+    sockets.add(client).add(upstream);
+    client.on('data', (d) => pair.frozen || upstream.write(d));
+    upstream.on('data', (d) => pair.frozen || client.write(d));
+    const end = () => {
+      live.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    freeze() {
+      for (const pair of live) pair.frozen = true;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      proxy.close();
+    },
+  };
+}
+
+/** A PNG from page.screenshot() as { width, height, rgba } (8-bit RGB/RGBA, not interlaced). */
+export function decodePng(buf) {
+  const width = buf.readUInt32BE(16);
+  const height = buf.readUInt32BE(20);
+  const colorType = buf[25];
+  const channels = colorType === 6 ? 4 : colorType === 2 ? 3 : null;
+  if (buf[24] !== 8 || !channels || buf[28] !== 0) throw new Error('decodePng: only 8-bit RGB(A), non-interlaced');
+  const idat = [];
+  for (let i = 8; i < buf.length; ) {
+    const len = buf.readUInt32BE(i);
+    const type = buf.toString('latin1', i + 4, i + 8);
+    if (type === 'IDAT') idat.push(buf.subarray(i + 8, i + 8 + len));
+    i += 12 + len;
+  }
+  const raw = inflateSync(Buffer.concat(idat));
+  const stride = width * channels;
+  const out = new Uint8Array(width * height * 4);
+  let prev = new Uint8Array(stride);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    const cur = new Uint8Array(stride);
+    for (let x = 0; x < stride; x++) {
+      const a = x >= channels ? cur[x - channels] : 0;
+      const b = prev[x];
+      const c = x >= channels ? prev[x - channels] : 0;
+      let v = line[x];
+      if (filter === 1) v += a;
+      else if (filter === 2) v += b;
+      else if (filter === 3) v += (a + b) >> 1;
+      else if (filter === 4) {
+        const p = a + b - c;
+        const pa = Math.abs(p - a);
+        const pb = Math.abs(p - b);
+        const pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      cur[x] = v & 0xff;
+    }
+    for (let x = 0; x < width; x++) {
+      out.set([cur[x * channels], cur[x * channels + 1], cur[x * channels + 2], 255], (y * width + x) * 4);
+    }
+    prev = cur;
+  }
+  return { width, height, rgba: out };
+}
+
 // ---- the browser ------------------------------------------------------------------
 
 /** Finds the browser process (not a helper: no --type=) that uses `profile`. */
@@ -255,7 +340,7 @@ export function runner({ onFail } = {}) {
   return {
     // ONLY=text runs the tests whose name contains it (while working on one).
     test(name, fn, { timeout = 60000 } = {}) {
-      if (process.env.ONLY && !name.includes(process.env.ONLY)) return;
+      if (process.env.ONLY && !process.env.ONLY.split('|').some((part) => name.includes(part))) return;
       tests.push({ name, fn, timeout });
     },
     async run() {

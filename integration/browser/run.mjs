@@ -622,6 +622,8 @@ r.test('errors in plain words: wrong key (4401), busy stream (4409), camera deni
     assert.equal(s.state, 'stopped');
     assert.match(s.errors[0], /wrong or missing publish key/);
     assert.match(await wrong.textContent('#errors'), /publish key/);
+    const said = await wrong.textContent('#errors');
+    assert.equal(said.match(/publish key/g).length, 1, `the reason once, not twice: ${said}`);
     const right = await open(recorderUrl(keyed.url, { stream: 'k', ...PATTERN, key: 's3cret' }), 'right-key recorder');
     opened.push(right);
     await waitLive(right);

@@ -124,11 +124,23 @@ export class BlobPlayer {
       const to = Math.min(pos + elapsed, Math.max(pos, lastTime - 0.2));
       if (to > 0.01) v.currentTime = to;
       if (!wasPaused) viewer.play();
+      // The poster goes only once the new source has PRESENTED a frame: 'playing' or
+      // readyState 4 come before the compositor has a picture, and hiding the poster
+      // then showed black for a moment (seen in 2 of 26 screenshots at 2 Hz).
       const frameShown = () => {
-        if ('requestVideoFrameCallback' in v) v.requestVideoFrameCallback(() => done('frame'));
-        else v.addEventListener('playing', () => done('playing'), { once: true });
-        // rVFC is slow in background tabs: a decoded frame is good enough there.
-        v.addEventListener('playing', () => setTimeout(() => done('playing'), 100), { once: true });
+        if ('requestVideoFrameCallback' in v) {
+          v.requestVideoFrameCallback(() => done('frame'));
+        } else {
+          const from = v.currentTime;
+          const moved = () => {
+            if (v.currentTime <= from) return;
+            v.removeEventListener('timeupdate', moved);
+            done('timeupdate');
+          };
+          v.addEventListener('timeupdate', moved);
+        }
+        // A hidden tab presents no frames (rVFC waits): a decoded one will do there.
+        v.addEventListener('playing', () => setTimeout(() => document.visibilityState === 'hidden' && done('playing'), 100), { once: true });
       };
       if (to > 0.01) v.addEventListener('seeked', frameShown, { once: true });
       else frameShown();

@@ -199,7 +199,10 @@ export class Publisher {
     if (!this.bothOpen() || (this.state !== 'starting' && this.state !== 'reconnecting')) return;
     const resumed = this.state === 'reconnecting';
     this.state = 'live';
-    if (resumed) this.note('reconnected; continuing with a new generation');
+    if (resumed) {
+      this.note('reconnected; continuing with a new generation');
+      this.events.onWarning?.(null);
+    }
     // Whether first start or after a drop: a new generation, so a fresh WebM header.
     this.startGeneration();
     this.emit();
@@ -285,15 +288,41 @@ export class Publisher {
       entry.stopped = true;
       this.pump();
     };
-    rec.onerror = (e) => {
-      this.fail(`The recorder failed: ${e.error?.message || e.error?.name || 'unknown error'}`);
-    };
+    rec.onerror = (e) => this.recorderFailed(entry, e.error?.message || e.error?.name || 'unknown error');
     rec.start(Math.max(10, Number(this.o.chunk_time) || DEFAULTS.chunk_time));
     this.recorders.push(entry);
     this.current = entry;
     this.generations++;
     this.note(`generation ${entry.generation} started`);
     return entry;
+  }
+
+  /**
+   * A MediaRecorder error ends its recording: what it sent stays a whole generation, and
+   * a new recorder takes over at once (whatever `restart` says). Three errors within
+   * 10 s mean recording does not work here: publishing stops, and says why.
+   */
+  recorderFailed(entry, reason) {
+    if (entry.failed || this.state === 'stopped' || this.state === 'stopping') return;
+    entry.failed = true;
+    const now = Date.now();
+    this.recorderErrors = (this.recorderErrors || []).filter((t) => now - t < 10000);
+    this.recorderErrors.push(now);
+    if (this.recorderErrors.length >= 3) {
+      this.fail(`Publishing stopped: the recorder keeps failing (${reason}).`);
+      this.shutdown();
+      return;
+    }
+    this.note(`the recorder failed (${reason}); starting a new generation`);
+    this.events.onWarning?.(`The recorder failed (${reason}); recording again.`);
+    if (entry.rec.state !== 'inactive') {
+      try {
+        entry.rec.stop();
+      } catch {}
+    }
+    entry.stopped = true;
+    if (this.state === 'live' && entry === this.current) this.startGeneration();
+    this.pump();
   }
 
   abandonRecorders() {

@@ -10,6 +10,13 @@ import { socketUrl, describeClose } from './protocol.js';
 
 /** Reconnect delays, ms: grows to the last value and stays there. */
 const BACKOFF = [200, 500, 1000, 2000, 4000, 8000];
+/** A connection with no byte for this long (ms) while live is dead, at least. */
+const SILENCE_MIN_MS = 5000;
+
+/** A delay spread over ±50 %: a thousand viewers of a restarted server come back spread out. */
+export function withJitter(ms, random = Math.random) {
+  return Math.round(ms * (0.5 + random()));
+}
 
 export class ViewerConnection {
   constructor(stream, reassembler, events) {
@@ -24,6 +31,24 @@ export class ViewerConnection {
     this.connects = 0;
     this.hellos = [];
     this.lastClose = null;
+    /** When the last message came, on either socket (ms clock). */
+    this.lastByteAt = Date.now();
+    this.silences = 0;
+  }
+
+  /**
+   * Called while the stream is live: a connection that has carried nothing for
+   * max(3 chunk intervals, 5 s) is dead even if no close came (a sleeping laptop, a
+   * dropped Wi-Fi, a proxy that stalls): reconnect, resuming from what is held.
+   */
+  checkSilence(chunkIntervalSeconds) {
+    if (!this.chunk || !this.blob || this.closed) return false;
+    const limit = Math.max(3 * chunkIntervalSeconds * 1000, SILENCE_MIN_MS);
+    if (Date.now() - this.lastByteAt <= limit) return false;
+    this.silences++;
+    this.lastByteAt = Date.now();
+    this.reconnectNow();
+    return true;
   }
 
   connect() {
@@ -41,7 +66,9 @@ export class ViewerConnection {
     const chunk = new WebSocket(socketUrl(`/ws/watch/${this.stream}/chunk`, params));
     chunk.binaryType = 'arraybuffer';
     this.chunk = chunk;
+    this.lastByteAt = Date.now();
     chunk.onmessage = (e) => {
+      this.lastByteAt = Date.now();
       if (typeof e.data !== 'string') this.events.onFrame(e.data, false, this.chunkEpoch);
       else this.chunkControl(e.data);
     };
@@ -57,6 +84,7 @@ export class ViewerConnection {
       blob.binaryType = 'arraybuffer';
       this.blob = blob;
       blob.onmessage = (e) => {
+        this.lastByteAt = Date.now();
         if (typeof e.data === 'string') this.control(e.data);
         else this.events.onFrame(e.data, true, this.blobEpoch);
       };
@@ -122,7 +150,7 @@ export class ViewerConnection {
     this.drop();
     if (this.closed) return;
     if (lived > 10000) this.attempt = 0;
-    const delay = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)] * (e.code === 4429 ? 4 : 1);
+    const delay = withJitter(BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)] * (e.code === 4429 ? 4 : 1));
     this.attempt++;
     this.events.onLost(this.lastClose, delay);
     this.retryTimer = setTimeout(() => this.connect(), delay);
@@ -150,5 +178,12 @@ export class ViewerConnection {
     this.closed = true;
     clearTimeout(this.retryTimer);
     this.drop();
+  }
+
+  /** Connects again after close() (a paused viewer that plays again). */
+  reopen() {
+    this.closed = false;
+    this.attempt = 0;
+    this.connect();
   }
 }
