@@ -9,8 +9,26 @@ use std::process::Command;
 
 const MIME: &str = "video/webm;codecs=vp8,opus";
 
+/// Whether ffmpeg is installed. Without it, one line says what to install and the
+/// decoding checks are skipped; under CI (`CI` set) that is a failure.
+fn ffmpeg_present() -> bool {
+    let found = Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+        assert!(!ci, "ffmpeg is not installed: under CI that is a failure");
+        eprintln!("SKIPPED ffmpeg decoding check: `apt-get install ffmpeg`");
+    }
+    found
+}
+
 /// Fails the test unless ffmpeg decodes `webm` without a single error.
 fn assert_decodes(webm: &[u8], what: &str) {
+    if !ffmpeg_present() {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("blobcast-join-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{}.webm", what.replace(' ', "-")));
@@ -173,6 +191,9 @@ async fn after_the_webm_breaks_a_live_join_gets_the_whole_generation() {
 #[tokio::test]
 async fn an_audio_only_stream_joins_live_at_any_cluster() {
     // The Chrome recording without its video: Opus only, a cluster about every second.
+    if !ffmpeg_present() {
+        return;
+    }
     let opus = audio_only(CHROME);
     let server = TestServer::start().await;
     let mut publisher = Publisher::connect(&server, "radio", "session=s").await;

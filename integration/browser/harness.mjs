@@ -1,19 +1,37 @@
 // What the browser tests and the latency benchmark share: the server binary on an
 // ephemeral port, Chromium with a throw-away profile (killed by its own pid and process
-// group, always), a tiny test runner, and page helpers.
+// group, always), Firefox over WebDriver BiDi (the same), a tiny test runner, and page
+// helpers.
 
 import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { inflateSync } from 'node:zlib';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const ARTIFACTS = join(ROOT, 'integration/browser/artifacts');
 export const BIN = resolve(ROOT, process.env.BLOBCAST_BIN || 'target/debug/blobcast');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
+
+/** Firefox's counterparts of CHROMIUM_ARGS: fake devices, no prompts, autoplay allowed. */
+export const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'media.autoplay.default': 0,
+  'media.autoplay.blocking_policy': 0,
+  // Background tabs keep their timers and their video (the recorder sits in one).
+  'dom.min_background_timeout_value': 4,
+  'dom.timeout.enable_budget_timer_throttling': false,
+  'media.suspend-background-video.enabled': false,
+  'browser.shell.checkDefaultBrowser': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+};
 
 export const CHROMIUM_ARGS = [
   '--headless',
@@ -118,6 +136,90 @@ export async function slowUplink(url, bytesPerSecond) {
   };
 }
 
+/**
+ * A TCP proxy in front of `url` whose current connections can be frozen: `freeze()`
+ * stops forwarding on every connection open now, without closing it (a laptop asleep,
+ * a stalled NAT); connections made later pass. Resolves to { url, freeze(), close() }.
+ */
+export async function freezableProxy(url) {
+  const target = new URL(url);
+  const sockets = new Set();
+  const live = new Set();
+  const proxy = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    const pair = { frozen: false };
+    live.add(pair);
+    sockets.add(client).add(upstream);
+    client.on('data', (d) => pair.frozen || upstream.write(d));
+    upstream.on('data', (d) => pair.frozen || client.write(d));
+    const end = () => {
+      live.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    freeze() {
+      for (const pair of live) pair.frozen = true;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      proxy.close();
+    },
+  };
+}
+
+/** A PNG from page.screenshot() as { width, height, rgba } (8-bit RGB/RGBA, not interlaced). */
+export function decodePng(buf) {
+  const width = buf.readUInt32BE(16);
+  const height = buf.readUInt32BE(20);
+  const colorType = buf[25];
+  const channels = colorType === 6 ? 4 : colorType === 2 ? 3 : null;
+  if (buf[24] !== 8 || !channels || buf[28] !== 0) throw new Error('decodePng: only 8-bit RGB(A), non-interlaced');
+  const idat = [];
+  for (let i = 8; i < buf.length; ) {
+    const len = buf.readUInt32BE(i);
+    const type = buf.toString('latin1', i + 4, i + 8);
+    if (type === 'IDAT') idat.push(buf.subarray(i + 8, i + 8 + len));
+    i += 12 + len;
+  }
+  const raw = inflateSync(Buffer.concat(idat));
+  const stride = width * channels;
+  const out = new Uint8Array(width * height * 4);
+  let prev = new Uint8Array(stride);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    const cur = new Uint8Array(stride);
+    for (let x = 0; x < stride; x++) {
+      const a = x >= channels ? cur[x - channels] : 0;
+      const b = prev[x];
+      const c = x >= channels ? prev[x - channels] : 0;
+      let v = line[x];
+      if (filter === 1) v += a;
+      else if (filter === 2) v += b;
+      else if (filter === 3) v += (a + b) >> 1;
+      else if (filter === 4) {
+        const p = a + b - c;
+        const pa = Math.abs(p - a);
+        const pb = Math.abs(p - b);
+        const pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      cur[x] = v & 0xff;
+    }
+    for (let x = 0; x < width; x++) {
+      out.set([cur[x * channels], cur[x * channels + 1], cur[x * channels + 2], 255], (y * width + x) * 4);
+    }
+    prev = cur;
+  }
+  return { width, height, rgba: out };
+}
+
 // ---- the browser ------------------------------------------------------------------
 
 /** Finds the browser process (not a helper: no --type=) that uses `profile`. */
@@ -188,6 +290,48 @@ export async function launchBrowser() {
   };
 }
 
+/**
+ * The same page API the tests use with Playwright, on a Puppeteer page: addInitScript,
+ * waitForFunction(fn, arg, { timeout, polling }), click, isVisible, textContent.
+ */
+function playwrightLike(page) {
+  const waitForFunction = page.waitForFunction.bind(page);
+  return Object.assign(page, {
+    addInitScript: (script) => page.evaluateOnNewDocument(script),
+    waitForFunction: (fn, arg, { timeout = 15000, polling = 100 } = {}) => waitForFunction(fn, { timeout, polling }, arg),
+    isVisible: (selector) =>
+      page.evaluate((sel) => {
+        const el = document.querySelector(sel);
+        return !!el && !el.closest('[hidden]') && el.getClientRects().length > 0;
+      }, selector),
+    textContent: (selector) => page.evaluate((sel) => document.querySelector(sel)?.textContent ?? null, selector),
+  });
+}
+
+/** Firefox ESR over WebDriver BiDi, with a throw-away profile; `newPage()` as in Chromium's context. */
+export async function launchFirefox() {
+  if (!existsSync(FIREFOX)) {
+    throw new Error(`Firefox not found at ${FIREFOX}: apt-get install firefox-esr (or set FIREFOX=/path/to/firefox)`);
+  }
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    extraPrefsFirefox: FIREFOX_PREFS,
+    defaultViewport: { width: 1100, height: 760 },
+  });
+  const pid = browser.process()?.pid ?? null;
+  return {
+    browser,
+    pid,
+    context: { newPage: async () => playwrightLike(await browser.newPage()) },
+    async close() {
+      await Promise.race([browser.close().catch(() => {}), sleep(3000)]);
+      killGroup(pid);
+    },
+  };
+}
+
 // ---- a tiny runner ----------------------------------------------------------------
 
 export function runner({ onFail } = {}) {
@@ -196,7 +340,7 @@ export function runner({ onFail } = {}) {
   return {
     // ONLY=text runs the tests whose name contains it (while working on one).
     test(name, fn, { timeout = 60000 } = {}) {
-      if (process.env.ONLY && !name.includes(process.env.ONLY)) return;
+      if (process.env.ONLY && !process.env.ONLY.split('|').some((part) => name.includes(part))) return;
       tests.push({ name, fn, timeout });
     },
     async run() {

@@ -14,6 +14,7 @@ import {
   ARTIFACTS,
   startServer,
   launchBrowser,
+  launchFirefox,
   runner,
   recorderUrl,
   recorderState,
@@ -25,6 +26,8 @@ import {
   slowUplink,
 } from './harness.mjs';
 import { unitTests } from './unit.mjs';
+import { pageTests } from './pages.mjs';
+import { firefoxTests } from './firefox.mjs';
 
 const VP8 = 'video/webm;codecs=vp8,opus';
 /** Small and light: 2 cores run the encoder and up to six decoders at once. */
@@ -50,6 +53,8 @@ async function cleanup() {
   pages.clear();
   await browser?.close().catch((e) => console.error('closing the browser:', e));
   browser = null;
+  await firefox?.close().catch((e) => console.error('closing Firefox:', e));
+  firefox = null;
   await server?.stop().catch((e) => console.error('stopping the server:', e));
   server = null;
 }
@@ -62,7 +67,18 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 }
 
 async function open(url, label, init) {
-  const page = await browser.context.newPage();
+  return openIn(browser, url, label, init);
+}
+
+/** Firefox, started by the first test that needs it. */
+let firefox = null;
+async function firefoxBrowser() {
+  firefox ??= await launchFirefox();
+  return firefox;
+}
+
+async function openIn(where, url, label, init) {
+  const page = await where.context.newPage();
   page.label = label;
   page.problems = [];
   page.consoleLog = [];
@@ -606,6 +622,8 @@ r.test('errors in plain words: wrong key (4401), busy stream (4409), camera deni
     assert.equal(s.state, 'stopped');
     assert.match(s.errors[0], /wrong or missing publish key/);
     assert.match(await wrong.textContent('#errors'), /publish key/);
+    const said = await wrong.textContent('#errors');
+    assert.equal(said.match(/publish key/g).length, 1, `the reason once, not twice: ${said}`);
     const right = await open(recorderUrl(keyed.url, { stream: 'k', ...PATTERN, key: 's3cret' }), 'right-key recorder');
     opened.push(right);
     await waitLive(right);
@@ -774,6 +792,24 @@ r.test('recordings page: a stopped session with restarts is listed, plays throug
     await closeAll(opened);
   }
 });
+
+const ctx = {
+  get server() {
+    return server;
+  },
+  PATTERN,
+  ARTIFACTS,
+  open,
+  openIn,
+  chromium: () => browser,
+  firefox: firefoxBrowser,
+  closeAll,
+  viewerUrl,
+  waitLive,
+  waitFrames,
+};
+pageTests(r.test, ctx);
+firefoxTests(r.test, ctx);
 
 r.test('screenshots of the recorder and viewer pages are in the artifacts folder', async () => {
   for (const name of ['recorder.png', 'viewer-mse.png', 'viewer-blob.png', 'viewer-camera.png', 'index.png', 'recordings.png']) {

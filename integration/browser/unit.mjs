@@ -17,6 +17,7 @@ export async function unitTests(root, test) {
   const { WebmScanner } = await js('webm.js');
   const { clockBits, decodeClock, clockStrip } = await js('testpattern.js');
   const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag } = await js('live-edge.js');
+  const { KeyframeClusters } = await js('keyframe-clusters.js');
 
   const bytes = (from, to) => Uint8Array.from({ length: to - from }, (_, i) => (from + i) % 251);
   const frame = (g, from, to) => encodeFrame(g, from, bytes(from, to));
@@ -75,6 +76,34 @@ export async function unitTests(root, test) {
     assert.deepEqual(r.resumePoint(), { gen: 2, offset: 10 });
   });
 
+  test('unit: reassembly keeps two publish sessions apart even when both number a generation 1', () => {
+    const A = 1732250000000001;
+    const B = 1732250000000002;
+    const r = new Reassembler();
+    assert.equal(r.push(frame(1, 0, 100), true, A), 'start');
+    assert.equal(r.push(frame(1, 100, 200), false, A), 'appended');
+    assert.deepEqual(r.resumePoint(), { gen: 1, offset: 200, epoch: A });
+    // Session B's chunk at offset 200 of "its" generation 1, before its blob: not glued.
+    assert.equal(r.push(frame(1, 200, 300), false, B), 'held');
+    assert.equal(r.length, 200);
+    // A hello for epoch B: what is held is of another session.
+    assert.ok(r.newEpoch(B));
+    assert.ok(!r.newEpoch(undefined));
+    // Session B's blob (1, 0) is a new start, though the number is the one held.
+    assert.equal(r.push(frame(1, 0, 200), true, B), 'start');
+    assert.equal(r.epoch, B);
+    assert.equal(r.length, 300, "B's early chunk joins B's generation, not A's");
+    assert.deepEqual(joined(r), bytes(0, 300));
+    // A late frame of session A is older: dropped.
+    assert.equal(r.push(frame(1, 300, 400), false, A), 'dropped');
+    assert.equal(r.push(frame(1, 300, 400), false, B), 'appended');
+    // Without the hello's epoch (an older server), nothing changes.
+    const plain = new Reassembler();
+    plain.push(frame(1, 0, 100), true);
+    assert.deepEqual(plain.resumePoint(), { gen: 1, offset: 100 });
+    assert.equal(plain.push(frame(1, 100, 150), false), 'appended');
+  });
+
   test('unit: reassembly takes a join=live jump from the init to a keyframe cluster', () => {
     const jumps = [];
     const r = new Reassembler({ onJump: (g, from, to) => jumps.push([g, from, to]) });
@@ -131,6 +160,92 @@ export async function unitTests(root, test) {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+
+  // A WebM laid out the way MediaRecorder lays it out: clusters (of unknown size) that
+  // do not open with a keyframe, SimpleBlocks and a BlockGroup.
+  const ebml = (id, body, unknown = false) => {
+    const idBytes = [];
+    for (let v = id; v > 0; v = Math.floor(v / 256)) idBytes.unshift(v % 256);
+    const size = unknown ? [0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff] : [0x40 | (body.length >> 8), body.length & 0xff];
+    return [...idBytes, ...size, ...body];
+  };
+  const simpleBlock = (track, tc, key, n = 20) => ebml(0xa3, [0x80 | track, (tc >> 8) & 0xff, tc & 0xff, key ? 0x80 : 0, ...Array(n).fill(track * 16 + 1)]);
+  const blockGroup = (track, tc, key) => ebml(0xa0, [...ebml(0xa1, [0x80 | track, (tc >> 8) & 0xff, tc & 0xff, 0, ...Array(30).fill(7)]), ...(key ? [] : ebml(0xfb, [0xff]))]);
+  /** [(track, absolute time, keyframe)] of every block in a WebM, and each cluster's first video block. */
+  const blocksOf = (bytes) => {
+    const out = { blocks: [], clusterHeads: [] };
+    const vint = (i) => {
+      let len = 1;
+      while (!(bytes[i] & (0x80 >> (len - 1)))) len++;
+      let v = bytes[i] & (0xff >> len);
+      let ones = v === 0xff >> len;
+      for (let k = 1; k < len; k++) {
+        v = v * 256 + bytes[i + k];
+        if (bytes[i + k] !== 0xff) ones = false;
+      }
+      return { len, v, unknown: ones };
+    };
+    let i = 0;
+    let clusterTc = 0;
+    let newCluster = false;
+    const ids = (i) => { const l = vint(i).len; let v = 0; for (let k = 0; k < l; k++) v = v * 256 + bytes[i + k]; return { l, v }; };
+    while (i < bytes.length) {
+      const id = ids(i);
+      const size = vint(i + id.l);
+      const body = i + id.l + size.len;
+      if ([0x18538067, 0x1f43b675].includes(id.v)) {
+        if (id.v === 0x1f43b675) newCluster = true;
+        i = body;
+        continue;
+      }
+      const end = body + size.v;
+      if (id.v === 0xe7) clusterTc = bytes.subarray(body, end).reduce((a, b) => a * 256 + b, 0);
+      if (id.v === 0xa3 || id.v === 0xa0) {
+        const b = id.v === 0xa3 ? body : body + ids(body).l + vint(body + ids(body).l).len;
+        const track = bytes[b] & 0x7f;
+        const rel = ((bytes[b + 1] << 24) >> 16) | bytes[b + 2];
+        const key = id.v === 0xa3 ? (bytes[b + 3] & 0x80) !== 0 : !bytes.subarray(body, end).includes(0xfb);
+        out.blocks.push([track, clusterTc + rel, key]);
+        if (newCluster && track === 1) {
+          out.clusterHeads.push(key);
+          newCluster = false;
+        }
+      }
+      i = end;
+    }
+    return out;
+  };
+
+  test('unit: WebM re-cut so that every cluster opens with a video keyframe (Firefox MSE)', () => {
+    const header = [
+      ...ebml(0x1a45dfa3, ebml(0x4282, [...Buffer.from('webm')])),
+      ...ebml(0x18538067, [], true),
+      ...ebml(0x1654ae6b, [...ebml(0xae, [...ebml(0xd7, [1]), ...ebml(0x83, [1])]), ...ebml(0xae, [...ebml(0xd7, [2]), ...ebml(0x83, [2])])]),
+    ];
+    const cluster = (tc, blocks) => [...ebml(0x1f43b675, [], true), ...ebml(0xe7, [tc >> 8, tc & 0xff]), ...blocks.flat()];
+    const input = Uint8Array.from([
+      ...header,
+      ...cluster(0, [simpleBlock(1, 0, true), simpleBlock(2, 10, false), blockGroup(1, 40, false)]),
+      ...cluster(80, [simpleBlock(1, 0, false), simpleBlock(2, 5, false), simpleBlock(1, 40, true), ebml(0xec, [0, 0])]),
+      ...cluster(200, [simpleBlock(2, 0, false), blockGroup(1, 20, false), blockGroup(1, 60, true)]),
+      ...cluster(300, [simpleBlock(1, 0, false), simpleBlock(2, 30, false)]),
+    ]);
+    const before = blocksOf(input);
+    assert.deepEqual(before.clusterHeads, [true, false, false, false], 'the input: clusters that open with inter frames');
+    for (const step of [1, 7, 64, input.length]) {
+      const k = new KeyframeClusters();
+      const parts = [];
+      for (let i = 0; i < input.length; i += step) parts.push(...k.push(input.subarray(i, i + step)));
+      const after = blocksOf(Uint8Array.from(parts));
+      assert.deepEqual(after.blocks, before.blocks, `every block at its time (pieces of ${step})`);
+      assert.deepEqual(after.clusterHeads, [true, true, true], `a cluster at each keyframe, none elsewhere (pieces of ${step})`);
+    }
+    // Bytes out of step pass through untouched from there on.
+    const k = new KeyframeClusters();
+    k.push(Uint8Array.from(header));
+    const junk = new Uint8Array(64).fill(0);
+    assert.deepEqual([...k.push(junk)], [...junk]);
+  });
 
   test('unit: clock cells encode and decode Date.now()', () => {
     const w = 320;

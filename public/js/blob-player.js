@@ -25,10 +25,12 @@ export class BlobPlayer {
     this.video = viewer.video;
     this.mime = mime;
     this.kind = 'blob';
-    /** generation -> { generation, parts, scanner }: the newest, and the one shown. */
-    this.gens = new Map();
+    /**
+     * The newest generation, and the one shown: { generation, parts, scanner }. Compared
+     * as objects, never by number: two publish sessions may both have a generation 1.
+     */
     this.cur = null;
-    this.shown = null; // { generation, url, lastTime }
+    this.shown = null; // { gen, generation, url, lastTime }
     this.lastSwap = -Infinity;
     this.swapping = null;
   }
@@ -36,22 +38,19 @@ export class BlobPlayer {
   start(generation, bytes) {
     const g = { generation, parts: [bytes], scanner: new WebmScanner() };
     g.scanner.push(bytes);
-    this.gens.set(generation, g);
     this.cur = g;
-    for (const key of [...this.gens.keys()]) {
-      if (key !== generation && key !== this.shown?.generation) this.gens.delete(key);
-    }
   }
 
+  /** The reassembler appends to its current generation only: ours is `cur`. */
   append(generation, bytes) {
-    const g = this.gens.get(generation);
-    if (!g) return;
+    const g = this.cur;
+    if (!g || g.generation !== generation) return;
     g.parts.push(bytes);
     g.scanner.push(bytes);
   }
 
   jump(generation, from, to) {
-    this.gens.get(generation)?.scanner.jumpTo(to);
+    if (this.cur?.generation === generation) this.cur.scanner.jumpTo(to);
   }
 
   span(g) {
@@ -77,13 +76,13 @@ export class BlobPlayer {
       const lag = g.scanner.lastTime - pos;
       return lag > target + 3 && !this.viewer.userPaused ? g.scanner.lastTime - target : pos;
     };
-    if (shown.generation === cur.generation) {
+    if (shown.gen === cur) {
       if (cur.scanner.lastTime > shown.lastTime + 0.05) this.swap(cur, samePos(cur), false);
       return;
     }
     // A newer generation is here. Play it once it has enough media to last until the
     // next swap; until then, let the old one play out to its tail.
-    const old = this.gens.get(shown.generation);
+    const old = shown.gen;
     const enough = this.span(cur) >= Math.min(target, 2);
     const oldHasMore = old && old.scanner.lastTime > shown.lastTime + 0.05;
     if (enough || (starved && !oldHasMore)) {
@@ -99,7 +98,7 @@ export class BlobPlayer {
     const url = URL.createObjectURL(new Blob(g.parts, { type: this.mime }));
     const previous = this.shown;
     const lastTime = g.scanner.lastTime;
-    this.shown = { generation: g.generation, url, lastTime };
+    this.shown = { gen: g, generation: g.generation, url, lastTime };
     this.lastSwap = performance.now();
     const sw = viewer.recordSwitch({ generation: g.generation, from: previous?.generation ?? null, kind: newGeneration ? 'generation' : 'swap', pos });
     // Poster: the last decoded frame covers the video while the new source loads.
@@ -125,11 +124,23 @@ export class BlobPlayer {
       const to = Math.min(pos + elapsed, Math.max(pos, lastTime - 0.2));
       if (to > 0.01) v.currentTime = to;
       if (!wasPaused) viewer.play();
+      // The poster goes only once the new source has PRESENTED a frame: 'playing' or
+      // readyState 4 come before the compositor has a picture, and hiding the poster
+      // then showed black for a moment (seen in 2 of 26 screenshots at 2 Hz).
       const frameShown = () => {
-        if ('requestVideoFrameCallback' in v) v.requestVideoFrameCallback(() => done('frame'));
-        else v.addEventListener('playing', () => done('playing'), { once: true });
-        // rVFC is slow in background tabs: a decoded frame is good enough there.
-        v.addEventListener('playing', () => setTimeout(() => done('playing'), 100), { once: true });
+        if ('requestVideoFrameCallback' in v) {
+          v.requestVideoFrameCallback(() => done('frame'));
+        } else {
+          const from = v.currentTime;
+          const moved = () => {
+            if (v.currentTime <= from) return;
+            v.removeEventListener('timeupdate', moved);
+            done('timeupdate');
+          };
+          v.addEventListener('timeupdate', moved);
+        }
+        // A hidden tab presents no frames (rVFC waits): a decoded one will do there.
+        v.addEventListener('playing', () => setTimeout(() => document.visibilityState === 'hidden' && done('playing'), 100), { once: true });
       };
       if (to > 0.01) v.addEventListener('seeked', frameShown, { once: true });
       else frameShown();
@@ -145,7 +156,7 @@ export class BlobPlayer {
 
   lag() {
     if (!this.shown) return null;
-    const shownGen = this.gens.get(this.shown.generation);
+    const shownGen = this.shown.gen;
     if (!shownGen || shownGen.scanner.lastTime === null) return null;
     let lag = shownGen.scanner.lastTime - this.video.currentTime;
     if (this.cur && this.cur !== shownGen) lag += this.span(this.cur);

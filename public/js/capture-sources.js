@@ -41,6 +41,7 @@ export async function openCaptureSource(o, note) {
   const fps = Number(o.fps) || undefined;
   if (o.source === 'test') {
     const pattern = startTestPattern({ width: width || 640, height: height || 360, fps: fps || 30 });
+    await withoutSilentAudio(pattern, note);
     return captured(pattern.stream, pattern);
   }
   if (!navigator.mediaDevices) {
@@ -68,6 +69,24 @@ export async function openCaptureSource(o, note) {
     // A camera with no microphone is still worth publishing.
     note(`no microphone (${err.name}); publishing video only`);
     return captured(await navigator.mediaDevices.getUserMedia({ video, audio: false }));
+  }
+}
+
+/**
+ * The tone's AudioContext stays suspended where the browser lets no sound start without
+ * a click (Firefox, for a page opened with autostart=1). Its track then carries no
+ * samples, and Firefox's MediaRecorder holds back every piece until the recording stops,
+ * waiting for audio to mux. A pattern without sound is better than none at all.
+ */
+async function withoutSilentAudio(pattern, note) {
+  const ctx = pattern.audioContext;
+  if (!ctx || ctx.state === 'running') return;
+  await Promise.race([ctx.resume().catch(() => {}), new Promise((r) => setTimeout(r, 300))]);
+  if (ctx.state === 'running') return;
+  note('test pattern without sound: this browser lets no audio start without a click');
+  for (const track of pattern.stream.getAudioTracks()) {
+    pattern.stream.removeTrack(track);
+    track.stop();
   }
 }
 

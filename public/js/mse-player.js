@@ -1,9 +1,11 @@
 // The MSE player: one MediaSource whose single SourceBuffer is fed generation after
 // generation, laid end to end on one timeline. It recovers from a demuxer error with a
 // fresh MediaSource, hides each generation switch under the poster, and carries out the
-// live-edge controller's seeks and rates (live-edge.js).
+// live-edge controller's seeks and rates (live-edge.js). WebM goes through
+// KeyframeClusters first, so every cluster opens with a keyframe (Firefox needs that).
 
 import { SourceBufferQueue } from './source-buffer-queue.js';
+import { KeyframeClusters } from './keyframe-clusters.js';
 import { freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
 
 export function mediaSourceClass() {
@@ -89,16 +91,28 @@ export class MsePlayer {
         this.pendingSwitches.push(sw);
       }
     });
-    this.queue.append(bytes);
+    this.clusters = this.reclusters ? new KeyframeClusters() : null;
+    this.feed(bytes);
   }
 
   append(generation, bytes) {
-    this.queue.append(bytes);
+    this.feed(bytes);
+  }
+
+  /** Bytes of the current generation, re-cut at keyframes when the format is WebM. */
+  feed(bytes) {
+    const out = this.clusters ? this.clusters.push(bytes) : bytes;
+    if (out.length) this.queue.append(out);
+  }
+
+  get reclusters() {
+    return /webm/i.test(this.mime);
   }
 
   jump() {
-    // A live-edge join: the bytes continue at a cluster; for the parser that is just
-    // the next cluster, so nothing to do.
+    // A live-edge join: the bytes continue at a cluster that opens with a keyframe;
+    // for the parser that is just the next cluster.
+    this.clusters?.jump();
   }
 
   /**
@@ -131,7 +145,8 @@ export class MsePlayer {
     this.open();
     const r = this.viewer.reassembler;
     if (r.generation !== null) {
-      for (const piece of r.pieces) this.queue.append(piece.bytes);
+      this.clusters = this.reclusters ? new KeyframeClusters() : null;
+      for (const piece of r.pieces) this.feed(piece.bytes);
     }
     this.viewer.seekedToEdge = false;
   }

@@ -69,6 +69,14 @@ const CLOSE_CODES = {
   4503: { text: 'the server could not check your access (auth service unavailable)', retry: true },
 };
 
+/** Whether a close reason adds nothing to our own words for the code. */
+function saysTheSame(reason, text) {
+  const words = (t) => t.toLowerCase().replace(/\(.*?\)/g, '').replace(/[^a-z0-9 ]/g, ' ').split(/\s+/).filter(Boolean).join(' ');
+  const r = words(reason);
+  const t = words(text);
+  return r === t || t.includes(r) || r.includes(t);
+}
+
 /** A close event in plain words: { code, reason, text, retry }. */
 export function describeClose(code, reason) {
   const known = CLOSE_CODES[code];
@@ -76,7 +84,8 @@ export function describeClose(code, reason) {
   return {
     code,
     reason: reason || '',
-    text: reason && code !== 1006 ? `${text} — server said: “${reason}”` : text,
+    // The server's reason, unless it only says what the text already says.
+    text: reason && code !== 1006 && !saysTheSame(reason, text) ? `${text} — server said: “${reason}”` : text,
     retry: known ? known.retry : true,
   };
 }
@@ -102,4 +111,17 @@ export function formatDuration(ms) {
   const sec = s % 60;
   const mm = String(m).padStart(h ? 2 : 1, '0');
   return `${h ? h + ':' : ''}${mm}:${String(sec).padStart(2, '0')}`;
+}
+
+/**
+ * A generation number as people read it: the time it started (the recorder numbers
+ * generations from Date.now()), with the number itself when it is not a time.
+ */
+export function generationText(generation) {
+  if (generation === null || generation === undefined) return '—';
+  // 2001-09-09 .. 2286: a Date.now()-based number; anything else is just a number.
+  if (generation < 1e12 || generation > 1e13) return `#${generation}`;
+  const d = new Date(generation);
+  const pad = (n, w = 2) => String(n).padStart(w, '0');
+  return `started ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }

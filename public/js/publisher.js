@@ -7,8 +7,9 @@
 // blob socket at offset 0; the following pieces go on the chunk socket at their running
 // offset. Generation numbers start from Date.now() and always grow.
 
-import { encodeFrame, socketUrl, isToken, randomToken, describeClose } from './protocol.js';
+import { encodeFrame, socketUrl, isToken, describeClose } from './protocol.js';
 import { openCaptureSource, describeMediaError } from './capture-sources.js';
+import { publishSession, forgetPublishSession } from './publish-session.js';
 
 export const MIME_CANDIDATES = [
   'video/webm;codecs=vp9,opus',
@@ -53,7 +54,7 @@ export class Publisher {
   constructor(options, events = {}) {
     this.o = options;
     this.events = events;
-    this.session = randomToken(16);
+    this.session = null;
     this.state = 'stopped';
     /** The open source ({ stream, stop }), and its MediaStream. */
     this.source = null;
@@ -70,6 +71,8 @@ export class Publisher {
     this.generations = 0;
     this.bytesSent = 0;
     this.framesSent = 0;
+    /** The newest generation a frame was sent of, and how many bytes of it: the stop names them. */
+    this.sent = null;
     this.startedAt = null;
     this.pumping = false;
     this.backpressure = false;
@@ -111,6 +114,7 @@ export class Publisher {
     }
     this.state = 'starting';
     this.errors = [];
+    this.session = publishSession(o.stream);
     this.emit();
     try {
       this.source = await openCaptureSource(o, (text) => this.note(text));
@@ -133,6 +137,12 @@ export class Publisher {
           this.stop();
         }
       });
+    }
+    if (!this.media.getAudioTracks().length && /,\s*opus/i.test(this.mime)) {
+      // No sound to record: Firefox's MediaRecorder asked for an audio codec with no
+      // audio track delivers nothing until it stops (it waits for audio to mux).
+      const videoOnly = this.mime.replace(/,\s*opus/i, '');
+      if (MediaRecorder.isTypeSupported(videoOnly)) this.mime = videoOnly;
     }
     this.events.onMedia?.(this.media);
     this.startedAt = Date.now();
@@ -190,7 +200,10 @@ export class Publisher {
     if (!this.bothOpen() || (this.state !== 'starting' && this.state !== 'reconnecting')) return;
     const resumed = this.state === 'reconnecting';
     this.state = 'live';
-    if (resumed) this.note('reconnected; continuing with a new generation');
+    if (resumed) {
+      this.note('reconnected; continuing with a new generation');
+      this.events.onWarning?.(null);
+    }
     // Whether first start or after a drop: a new generation, so a fresh WebM header.
     this.startGeneration();
     this.emit();
@@ -276,15 +289,41 @@ export class Publisher {
       entry.stopped = true;
       this.pump();
     };
-    rec.onerror = (e) => {
-      this.fail(`The recorder failed: ${e.error?.message || e.error?.name || 'unknown error'}`);
-    };
+    rec.onerror = (e) => this.recorderFailed(entry, e.error?.message || e.error?.name || 'unknown error');
     rec.start(Math.max(10, Number(this.o.chunk_time) || DEFAULTS.chunk_time));
     this.recorders.push(entry);
     this.current = entry;
     this.generations++;
     this.note(`generation ${entry.generation} started`);
     return entry;
+  }
+
+  /**
+   * A MediaRecorder error ends its recording: what it sent stays a whole generation, and
+   * a new recorder takes over at once (whatever `restart` says). Three errors within
+   * 10 s mean recording does not work here: publishing stops, and says why.
+   */
+  recorderFailed(entry, reason) {
+    if (entry.failed || this.state === 'stopped' || this.state === 'stopping') return;
+    entry.failed = true;
+    const now = Date.now();
+    this.recorderErrors = (this.recorderErrors || []).filter((t) => now - t < 10000);
+    this.recorderErrors.push(now);
+    if (this.recorderErrors.length >= 3) {
+      this.fail(`Publishing stopped: the recorder keeps failing (${reason}).`);
+      this.shutdown();
+      return;
+    }
+    this.note(`the recorder failed (${reason}); starting a new generation`);
+    this.events.onWarning?.(`The recorder failed (${reason}); recording again.`);
+    if (entry.rec.state !== 'inactive') {
+      try {
+        entry.rec.stop();
+      } catch {}
+    }
+    entry.stopped = true;
+    if (this.state === 'live' && entry === this.current) this.startGeneration();
+    this.pump();
   }
 
   abandonRecorders() {
@@ -353,6 +392,7 @@ export class Publisher {
     ws.send(encodeFrame(entry.generation, entry.offset, bytes));
     if (entry.offset === 0) this.generation = entry.generation;
     entry.offset += bytes.byteLength;
+    this.sent = { generation: entry.generation, length: entry.offset };
     this.bytesSent += bytes.byteLength;
     this.framesSent++;
     this.checkBackpressure();
@@ -409,7 +449,12 @@ export class Publisher {
 
   // ---- stopping -----------------------------------------------------------------
 
-  /** Stops publishing: the last pieces go out, then {"type":"stop"}, then the sockets close. */
+  /**
+   * Stops publishing: the last pieces go out, then {"type":"stop","generation":G,"length":L}
+   * naming the newest generation sent and how many of its bytes, then the sockets close.
+   * The server ends the session only once it holds (G, L), so a stop can never overtake
+   * the blob of a generation that had just started (it travels on the other socket).
+   */
   async stop() {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     const wasLive = this.state === 'live';
@@ -421,11 +466,20 @@ export class Publisher {
       for (const entry of this.recorders) {
         if (entry.rec.state !== 'inactive') entry.rec.stop();
       }
-      await this.until(() => this.recorders.length === 0, 3000);
+      await this.until(() => this.recorders.length === 0 && !this.pumping, 3000);
+      // A recorder that has not delivered its tail by now never will: nothing more is
+      // sent, so the stop below names exactly what went out.
+      for (const entry of this.recorders) {
+        entry.dead = true;
+        entry.pending = [];
+      }
+      await this.until(() => !this.pumping, 1000);
       // On the chunk socket, right behind the last chunk: on the blob socket (another TCP
       // connection) the stop could reach the server first, and the tail would be lost.
       const ws = [this.sockets.chunk, this.sockets.blob].find((w) => w?.readyState === WebSocket.OPEN);
-      ws?.send(JSON.stringify({ type: 'stop' }));
+      const stop = { type: 'stop', ...(this.sent ? { generation: this.sent.generation, length: this.sent.length } : {}) };
+      ws?.send(JSON.stringify(stop));
+      this.note(`stop sent: ${JSON.stringify(stop)}`);
       await this.until(() => this.buffered() === 0, 3000);
     }
     this.shutdown();
@@ -445,6 +499,8 @@ export class Publisher {
   /** Closes everything at once (after stop(), or on a fatal error). */
   shutdown() {
     this.state = 'stopped';
+    // Ended on purpose (or refused for good): the next Start is a new session.
+    forgetPublishSession(this.o.stream);
     clearTimeout(this.restartTimer);
     clearTimeout(this.durationTimer);
     clearInterval(this.statusTimer);

@@ -8,6 +8,12 @@
 // end, held if it starts past the end (a gap, until it is filled). A frame of a newer
 // generation waits for that generation's blob; a frame of an older one is dropped.
 //
+// Epochs: two publish sessions may both number a generation 1, so a generation is
+// (epoch, generation), the epoch being the publish session's number from the hello (and
+// from the chunk socket's {"type":"epoch"}). A frame's epoch is null when the socket has
+// not named one yet (an older server, or chunks that came before the hello): it is then
+// taken to be the held one. Epochs grow, like generations within one.
+//
 // Live-edge join: when the hello said "join":"live" for generation G, the blob socket
 // sends the init segment (G, 0) and then a frame (G, K) that starts at a keyframe
 // cluster. The jump from the init's end to K is intended: length becomes K, and the
@@ -28,12 +34,14 @@ export class Reassembler {
   constructor(handlers = {}) {
     this.handlers = handlers;
     this.generation = null;
+    /** The publish session the held generation belongs to (null: not told). */
+    this.epoch = null;
     this.length = 0;
     /** What is held of the current generation: [{ offset, bytes }], in order. */
     this.pieces = [];
     /** Same-generation frames that start past the end, sorted by offset. */
     this.ahead = [];
-    /** generation -> frames waiting for that generation's blob. */
+    /** "epoch/generation" -> { epoch, generation, frames } waiting for that generation's blob. */
     this.future = new Map();
     this.liveJoin = null;
     this.jumps = [];
@@ -52,15 +60,49 @@ export class Reassembler {
   /** Drops everything held: the next connect takes a fresh snapshot. */
   forget() {
     this.generation = null;
+    this.epoch = null;
     this.joinedAtLiveEdge = false;
     this.length = 0;
     this.pieces = [];
     this.ended();
   }
 
-  /** `?gen=&offset=` for a resuming reconnect, or null when nothing is held. */
+  /** `?gen=&offset=&epoch=` for a resuming reconnect, or null when nothing is held. */
   resumePoint() {
-    return this.generation === null ? null : { gen: this.generation, offset: this.length };
+    if (this.generation === null) return null;
+    return { gen: this.generation, offset: this.length, ...(this.epoch !== null ? { epoch: this.epoch } : {}) };
+  }
+
+  /**
+   * A hello named `epoch`: if it is not the held one, a new publish session has begun.
+   * What is held stays viewable, but nothing pending of the old session is kept, and
+   * the next (G, 0) starts afresh even if G is the number held.
+   */
+  newEpoch(epoch) {
+    if (epoch === null || epoch === undefined || this.epoch === null || epoch === this.epoch) return false;
+    this.ahead = [];
+    this.aheadSince = null;
+    this.liveJoin = null;
+    for (const [key, entry] of [...this.future]) {
+      if (entry.epoch !== epoch) this.future.delete(key);
+    }
+    this.stale = true;
+    return true;
+  }
+
+  /** Whether a frame of (epoch, generation) is of the held generation. */
+  holds(epoch, generation) {
+    if (generation !== this.generation || this.generation === null) return false;
+    if (this.stale && epoch === null) return false;
+    return epoch === null || this.epoch === null || epoch === this.epoch;
+  }
+
+  /** Whether (epoch, generation) comes after the held generation. */
+  isNewer(epoch, generation) {
+    if (this.generation === null) return true;
+    if (epoch !== null && this.epoch !== null && epoch !== this.epoch) return epoch > this.epoch;
+    if (this.stale) return true;
+    return generation > this.generation;
   }
 
   /** The publisher stopped: what we hold stays viewable, nothing pending is useful. */
@@ -77,9 +119,10 @@ export class Reassembler {
   }
 
   /** One binary frame. Returns what became of it (for tests and logs). */
-  push(data, fromBlobSocket) {
+  push(data, fromBlobSocket, epoch = null) {
     const frame = decodeFrame(data);
     if (!frame) return 'malformed';
+    frame.epoch = epoch ?? null;
     this.stats.frames++;
     this.stats.bytes += frame.payload.byteLength;
     return this.accept(frame, fromBlobSocket);
@@ -87,12 +130,13 @@ export class Reassembler {
 
   accept(frame, fromBlobSocket) {
     const { generation, offset } = frame;
-    if (generation !== this.generation) {
+    if (frame.epoch === undefined) frame.epoch = null;
+    if (!this.holds(frame.epoch, generation)) {
       if (fromBlobSocket && offset === 0) {
         this.start(frame);
         return 'start';
       }
-      if (this.generation === null || generation > this.generation) {
+      if (this.isNewer(frame.epoch, generation)) {
         this.holdFuture(frame);
         return 'held';
       }
@@ -124,6 +168,8 @@ export class Reassembler {
 
   start(frame) {
     this.generation = frame.generation;
+    this.epoch = frame.epoch ?? null;
+    this.stale = false;
     this.joinedAtLiveEdge = false;
     this.length = 0;
     this.pieces = [];
@@ -134,12 +180,17 @@ export class Reassembler {
     this.length = frame.payload.byteLength;
     this.pieces.push({ offset: 0, bytes: frame.payload });
     this.handlers.onStart?.(frame.generation, frame.payload);
-    // Chunks of this generation that came before its blob.
-    const waiting = this.future.get(frame.generation) || [];
-    this.future.delete(frame.generation);
-    for (const g of [...this.future.keys()]) {
-      if (g < frame.generation) this.future.delete(g);
+    // Chunks of this generation that came before its blob (of this epoch, or not told).
+    const waiting = [];
+    for (const [key, entry] of [...this.future]) {
+      if (this.holds(entry.epoch, entry.generation)) {
+        waiting.push(...entry.frames);
+        this.future.delete(key);
+      } else if (!this.isNewer(entry.epoch, entry.generation)) {
+        this.future.delete(key);
+      }
     }
+    waiting.sort((a, b) => a.offset - b.offset);
     for (const f of waiting) this.insertAhead(f);
     this.drainAhead();
   }
@@ -189,15 +240,19 @@ export class Reassembler {
 
   holdFuture(frame) {
     this.stats.held++;
-    let list = this.future.get(frame.generation);
-    if (!list) this.future.set(frame.generation, (list = []));
-    list.push(frame);
+    const key = `${frame.epoch}/${frame.generation}`;
+    let entry = this.future.get(key);
+    if (!entry) this.future.set(key, (entry = { epoch: frame.epoch, generation: frame.generation, frames: [] }));
+    entry.frames.push(frame);
     let total = 0;
-    for (const l of this.future.values()) total += l.length;
+    for (const e of this.future.values()) total += e.frames.length;
     if (total > MAX_FUTURE_FRAMES) {
-      const oldest = Math.min(...this.future.keys());
-      this.future.get(oldest).shift();
-      if (!this.future.get(oldest).length) this.future.delete(oldest);
+      // The oldest generation loses a frame.
+      const [oldestKey, oldest] = [...this.future].reduce((a, b) =>
+        (b[1].epoch ?? 0) < (a[1].epoch ?? 0) || ((b[1].epoch ?? 0) === (a[1].epoch ?? 0) && b[1].generation < a[1].generation) ? b : a,
+      );
+      oldest.frames.shift();
+      if (!oldest.frames.length) this.future.delete(oldestKey);
     }
   }
 

@@ -2,7 +2,7 @@
 // shareable link without the key), the Start/Stop button, the preview and the status
 // lines, and window.blobcastRecorder for the browser tests.
 
-import { formatBytes, formatBits, formatDuration } from './protocol.js';
+import { formatBytes, formatBits, formatDuration, generationText } from './protocol.js';
 import { Publisher, DEFAULTS } from './publisher.js';
 
 function $(id) {
@@ -73,7 +73,7 @@ export function initRecorderPage() {
     toggle.textContent = state === 'stopped' ? 'Start' : 'Stop';
     toggle.classList.toggle('danger', state !== 'stopped');
     $('bytes').textContent = formatBytes(hook.bytesSent);
-    $('generation').textContent = hook.generation ?? '—';
+    $('generation').textContent = generationText(hook.generation);
     $('generations').textContent = String(hook.generations);
     $('mime-used').textContent = hook.mime ?? '—';
     $('elapsed').textContent = p?.startedAt && state !== 'stopped' ? formatDuration(Date.now() - p.startedAt) : '—';
@@ -96,9 +96,15 @@ export function initRecorderPage() {
     render();
   };
 
+  /** A warning, or null when what it warned of is over (a reconnect that worked). */
   const showWarning = (text) => {
-    hook.warnings.push(text);
     const box = $('warning');
+    if (text === null) {
+      box.hidden = true;
+      box.textContent = '';
+      return;
+    }
+    hook.warnings.push(text);
     box.hidden = false;
     box.textContent = text;
   };

@@ -92,7 +92,9 @@ export function startTestPattern({ width = 640, height = 360, fps = 30 } = {}) {
   const canvas = document.createElement('canvas');
   canvas.width = width;
   canvas.height = height;
-  const ctx = canvas.getContext('2d');
+  // Opaque: a canvas with alpha makes Chromium record VP9 with an alpha plane (BlockAdditions),
+  // at whose generation switches Firefox's MediaSource reports decode errors.
+  const ctx = canvas.getContext('2d', { alpha: false });
   const started = performance.now();
   let frame = 0;
 
@@ -163,6 +165,7 @@ export function startTestPattern({ width = 640, height = 360, fps = 30 } = {}) {
   return {
     stream,
     canvas,
+    audioContext: audioCtx,
     stop() {
       clearInterval(timer);
       if (beepTimer) clearInterval(beepTimer);

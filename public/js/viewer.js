@@ -11,6 +11,7 @@ import { MsePlayer, mediaSourceClass, mseSupports } from './mse-player.js';
 import { BlobPlayer, blobTargetLag } from './blob-player.js';
 import { mseTargetLag } from './live-edge.js';
 import { Poster } from './poster.js';
+import { PauseRelease } from './pause-release.js';
 
 /** A gap that a resume might heal, after this long (ms). */
 const GAP_PATIENCE = 3000;
@@ -47,7 +48,7 @@ class ChunkClock {
 }
 
 export class Viewer {
-  constructor({ stream, video, posterCanvas, mode, clock }) {
+  constructor({ stream, video, posterCanvas, mode, clock, pauseGraceMs }) {
     this.stream = stream;
     this.video = video;
     this.poster = new Poster(video, posterCanvas);
@@ -60,7 +61,10 @@ export class Viewer {
     this.switches = [];
     this.log = [];
     this.userPaused = false;
+    /** play() was refused (autoplay policy): only a person's click may try again. */
+    this.autoplayBlocked = false;
     this.seekedToEdge = false;
+    this.silences = 0;
     this.chunkClock = new ChunkClock();
     this.framesBase = 0;
     this.framesPresented = 0;
@@ -73,7 +77,8 @@ export class Viewer {
       onJump: (g, from, to) => this.player?.jump(g, from, to),
     });
     this.conn = new ViewerConnection(stream, this.reassembler, {
-      onFrame: (data, fromBlob) => this.onFrame(data, fromBlob),
+      onFrame: (data, fromBlob, epoch) => this.onFrame(data, fromBlob, epoch),
+      onNewEpoch: (epoch) => this.note(`a new publish session (epoch ${epoch}): starting afresh`),
       onHello: (msg) => this.onHello(msg),
       onEnd: () => this.onEnd(),
       onLost: (close, delay) => this.onLost(close, delay),
@@ -85,12 +90,25 @@ export class Viewer {
     // too (a src swap, the end of a blob, muted autoplay scrolled off screen), and
     // those pauses must not stop the live-edge control from resuming playback.
     video.addEventListener('play', () => (this.userPaused = false));
+    video.addEventListener('playing', () => {
+      if (this.autoplayBlocked) {
+        this.autoplayBlocked = false;
+        this.onChange?.();
+      }
+    });
+    this.pauseRelease = new PauseRelease(this, pauseGraceMs);
     // Seconds actually played (src swaps and seeks excluded), for the page and tests.
     this.played = 0;
     let lastTime = 0;
+    const hasFrameCallback = 'requestVideoFrameCallback' in video;
     video.addEventListener('timeupdate', () => {
       const d = video.currentTime - lastTime;
-      if (d > 0 && d < 0.6 && !video.seeking) this.played += d;
+      if (d > 0 && d < 0.6 && !video.seeking) {
+        this.played += d;
+        // Without requestVideoFrameCallback, time moving on is the sign that frames are
+        // shown: the player may hide its poster then (else it could cover the video for good).
+        if (!hasFrameCallback) this.player?.onFrame(video.currentTime);
+      }
       lastTime = video.currentTime;
     });
     video.addEventListener('waiting', () => {
@@ -233,9 +251,9 @@ export class Viewer {
     for (const p of r.pieces.slice(1)) player.append(r.generation, p.bytes, p.offset);
   }
 
-  onFrame(data, fromBlob) {
+  onFrame(data, fromBlob, epoch) {
     this.rates.push({ t: performance.now(), n: data.byteLength });
-    this.reassembler.push(data, fromBlob);
+    this.reassembler.push(data, fromBlob, epoch);
   }
 
   onStart(generation, bytes) {
@@ -285,11 +303,23 @@ export class Viewer {
     return (bytes * 8) / (span / 1000);
   }
 
-  play() {
+  /**
+   * Starts playback. Once the browser refused it (autoplay policy), only a person's
+   * click (`byUser`) tries again: retrying from the 250 ms tick would make the prompt
+   * flicker and achieve nothing.
+   */
+  play(byUser = false) {
+    if (this.autoplayBlocked && !byUser) return;
     const p = this.video.play();
     if (p && p.catch) {
       p.catch((err) => {
-        if (err.name === 'NotAllowedError') this.onAutoplayBlocked?.();
+        if (err.name !== 'NotAllowedError') return;
+        const was = this.autoplayBlocked;
+        this.autoplayBlocked = true;
+        if (!was) {
+          this.note('autoplay refused: waiting for a click');
+          this.onChange?.();
+        }
       });
     }
   }
@@ -297,16 +327,20 @@ export class Viewer {
   pause() {
     this.userPaused = true;
     this.video.pause();
+    this.pauseRelease.paused();
+    this.onChange?.();
   }
 
   goLive() {
     this.userPaused = false;
+    this.pauseRelease.resumed();
     const lag = this.lag();
     if (lag !== null) {
       const end = this.video.currentTime + lag;
       this.video.currentTime = Math.max(0, end - this.targetLag());
     }
-    this.play();
+    this.play(true);
+    this.onChange?.();
   }
 
   /** A new src is about to be set: the frame counters start over with it. */
@@ -371,6 +405,10 @@ export class Viewer {
 
   tick() {
     this.player?.tick();
+    if (this.state === 'live' && !this.pauseRelease.released && this.conn.checkSilence(this.chunkClock.interval)) {
+      this.silences++;
+      this.note('nothing arrived for too long: reconnecting (resume)');
+    }
     const gap = this.reassembler.gapSince();
     if (gap !== null && Date.now() - gap > GAP_PATIENCE) {
       this.note('a gap did not fill; resuming from what we hold');

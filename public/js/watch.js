@@ -2,7 +2,7 @@
 // to the page's video, badges and buttons, polls the stream's API entry for the viewer
 // count, and exposes window.blobcastViewer for the browser tests.
 
-import { formatBits, isToken } from './protocol.js';
+import { formatBits, isToken, generationText } from './protocol.js';
 import { Viewer } from './viewer.js';
 
 export function initWatchPage() {
@@ -31,6 +31,7 @@ export function initWatchPage() {
     posterCanvas: $('poster'),
     mode: params.get('mode'),
     clock: params.get('clock') === '1',
+    pauseGraceMs: Number(params.get('pause_grace')) > 0 ? Number(params.get('pause_grace')) * 1000 : undefined,
   });
   viewer.conn.token = token;
   let viewers = null;
@@ -64,6 +65,15 @@ export function initWatchPage() {
     log: viewer.log,
     viewer,
     reconnect: () => viewer.conn.reconnectNow(),
+    get autoplayBlocked() {
+      return viewer.autoplayBlocked;
+    },
+    get released() {
+      return viewer.pauseRelease.released;
+    },
+    get silences() {
+      return viewer.silences;
+    },
     clockSamples: () => viewer.clockProbe?.samples ?? [],
   };
   window.blobcastViewer = hook;
@@ -81,28 +91,33 @@ export function initWatchPage() {
       ended: 'The stream has ended. This page will pick it up again if it restarts.',
       reconnecting: `Connection lost${viewer.lostText ? ` (${viewer.lostText})` : ''}; reconnecting…`,
     };
-    msg.hidden = !texts[state];
-    msg.textContent = texts[state] || '';
-    // Refused for want of a token, or with one that may not watch: retrying cannot help.
-    const refused = {
+    const refusedText = {
       4401: token ? 'This token is not valid (expired?): ask for a fresh link.' : 'This stream needs a token: open it with the link (…?token=…) you were given.',
       4403: 'Your token does not allow watching this stream.',
     }[viewer.conn.lastClose?.code];
-    if (refused) {
+    if (refusedText) {
+      // Refused for want of a token, or with one that may not watch: retrying cannot help.
       viewer.conn.close();
       badge.textContent = 'refused';
-      msg.hidden = false;
-      msg.textContent = refused;
     }
+    const text = refusedText
+      || (viewer.autoplayBlocked && (state === 'live' || state === 'waiting') ? 'Click the video to start playback.' : texts[state] || '');
+    // Written only when it changes: a live region re-read every 500 ms would chatter.
+    if (msg.textContent !== text) msg.textContent = text;
+    msg.hidden = !text;
     const lag = viewer.lag();
     $('latency').textContent = lag === null || state !== 'live' ? '—' : `${lag.toFixed(2)} s`;
     $('bitrate').textContent = formatBits(viewer.bitrate());
     $('viewers').textContent = viewers === null ? '—' : String(viewers);
     $('mode').textContent = viewer.mode;
-    $('generation').textContent = viewer.reassembler.generation ?? '—';
+    $('generation').textContent = generationText(viewer.reassembler.generation);
     const behind = state === 'live' && lag !== null && (viewer.userPaused || lag > viewer.targetLag() + 2);
     $('golive').hidden = !behind;
     $('mute').textContent = video.muted ? 'Unmute' : 'Mute';
+    $('mute').setAttribute('aria-pressed', String(video.muted));
+    const playing = !video.paused && !viewer.userPaused;
+    $('playpause').textContent = playing ? 'Pause' : 'Play';
+    $('playpause').setAttribute('aria-label', playing ? 'Pause' : 'Play');
     $('errors').hidden = !viewer.errors.length;
     $('errors').textContent = viewer.errors.slice(-3).join(' · ');
     if (apiInfo && apiInfo.ingest_bits_per_second) {
@@ -111,10 +126,6 @@ export function initWatchPage() {
   };
   viewer.onChange = render;
   viewer.onError = render;
-  viewer.onAutoplayBlocked = () => {
-    $('message').hidden = false;
-    $('message').textContent = 'Click the video to start playback.';
-  };
   setInterval(render, 500);
 
   const poll = async () => {
@@ -145,6 +156,8 @@ export function initWatchPage() {
   video.addEventListener('click', () => {
     if (video.paused) viewer.goLive();
   });
+  video.addEventListener('play', render);
+  video.addEventListener('pause', render);
   viewer.connect();
   render();
 }
