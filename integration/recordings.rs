@@ -1126,3 +1126,75 @@ async fn a_publisher_back_after_a_drop_gets_a_new_file_that_continues_the_old_on
     drop(server);
     done(&dir);
 }
+
+/// An unknown-size Cluster with an 8-byte Timecode, holding one small keyframe.
+fn cluster_at(timecode: u64) -> Vec<u8> {
+    let mut cluster = vec![
+        0x1F, 0x43, 0xB6, 0x75, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    ];
+    cluster.extend([0xE7, 0x88]);
+    cluster.extend(timecode.to_be_bytes());
+    // SimpleBlock: track 1, relative time 0, keyframe, 8 bytes of payload.
+    cluster.extend([0xA3, 0x8C, 0x81, 0x00, 0x00, 0x80]);
+    cluster.extend([0x5A; 8]);
+    cluster
+}
+
+#[tokio::test]
+async fn a_cluster_timecode_past_the_timeline_fails_the_recording_not_the_stream() {
+    let dir = scratch_dir("timeline");
+    let server = TestServer::with(|c| {
+        c.publish_key = Some("k".into());
+        c.record_dir = dir.clone();
+    })
+    .await;
+    let mut viewer = Viewer::connect(&server, "tc").await;
+    let mut publisher = Publisher::connect(&server, "tc", "session=s&key=k").await;
+    publisher.start(MIME).await;
+    let pieces = chrome_pieces();
+    publisher.publish_generation(1, &pieces).await;
+    // 2^63 ticks: the splicer once overflowed on it and panicked in the blocking pool,
+    // leaving the recording `recording` forever.
+    let hostile = cluster_at(1 << 63);
+    let after = cluster_at(7000);
+    publisher.send_chunk(&hostile).await;
+    publisher.send_chunk(&after).await;
+    viewer
+        .pump_until_holds(1, &[CHROME, &hostile, &after].concat())
+        .await;
+    let list = until_recordings(&server, "the recording to fail", |l| {
+        l.len() == 1 && l[0]["state"] == "failed"
+    })
+    .await;
+    let error = list[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("Timecode 9223372036854775808") && error.contains("live stream goes on"),
+        "{error}"
+    );
+    // What came before it is a playable file.
+    let p = probe(&dir.join(list[0]["file"].as_str().unwrap()));
+    assert!(p.duration.unwrap_or(0.0) > 5.0, "{p:?}");
+
+    // The live stream goes on, to the next generation and to its stop.
+    publisher.publish_generation(2, &pieces).await;
+    viewer.pump_until_holds(2, CHROME).await;
+    publisher.stop().await;
+    viewer.pump_until("the end", |v| v.saw_control("end")).await;
+    assert_eq!(
+        recordings(&server).await.len(),
+        1,
+        "no other file this session"
+    );
+
+    // And the failed recording can be deleted.
+    let id = list[0]["id"].as_str().unwrap();
+    let response = reqwest::Client::new()
+        .delete(server.http_url(&format!("/api/recordings/{id}?key=k")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(recordings(&server).await.is_empty());
+    drop(server);
+    done(&dir);
+}

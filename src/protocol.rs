@@ -8,6 +8,11 @@ use std::fmt;
 /// Bytes before the media payload in every binary frame: generation and offset, u64 BE.
 pub const HEADER_LEN: usize = 16;
 
+/// The longest mime type a publisher may declare (`start`, `?mime=`, Content-Type): it
+/// is kept with the stream and copied into every viewer's hello. Real ones, codecs
+/// included, are under 60 bytes.
+pub const MAX_MIME_LEN: usize = 255;
+
 /// Close codes sent with a reason; see the table in docs/protocol.md.
 pub mod close {
     pub const NORMAL: u16 = 1000;
@@ -40,6 +45,16 @@ pub enum ProtocolError {
         "stream name must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-' (got {0} characters)"
     )]
     BadName(usize),
+    #[error("mime type of {0} bytes is over the {MAX_MIME_LEN}-byte limit")]
+    MimeTooLong(usize),
+}
+
+/// A declared mime type no longer than [`MAX_MIME_LEN`].
+pub fn check_mime(mime: &str) -> Result<(), ProtocolError> {
+    if mime.len() > MAX_MIME_LEN {
+        return Err(ProtocolError::MimeTooLong(mime.len()));
+    }
+    Ok(())
 }
 
 /// Where a frame's payload belongs: `offset` bytes into generation `generation`.
@@ -175,7 +190,12 @@ pub enum PublisherControl {
 
 impl PublisherControl {
     pub fn parse(text: &str) -> Result<PublisherControl, ProtocolError> {
-        serde_json::from_str(text).map_err(|e| ProtocolError::BadControl(e.to_string()))
+        let control =
+            serde_json::from_str(text).map_err(|e| ProtocolError::BadControl(e.to_string()))?;
+        if let PublisherControl::Start { mime } = &control {
+            check_mime(mime)?;
+        }
+        Ok(control)
     }
 }
 
@@ -290,6 +310,15 @@ mod tests {
             })
         );
         assert!(PublisherControl::parse(r#"{"type":"dance"}"#).is_err());
+        let start =
+            |mime: &str| PublisherControl::parse(&format!(r#"{{"type":"start","mime":"{mime}"}}"#));
+        let longest = format!("video/webm;codecs={}", "a".repeat(MAX_MIME_LEN - 18));
+        assert_eq!(longest.len(), MAX_MIME_LEN);
+        assert!(start(&longest).is_ok());
+        assert_eq!(
+            start(&format!("{longest}a")),
+            Err(ProtocolError::MimeTooLong(MAX_MIME_LEN + 1))
+        );
         assert_eq!(ViewerControl::End.to_json(), r#"{"type":"end"}"#);
     }
 }

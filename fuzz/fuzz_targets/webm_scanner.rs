@@ -101,7 +101,11 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let indexed = index(std::iter::once(stream));
-    assert_eq!(index(cut_pieces.into_iter()), indexed);
+    // The index bounds its work per feed (MAX_ELEMENTS_PER_FEED): a whole stream past it
+    // is given up on where its pieces need not be.
+    if !matches!(indexed.2, Some(WebmError::TooManyElements { .. })) {
+        assert_eq!(index(cut_pieces.into_iter()), indexed);
+    }
     if let Some((init_end, keyframe_cluster)) = indexed.0 {
         assert!(init_end <= keyframe_cluster && keyframe_cluster < whole.2);
     }

@@ -10,7 +10,7 @@ use super::frame::{accept_frame, PublisherSocket, RefusedKind};
 use crate::app::App;
 use crate::auth::{Action, Asker, Credentials};
 use crate::http_error::error_response;
-use crate::protocol::{is_token, FrameHeader, StreamName, HEADER_LEN};
+use crate::protocol::{check_mime, is_token, FrameHeader, StreamName, HEADER_LEN};
 use crate::stream::buffer::Accepted;
 use crate::stream::Refusal;
 use bytes::{Buf, BufMut, BytesMut};
@@ -147,6 +147,15 @@ where
     if action == "stop" {
         return stop(app, &stream_name, &session);
     }
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("video/") || v.starts_with("audio/"));
+    let mime = query.mime.as_deref().or(content_type);
+    if let Err(err) = mime.map_or(Ok(()), check_mime) {
+        app.registry.metrics().connection_refused();
+        return refuse(StatusCode::BAD_REQUEST, &err.to_string());
+    }
 
     // The frame: the wire frame as the body, or its header fields as HTTP headers.
     let (generation, offset) = match (
@@ -242,11 +251,6 @@ where
         if query.name_prefix.is_some() {
             stream.set_name_prefix(query.name_prefix.clone());
         }
-        let content_type = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.starts_with("video/") || v.starts_with("audio/"));
-        let mime = query.mime.as_deref().or(content_type);
         if let Some(mime) = mime.filter(|m| stream.status().mime.as_deref() != Some(*m)) {
             stream.start(mime.to_owned());
         }

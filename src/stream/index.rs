@@ -7,10 +7,26 @@
 //!
 //! An index costs the same few hundred bytes whatever it is fed: the scanner's events are
 //! looked at the moment they are found and only the newest join point is kept, so a frame
-//! packed with millions of tiny clusters or blocks costs time, not memory.
+//! packed with millions of tiny clusters or blocks costs time, not memory. And only so
+//! much time: a feed runs under the stream's buffer lock on a runtime worker, so one
+//! frame may hold [`MAX_ELEMENTS_PER_FEED`] elements; past that the generation is
+//! relayed without an index (as if its WebM broke the scanner), and a live joiner gets
+//! the whole generation, never a join point the index did not check.
 
 use crate::sink::Sink;
 use crate::webm::{Event, Scanner, StreamInfo, WebmError};
+
+/// Elements one feed (one publisher frame) may make the scanner report. The scanner
+/// takes about 20 ns an element (ten times that in a debug build), so this bounds a feed
+/// to a fraction of a millisecond of the lock and of a worker; a 16 MiB frame of 5-byte
+/// Clusters has 3.4 million, 60 ms, a stall for every stream sharing the two workers.
+/// Real frames are far below it: a MediaRecorder timeslice holds about a hundred
+/// elements a second of media, so this is more than a minute of it in one frame.
+pub const MAX_ELEMENTS_PER_FEED: u64 = 1 << 13;
+
+/// Bytes handed to the scanner at a time, so that the budget is checked that often: a
+/// slice of the tiniest elements is 1.6 thousand of them.
+const FEED_SLICE: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub struct MediaIndex {
@@ -43,10 +59,13 @@ struct Facts {
     info: Option<StreamInfo>,
     /// A Tracks element was parsed during the current `feed`.
     tracks_arrived: bool,
+    /// Elements reported during the current `feed`.
+    elements: u64,
 }
 
 impl Sink<Event> for Facts {
     fn put(&mut self, event: Event) {
+        self.elements += 1;
         match event {
             Event::EbmlHeader {
                 offset, doc_type, ..
@@ -123,7 +142,21 @@ impl MediaIndex {
             return Learned::default();
         };
         self.facts.tracks_arrived = false;
-        let result = scanner.push(payload, &mut self.facts);
+        self.facts.elements = 0;
+        let mut result = Ok(());
+        for slice in payload.chunks(FEED_SLICE) {
+            result = scanner.push(slice, &mut self.facts);
+            if result.is_err() {
+                break;
+            }
+            if self.facts.elements > MAX_ELEMENTS_PER_FEED {
+                result = Err(WebmError::TooManyElements {
+                    offset: scanner.position(),
+                    limit: MAX_ELEMENTS_PER_FEED,
+                });
+                break;
+            }
+        }
         let mut learned = Learned {
             tracks: self.facts.tracks_arrived,
             problem: None,
@@ -522,23 +555,54 @@ mod tests {
 
     #[test]
     fn a_frame_of_tiny_clusters_and_blocks_costs_no_memory_per_element() {
-        // 16 MiB, the largest frame a publisher may send, of the smallest elements the
-        // scanner reports: 5-byte empty Clusters and 6-byte SimpleBlocks. Held as events
-        // they would take about 200 MB.
+        // Frames of the smallest elements the scanner reports, 5-byte empty Clusters and
+        // 6-byte SimpleBlocks, just under the budget. Held as events they would take
+        // 80 bytes each.
         let unit = tiny_clusters_and_blocks();
-        let frame = unit.repeat((16 << 20) / unit.len());
-        let elements = (frame.len() / unit.len()) * 102;
-        assert!(elements > 2_500_000);
-
+        let frame = unit.repeat(MAX_ELEMENTS_PER_FEED as usize / 102);
         let mut index = MediaIndex::new();
         index.feed(&vp8_opus_init());
-        let (learned, heap) = heap_use(|| index.feed(&frame));
-        assert_eq!(learned, Learned::default());
+        for _ in 0..4 {
+            let (learned, heap) = heap_use(|| index.feed(&frame));
+            assert_eq!(learned, Learned::default());
+            assert!(
+                heap.peak < 16 * 1024 && heap.retained < 4 * 1024,
+                "{heap:?}"
+            );
+        }
         assert!(index.live_start().is_some(), "the clusters were indexed");
-        assert!(
-            heap.peak < 16 * 1024 && heap.retained < 4 * 1024,
-            "{elements} elements: {heap:?}"
-        );
+    }
+
+    #[test]
+    fn a_frame_of_too_many_elements_ends_the_index_not_the_relay() {
+        // 16 MiB, the largest frame a publisher may send, of tiny elements: 2.7 million
+        // of them, 60 ms of scanning under the stream's lock.
+        let unit = tiny_clusters_and_blocks();
+        let frame = unit.repeat((16 << 20) / unit.len());
+        let mut index = MediaIndex::new();
+        index.feed(&vp8_opus_init());
+        index.feed(&cluster(0, &[simple_block(1, 0, true, 500)]));
+        assert!(index.live_start().is_some());
+        let (learned, heap) = heap_use(|| index.feed(&frame));
+        match learned.problem {
+            Some(WebmError::TooManyElements { offset, limit }) => {
+                assert_eq!(limit, MAX_ELEMENTS_PER_FEED);
+                // Stopped a slice past the budget (6 bytes an element), far from the
+                // frame's 16 MiB end.
+                assert!(offset < limit * 6 + 2 * FEED_SLICE as u64, "{offset}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(heap.peak < 16 * 1024, "{heap:?}");
+        // No live join for the rest of the generation (the whole of it is the honest
+        // answer), and the rest of it costs nothing.
+        assert_eq!(index.live_start(), None);
+        assert!(index.info().is_some(), "what the Tracks said still stands");
+        assert_eq!(index.feed(&frame), Learned::default());
+        assert!(matches!(
+            index.problem(),
+            Some(WebmError::TooManyElements { .. })
+        ));
     }
 
     #[test]

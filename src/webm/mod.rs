@@ -111,6 +111,11 @@ pub enum WebmError {
     Malformed { offset: u64, reason: &'static str },
     #[error("stream offsets overflow 64 bits")]
     Overflow,
+    /// Not the scanner's own: what a caller that bounds the work of one push (the
+    /// relay's index, which runs under its stream's lock) reports when a payload holds
+    /// more elements than that.
+    #[error("more than {limit} elements in one frame (by byte {offset}), too many to index")]
+    TooManyElements { offset: u64, limit: u64 },
 }
 
 #[cfg(test)]

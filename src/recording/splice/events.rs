@@ -117,12 +117,26 @@ impl Splicer {
                         offset - g.consumed
                     ));
                 }
-                let value = timecode.map_or(0, |t| t.value) as i64;
-                let base = *g.base.get_or_insert(match self.last_time {
-                    Some(last) => last + self.gap - value,
-                    None => -value,
+                // Checked: the timecode is the publisher's, any u64 at all.
+                let value = timecode.map_or(0, |t| t.value);
+                let timecode_out = i64::try_from(value).ok().and_then(|value| {
+                    let base = match g.base {
+                        Some(base) => base,
+                        None => match self.last_time {
+                            Some(last) => last.checked_add(self.gap)?.checked_sub(value)?,
+                            None => value.checked_neg()?,
+                        },
+                    };
+                    g.base = Some(base);
+                    value.checked_add(base)
                 });
-                let timecode_out = (value + base).max(0);
+                let Some(timecode_out) = timecode_out else {
+                    return Err(self.timeline_overflow(
+                        g,
+                        format!("the Cluster at byte {offset} has Timecode {value}"),
+                    ));
+                };
+                let timecode_out = timecode_out.max(0);
                 let out_offset = self.out_len;
                 self.emit(out, |header| {
                     ebml::put_id(id::CLUSTER, header);
@@ -150,7 +164,13 @@ impl Splicer {
                 let Some(cluster) = g.cluster.as_mut() else {
                     return Ok(());
                 };
-                let time = cluster.timecode + i64::from(relative_timecode);
+                let Some(time) = cluster.timecode.checked_add(i64::from(relative_timecode)) else {
+                    let at = cluster.timecode;
+                    return Err(self.timeline_overflow(
+                        g,
+                        format!("a block {relative_timecode} after the Cluster time {at}"),
+                    ));
+                };
                 self.last_time = Some(self.last_time.map_or(time, |t| t.max(time)));
                 if let Some(c) = self.clusters.last_mut() {
                     c.max_time = c.max_time.max(time);
@@ -170,6 +190,19 @@ impl Splicer {
             }
         }
         Ok(())
+    }
+}
+
+impl Splicer {
+    /// A time past what an i64 of ticks holds: nothing later in the session can be put
+    /// on the file's timeline, so the generation stops here and the recording with it.
+    fn timeline_overflow(&mut self, g: &mut Generation, what: String) -> SpliceError {
+        let why = format!(
+            "generation {}: {what}, past the range of a recording's timeline; recording stopped, the live stream goes on",
+            g.id
+        );
+        self.break_generation(g, why.clone());
+        SpliceError::Timeline(why)
     }
 }
 

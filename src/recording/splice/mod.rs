@@ -48,6 +48,10 @@ pub enum SpliceError {
     /// Nothing can be recorded from this generation as a file head (not WebM, say).
     #[error("{0}")]
     Unrecordable(String),
+    /// The media's timecodes leave the range of the file's timeline (a hostile Cluster
+    /// Timecode near 2^63): the recording cannot go on.
+    #[error("{0}")]
+    Timeline(String),
 }
 
 /// How to finish the file: append `append` at `append_at`, then write each patch.
@@ -179,11 +183,13 @@ impl Splicer {
     }
 
     fn duration_ticks(&self) -> i64 {
-        self.last_time.map_or(0, |t| t + self.gap)
+        self.last_time.map_or(0, |t| t.saturating_add(self.gap))
     }
 
+    /// At least one tick, whatever TimecodeScale the publisher's Info said.
     fn ms_to_ticks(&self, ms: i64) -> i64 {
-        (ms * 1_000_000 / self.timecode_scale.max(1) as i64).max(1)
+        let ticks = (ms as u64 * 1_000_000) / self.timecode_scale.max(1);
+        (ticks as i64).max(1)
     }
 
     /// Starts generation `id`; the previous one must have been ended.
@@ -310,7 +316,9 @@ impl Splicer {
             ));
         }
         if let (Some(last), Some(prev)) = (g.last_video, g.prev_video) {
-            self.gap = (last - prev).clamp(self.ms_to_ticks(1), self.ms_to_ticks(250));
+            self.gap = last
+                .saturating_sub(prev)
+                .clamp(self.ms_to_ticks(1), self.ms_to_ticks(250));
         }
     }
 
@@ -341,7 +349,8 @@ mod tests {
     use super::*;
     use crate::webm::ebml::{id, parse_header};
     use crate::webm::testutil::{
-        el, el_unknown, heap_use, simple_block, tiny_clusters_and_blocks, HeapUse,
+        ebml_header, el, el_unknown, heap_use, id_bytes, info, simple_block, timecode,
+        tiny_clusters_and_blocks, vp8_opus_tracks, HeapUse, UNKNOWN,
     };
     use crate::webm::{Event, Scanner};
 
@@ -713,6 +722,95 @@ mod tests {
             let g = cut(CHROME, size);
             let (_, file, _) = splice_started(started, &[g.clone(), g.clone(), g]);
             assert!(file == whole, "cut every {size} bytes");
+        }
+    }
+
+    /// Chrome's generation, then `tail` in the same generation: what the splicer says.
+    fn after_chrome(tail: &[u8]) -> (Splicer, Result<(), SpliceError>) {
+        let mut splicer = Splicer::new(SystemTime::now());
+        splicer.begin(1);
+        splicer
+            .push(Bytes::from_static(CHROME), &mut Vec::new())
+            .unwrap();
+        let result = splicer.push(Bytes::copy_from_slice(tail), &mut Vec::new());
+        (splicer, result)
+    }
+
+    fn hostile_cluster(tc: u64, relative: i16) -> Vec<u8> {
+        el_unknown(
+            id::CLUSTER,
+            &[timecode(tc), simple_block(1, relative, true, 10)].concat(),
+        )
+    }
+
+    #[test]
+    fn timecodes_past_the_timeline_fail_the_recording_instead_of_panicking() {
+        // A Cluster Timecode of 2^63 once overflowed `-value` in the blocking writer.
+        for (tc, relative) in [
+            (1 << 63, 0),
+            (u64::MAX, 0),
+            // Fits, but a block after it does not.
+            (i64::MAX as u64, 1),
+        ] {
+            let (mut splicer, result) = after_chrome(&hostile_cluster(tc, relative));
+            match result {
+                Err(SpliceError::Timeline(why)) => {
+                    assert!(why.contains("past the range"), "{why}")
+                }
+                other => panic!("Timecode {tc}: {other:?}"),
+            }
+            // The rest of the generation is not recorded, and finishing still works.
+            let len = splicer.out_len();
+            splicer
+                .push(Bytes::from(hostile_cluster(0, 0)), &mut Vec::new())
+                .unwrap();
+            splicer.end_generation(&mut Vec::new());
+            assert_eq!(splicer.out_len(), len);
+            assert!(splicer.finish().is_some());
+        }
+        // The next generation cannot follow a block at the end of the timeline either.
+        let (mut splicer, result) = after_chrome(&hostile_cluster(i64::MAX as u64, 0));
+        result.unwrap();
+        splicer.end_generation(&mut Vec::new());
+        splicer.begin(2);
+        let mut result = Ok(());
+        for piece in chrome_pieces() {
+            result = result.and(splicer.push(piece, &mut Vec::new()));
+        }
+        assert!(
+            matches!(result, Err(SpliceError::Timeline(_))),
+            "{result:?}"
+        );
+        assert!(splicer.duration_secs().is_finite());
+        assert!(splicer.finish().is_some());
+    }
+
+    #[test]
+    fn a_hostile_timecode_scale_makes_no_overflow() {
+        for scale in [u64::MAX, 1 << 63, 1] {
+            let file = [
+                ebml_header("webm"),
+                [id_bytes(id::SEGMENT), UNKNOWN.to_vec()].concat(),
+                info(scale, None),
+                el(id::TRACKS, &vp8_opus_tracks()),
+                hostile_cluster(5, 3),
+                hostile_cluster(u64::MAX >> 2, 3),
+            ]
+            .concat();
+            let mut splicer = Splicer::new(SystemTime::now());
+            for (g, size) in [(1, 7), (2, 1000)] {
+                splicer.begin(g);
+                for piece in cut(&file, size) {
+                    // The second generation's timeline overflows, which is an answer.
+                    match splicer.push(piece, &mut Vec::new()) {
+                        Ok(()) | Err(SpliceError::Timeline(_)) => {}
+                        Err(other) => panic!("{other:?}"),
+                    }
+                }
+                splicer.end_generation(&mut Vec::new());
+            }
+            assert!(splicer.duration_secs().is_finite());
+            assert!(splicer.finish().is_some());
         }
     }
 

@@ -59,6 +59,7 @@ impl Writer {
             self.stopped = true;
             return false;
         };
+        *self.shared.open_entry.lock() = Some(id.clone());
         let file = match opened {
             Ok(file) => file,
             Err(why) => {
@@ -70,6 +71,7 @@ impl Writer {
                     info.ended = Some(info.started.clone());
                     info.error = Some(why.clone());
                 });
+                self.shared.open_entry.lock().take();
                 self.shared.fail(why);
                 self.stopped = true;
                 return false;

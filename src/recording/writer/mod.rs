@@ -37,6 +37,9 @@ const BATCH: usize = 64;
 pub(super) struct Shared {
     queued_bytes: AtomicU64,
     failure: Mutex<Option<String>>,
+    /// The catalog entry of the file being written, from its claim to its finalizing:
+    /// what to mark failed if the writer is lost to a panic.
+    open_entry: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -120,21 +123,17 @@ pub(super) async fn run(
         previous_file: None,
         stopped: false,
     };
+    let shared = writer.shared.clone();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             break;
         }
         let frames = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-        writer = match tokio::task::spawn_blocking(move || {
-            writer.frames(frames);
-            writer
-        })
-        .await
-        {
-            Ok(writer) => writer,
-            Err(err) => {
-                log::error!("recording writer failed: {err}");
+        writer = match on_blocking_pool(writer, |w| w.frames(frames)).await {
+            Some(writer) => writer,
+            None => {
+                lost(&recorder, &shared);
                 recorder.recent.ended(&stream, session, Instant::now());
                 return;
             }
@@ -142,8 +141,62 @@ pub(super) async fn run(
     }
     // The session is over from here: the time a reconnect is measured from.
     recorder.recent.ended(&stream, session, Instant::now());
-    if let Err(err) = tokio::task::spawn_blocking(move || writer.close()).await {
-        log::error!("recording writer failed while finalizing: {err}");
+    if on_blocking_pool(writer, Writer::close).await.is_none() {
+        lost(&recorder, &shared);
+    }
+}
+
+/// Runs `work` on the writer in the blocking pool. A panic there (a bug: no media may
+/// cause one, but a file left `recording` could never be deleted) stops the recording
+/// as failed, and the live stream goes on; the writer comes back to take no more.
+async fn on_blocking_pool(
+    mut writer: Writer,
+    work: impl FnOnce(&mut Writer) + Send + 'static,
+) -> Option<Writer> {
+    let done = tokio::task::spawn_blocking(move || {
+        let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut writer)));
+        if let Err(panic) = worked {
+            writer.crashed(panic_message(&*panic));
+        }
+        writer
+    });
+    match done.await {
+        Ok(writer) => Some(writer),
+        Err(err) => {
+            log::error!("recording writer lost: {err}");
+            None
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or(panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
+}
+
+/// The writer itself is gone (it panicked while handling a panic): its open entry, if
+/// any, is marked failed all the same.
+fn lost(recorder: &Recorder, shared: &Shared) {
+    let why = "the recording writer was lost; recording stopped".to_owned();
+    shared.fail(why.clone());
+    if let Some(id) = shared.open_entry.lock().take() {
+        mark_failed(recorder, &id, None, why);
+    }
+}
+
+/// Ends the catalog entry `id` as failed with `why`, without touching its file.
+fn mark_failed(recorder: &Recorder, id: &str, bytes: Option<u64>, why: String) {
+    recorder.update(id, |info| {
+        info.state = State::Failed;
+        info.ended = Some(names::rfc3339(SystemTime::now()));
+        info.bytes = bytes.unwrap_or(info.bytes);
+        info.error = Some(why);
+    });
+    if let Err(err) = recorder.persist(id) {
+        log::error!("recording {id}: {err}");
     }
 }
 
@@ -305,7 +358,9 @@ impl Writer {
         match result {
             Ok(()) => {}
             Err(SpliceError::Incompatible(why)) => self.split(why),
-            Err(SpliceError::Unrecordable(why)) => self.stop(State::Failed, Some(why)),
+            Err(SpliceError::Unrecordable(why) | SpliceError::Timeline(why)) => {
+                self.stop(State::Failed, Some(why))
+            }
         }
     }
 
@@ -353,8 +408,28 @@ impl Writer {
         self.stopped = true;
     }
 
+    /// A panic in the middle of writing: the splicer's state is not to be trusted, so
+    /// the file is only cut back to its last whole element (it plays that far, without
+    /// Cues) and its entry marked failed. Nothing more is written for this session.
+    fn crashed(&mut self, panic: &str) {
+        let why = format!(
+            "the recording writer failed ({panic}); recording stopped, the live stream goes on"
+        );
+        log::error!("recording of {}: {why}", self.subject.stream);
+        self.shared.fail(why.clone());
+        self.stopped = true;
+        self.pending.clear();
+        let bytes = self.out.take().map(|out| {
+            let _ = out.disk.file.set_len(out.disk.good);
+            out.disk.good
+        });
+        if let Some(id) = self.shared.open_entry.lock().take() {
+            mark_failed(&self.recorder, &id, bytes, why);
+        }
+    }
+
     /// The session ended: every generation in, then the file finalized.
-    fn close(mut self) {
+    fn close(&mut self) {
         if self.stopped {
             return;
         }
@@ -409,10 +484,79 @@ impl Writer {
         if let Err(err) = self.recorder.persist(&id) {
             log::error!("recording {id}: {err}");
         }
+        self.shared.open_entry.lock().take();
         log::info!(
             "recording {id} {}: {duration:.1} s, {bytes} bytes{}",
             state.as_str(),
             error.map(|e| format!(" ({e})")).unwrap_or_default()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::RecordingInfo;
+
+    const CHROME: &[u8] = include_bytes!("../../../integration/fixtures/chrome-vp8-opus.webm");
+
+    fn only(recorder: &Recorder) -> RecordingInfo {
+        let list = recorder.list();
+        assert_eq!(list.len(), 1, "{list:#?}");
+        list[0].clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_the_writer_fails_its_recording_instead_of_leaving_it_recording() {
+        let dir = std::env::temp_dir().join(format!("blobcast-panic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let recorder = Recorder::open(dir.clone());
+        let shared = Arc::new(Shared::default());
+        let writer = Writer {
+            recorder: recorder.clone(),
+            shared: shared.clone(),
+            subject: Subject {
+                stream: "cam".into(),
+                prefix: names::sanitize_prefix(None),
+                mime: None,
+                session: 1,
+            },
+            out: None,
+            pending: BTreeMap::new(),
+            newest: None,
+            previous_file: None,
+            stopped: false,
+        };
+        let blob = FrameHeader {
+            generation: 1,
+            offset: 0,
+        }
+        .frame(CHROME);
+        let writer = on_blocking_pool(writer, |w| w.frames(vec![blob]))
+            .await
+            .unwrap();
+        let info = only(&recorder);
+        assert_eq!(info.state, State::Recording);
+        assert!(info.bytes > 0);
+
+        let mut writer = on_blocking_pool(writer, |_| panic!("a bug in the splicer"))
+            .await
+            .expect("the writer comes back");
+        let info = only(&recorder);
+        assert_eq!(info.state, State::Failed, "{info:#?}");
+        assert!(info.ended.is_some());
+        let error = info.error.as_deref().unwrap();
+        assert!(error.contains("a bug in the splicer"), "{error}");
+        // The stream side stops sending, and nothing more is written.
+        assert!(shared.failure().is_some());
+        writer.close();
+        assert_eq!(only(&recorder), info);
+        // The sidecar says so too, and the entry can be deleted.
+        let sidecar: RecordingInfo =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{}.json", info.id))).unwrap())
+                .unwrap();
+        assert_eq!(sidecar.state, State::Failed);
+        recorder.delete(&info.id).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
