@@ -1,6 +1,7 @@
 //! The state every route handler shares: the streams, the recordings, the HTTP
 //! publishers, the configuration and the shutdown signal. Cheap to clone.
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::ingest::sessions::HttpPublishers;
 use crate::metrics::Metrics;
@@ -20,10 +21,12 @@ pub struct App {
     /// The record directory's catalog (recording itself is off with `--no-record`).
     pub recorder: Arc<Recorder>,
     pub http_publishers: Arc<HttpPublishers>,
+    /// This node as a cluster member (`--nats`); None when it stands alone.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl App {
-    pub fn new(config: Config, shutdown: Shutdown) -> App {
+    pub fn new(config: Config, shutdown: Shutdown) -> Result<App, ClusterError> {
         let limits = RegistryLimits {
             max_streams: config.max_streams,
             max_viewers: config.max_viewers,
@@ -39,13 +42,15 @@ impl App {
             Duration::from_secs(config.ingest_timeout_secs),
             shutdown.clone(),
         );
-        App {
+        let cluster = Cluster::start(&config, registry.clone(), shutdown.clone())?;
+        Ok(App {
             registry,
             config: Arc::new(config),
             shutdown,
             recorder,
             http_publishers,
-        }
+            cluster,
+        })
     }
 
     /// Compares in constant time, so the key cannot be guessed byte by byte.

@@ -96,6 +96,30 @@ pub struct Config {
     /// Seconds without a POST after which an HTTP publisher counts as gone.
     #[arg(long, env = "BLOBCAST_INGEST_TIMEOUT", default_value_t = 10)]
     pub ingest_timeout_secs: u64,
+
+    /// NATS server(s) with JetStream, comma-separated (nats://host:4222): makes this node
+    /// a cluster member (docs/cluster.md). Without it the node stands alone.
+    #[arg(long, env = "BLOBCAST_NATS")]
+    pub nats: Option<String>,
+
+    /// A NATS credentials file (.creds) for --nats.
+    #[arg(long, env = "BLOBCAST_NATS_CREDS", requires = "nats")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// This node's name in the cluster's stream directory (default: host name and a
+    /// random suffix).
+    #[arg(long, env = "BLOBCAST_NODE_NAME", requires = "nats")]
+    pub node_name: Option<String>,
+
+    /// JetStream replicas of the cluster's log and directory: 1 on a single nats-server,
+    /// 3 on a real NATS cluster.
+    #[arg(
+        long,
+        env = "BLOBCAST_NATS_REPLICAS",
+        default_value_t = 1,
+        requires = "nats"
+    )]
+    pub nats_replicas: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +200,24 @@ mod tests {
         let config = Config::parse_from(["blobcast", "--record-dir", "/srv/rec", "--no-record"]);
         assert_eq!(config.record_dir, PathBuf::from("/srv/rec"));
         assert!(config.no_record);
+    }
+
+    #[test]
+    fn cluster_flags_parse_and_need_nats() {
+        assert!(Config::local().nats.is_none(), "the default stands alone");
+        let config = Config::parse_from([
+            "blobcast",
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--nats-creds",
+            "n.creds",
+            "--node-name",
+            "edge-1",
+        ]);
+        assert_eq!(config.nats.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(config.node_name.as_deref(), Some("edge-1"));
+        assert_eq!(config.nats_replicas, 1);
+        assert!(Config::try_parse_from(["blobcast", "--nats-creds", "n.creds"]).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod egress;
 pub mod http_error;

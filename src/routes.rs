@@ -12,7 +12,8 @@ use crate::ingest::socket::{self as publisher, PublishRequest};
 use crate::net::client_addr;
 use crate::net::upgrade::{self, Upgrade};
 use crate::protocol::{is_token, Join, StreamName, HEADER_LEN};
-use crate::stream::registry::ViewerSocket;
+use crate::stream::registry::{ViewerGuard, ViewerSocket};
+use crate::stream::Refusal;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -48,11 +49,11 @@ pub fn routes(
     let streams = warp::path!("api" / "streams")
         .and(warp::get())
         .and(with(app.clone()))
-        .map(streams::list_streams);
+        .then(streams::list_streams);
     let stream = warp::path!("api" / "streams" / String)
         .and(warp::get())
         .and(with(app.clone()))
-        .and_then(|name, app| async move { streams::get_stream(name, app) });
+        .and_then(streams::get_stream);
     // HTTP upload ingest: one frame per POST (blob, chunk), or stop.
     let ingest = warp::path!("api" / "streams" / String / String)
         .and(warp::post())
@@ -78,7 +79,8 @@ pub fn routes(
         .then(recordings::file);
     let healthz = warp::path!("healthz")
         .and(warp::get())
-        .map(|| "ok".into_response());
+        .and(with(app.clone()))
+        .map(streams::healthz);
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with(app.clone()))
@@ -238,6 +240,7 @@ async fn watch_upgrade(
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Chunk);
+            watch_in_cluster(&app, &guard);
             let cursor = guard
                 .as_ref()
                 .ok()
@@ -251,6 +254,7 @@ async fn watch_upgrade(
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Blob);
+            watch_in_cluster(&app, &guard);
             ws.answer(config, move |ws| {
                 viewer::serve_blob(ws, app, request, guard)
             })
@@ -258,4 +262,11 @@ async fn watch_upgrade(
         _ => return Err(warp::reject::not_found()),
     };
     Ok(reply)
+}
+
+/// In a cluster, a viewer of a stream published on another node is fed by a replica.
+fn watch_in_cluster(app: &App, guard: &Result<ViewerGuard, Refusal>) {
+    if let (Some(cluster), Ok(guard)) = (&app.cluster, guard) {
+        cluster.watch(guard.stream());
+    }
 }

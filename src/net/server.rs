@@ -19,6 +19,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ServerError {
     #[error("TLS setup failed: {0}")]
     Tls(#[from] TlsError),
+    #[error("cluster setup failed: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Serves https/wss when the config asks for TLS (`--tls-cert`/`--tls-key` or
@@ -42,7 +44,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let tls = identity.map(|id| id.server_config()).transpose()?;
     let (trigger, shutdown, all_closed) = shutdown::channel();
-    let app = App::new(config, shutdown);
+    let app = App::new(config, shutdown)?;
     let registry = app.registry.clone();
     let recorder = app.recorder.clone();
     let graceful = async move {

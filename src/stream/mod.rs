@@ -4,6 +4,7 @@
 pub mod buffer;
 pub mod index;
 pub mod registry;
+pub mod tap;
 
 use crate::metrics::Metrics;
 use crate::protocol::{Join, OutFrame, StreamName};
@@ -11,11 +12,13 @@ use crate::recording::{Recorder, Slot};
 use buffer::{Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, Lagging};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 
 pub use registry::{Refusal, Registry};
+pub use tap::Tap;
 
 /// What blob viewers follow: they are woken when it changes, not for every chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,11 +43,20 @@ pub(crate) struct Presence {
     pub publisher: Option<PublisherSession>,
     pub chunk_viewers: usize,
     pub blob_viewers: usize,
+    /// A cluster replica feeding the stream from NATS (src/cluster) keeps it, unseen.
+    pub replicas: usize,
 }
 
 impl Presence {
     fn is_idle(&self) -> bool {
-        self.publisher.is_none() && self.chunk_viewers == 0 && self.blob_viewers == 0
+        self.publisher.is_none()
+            && self.chunk_viewers == 0
+            && self.blob_viewers == 0
+            && self.replicas == 0
+    }
+
+    pub(crate) fn has_viewers(&self) -> bool {
+        self.chunk_viewers > 0 || self.blob_viewers > 0
     }
 }
 
@@ -105,6 +117,11 @@ pub struct Stream {
     recorder: Option<Arc<Recorder>>,
     /// Locked only inside the buffer lock, so frames reach the recording in order.
     recording: Mutex<Slot>,
+    /// Set while a cluster node publishes this stream to NATS; locked inside the buffer
+    /// lock, so the tap sees frames in the buffer's order.
+    tap: Mutex<Option<Arc<dyn Tap>>>,
+    /// False while a cluster replica feeds the stream: the publisher's node records it.
+    records: AtomicBool,
 }
 
 /// A snapshot of one stream for `/api/streams`.
@@ -172,7 +189,20 @@ impl Stream {
             metrics,
             recorder,
             recording: Mutex::new(Slot::default()),
+            tap: Mutex::new(None),
+            records: AtomicBool::new(true),
         }
+    }
+
+    /// Whether frames accepted from now on are recorded on this node.
+    pub fn set_records(&self, on: bool) {
+        self.records.store(on, Ordering::Relaxed);
+    }
+
+    /// Copies this stream's publisher input to `tap` from now on (None: stop).
+    pub fn set_tap(&self, tap: Option<Arc<dyn Tap>>) {
+        let _buffer = self.buffer.lock();
+        *self.tap.lock() = tap;
     }
 
     pub fn name(&self) -> &StreamName {
@@ -192,7 +222,13 @@ impl Stream {
     }
 
     pub fn start(&self, mime: String) {
-        self.buffer.lock().set_mime(mime.clone());
+        {
+            let mut buffer = self.buffer.lock();
+            buffer.set_mime(mime.clone());
+            if let Some(tap) = &*self.tap.lock() {
+                tap.started(&mime);
+            }
+        }
         self.status.send_if_modified(|s| {
             let changed = s.mime.as_deref() != Some(&mime);
             s.mime = Some(mime);
@@ -206,6 +242,9 @@ impl Stream {
             let mut buffer = self.buffer.lock();
             buffer.stop();
             self.recording.lock().end();
+            if let Some(tap) = &*self.tap.lock() {
+                tap.ended();
+            }
         }
         self.media_changed.send_modify(|v| *v += 1);
         self.status.send_if_modified(|s| {
@@ -242,12 +281,21 @@ impl Stream {
         let len = frame.len() as u64;
         let (accepted, generation, mime, notice) = {
             let mut buffer = self.buffer.lock();
-            let recorded = self.recorder.as_ref().map(|_| frame.clone());
+            let records = self.records.load(Ordering::Relaxed);
+            let recorded = self
+                .recorder
+                .as_ref()
+                .filter(|_| records)
+                .map(|_| frame.clone());
+            let tapped = self.tap.lock().clone().map(|tap| (tap, frame.clone()));
             let accepted = if is_blob {
                 buffer.accept_blob(frame)?
             } else {
                 buffer.accept_chunk(frame)?
             };
+            if let Some((tap, frame)) = tapped.filter(|_| accepted != Accepted::Dropped) {
+                tap.accepted(&frame, is_blob, accepted);
+            }
             if let (Some(recorder), Some(frame)) = (&self.recorder, recorded) {
                 // Under the buffer lock: the recording gets frames in the buffer's order.
                 let (starts, frames) = match accepted {
