@@ -240,7 +240,7 @@ async fn watch_upgrade(
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Chunk);
-            watch_in_cluster(&app, &guard);
+            watch_in_cluster(&app, &guard).await;
             let cursor = guard
                 .as_ref()
                 .ok()
@@ -254,7 +254,7 @@ async fn watch_upgrade(
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Blob);
-            watch_in_cluster(&app, &guard);
+            watch_in_cluster(&app, &guard).await;
             ws.answer(config, move |ws| {
                 viewer::serve_blob(ws, app, request, guard)
             })
@@ -265,8 +265,8 @@ async fn watch_upgrade(
 }
 
 /// In a cluster, a viewer of a stream published on another node is fed by a replica.
-fn watch_in_cluster(app: &App, guard: &Result<ViewerGuard, Refusal>) {
+async fn watch_in_cluster(app: &App, guard: &Result<ViewerGuard, Refusal>) {
     if let (Some(cluster), Ok(guard)) = (&app.cluster, guard) {
-        cluster.watch(guard.stream());
+        cluster.watch(guard.stream()).await;
     }
 }

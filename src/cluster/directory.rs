@@ -19,6 +19,10 @@ pub struct Entry {
     pub generation: Option<u64>,
     /// The log sequence where the current generation's first message lies.
     pub generation_seq: Option<u64>,
+    /// No message of this session lies before this log sequence (the log's end when
+    /// the session claimed the stream): where a replica starts before the first
+    /// generation is known.
+    pub session_seq: Option<u64>,
     /// The newest cluster that opens with a video keyframe: its log sequence and offset.
     pub keyframe: Option<Keyframe>,
     /// The node holding the publisher, and its publish session.
@@ -44,6 +48,7 @@ impl Entry {
             media: None,
             generation: None,
             generation_seq: None,
+            session_seq: None,
             keyframe: None,
             node: node.to_owned(),
             session: session.to_owned(),

@@ -28,15 +28,24 @@ use connection::{Link, Nats};
 use metrics::ClusterMetrics;
 use parking_lot::Mutex;
 use publication::Publication;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 pub use directory::Entry;
 
+/// A publisher session's hold on the directory entry of its stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    revision: u64,
+    session_seq: u64,
+}
+
 /// How long a publisher's claim waits for NATS before it is let in on this node alone.
 const CLAIM_PATIENCE: Duration = Duration::from_secs(2);
+/// How long a viewer's attach waits for a starting replica to catch up with the log.
+const REPLICA_PATIENCE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -53,8 +62,8 @@ pub struct Cluster {
     max_frame: u64,
     stopping: watch::Sender<bool>,
     publications: Mutex<HashMap<StreamName, Arc<Publication>>>,
-    /// Streams with a replica task running.
-    replicas: Mutex<HashSet<StreamName>>,
+    /// Streams with a replica task running, and whether it has caught up.
+    replicas: Mutex<HashMap<StreamName, watch::Receiver<bool>>>,
 }
 
 impl Cluster {
@@ -118,27 +127,40 @@ impl Cluster {
     }
 
     /// Before a publisher session attaches here: refused if another node's session
-    /// holds the stream. Writes the directory entry for it (compare-and-set), and
-    /// returns its revision. With NATS unreachable the session is let in on this node
-    /// alone (it keeps publishing locally) and claims the entry once NATS is back.
-    pub async fn claim(&self, name: &StreamName, session: &str) -> Result<Option<u64>, Refusal> {
+    /// holds the stream. Writes the directory entry for it (compare-and-set). With NATS
+    /// unreachable the session is let in on this node alone (it keeps publishing
+    /// locally) and claims the entry once NATS is back.
+    pub async fn claim(&self, name: &StreamName, session: &str) -> Result<Option<Claim>, Refusal> {
         let local = self.registry.get(name).and_then(|stream| {
             let presence = stream.presence.lock();
             presence.publisher.as_ref().map(|p| p.id.clone())
         });
-        match local {
+        if local.is_some() {
             // This session is here already (its other socket); or another one is, and
             // the local registry refuses it.
-            Some(_) => return Ok(None),
-            None => {}
+            return Ok(None);
         }
         let Some(nats) = self.link.within(CLAIM_PATIENCE).await else {
             log::warn!("cluster: NATS is unreachable; {name} (session {session}) publishes on this node alone for now");
             return Ok(None);
         };
-        let entry = directory::Entry::fresh(name.as_str(), &self.node, session);
-        match directory::claim(&nats.directory, name.as_str(), &entry).await {
-            Ok(revision) => Ok(Some(revision)),
+        let mut entry = directory::Entry::fresh(name.as_str(), &self.node, session);
+        let claimed = async {
+            // Every message of this session will come after the log's end now.
+            let end = nats
+                .log
+                .get_info()
+                .await
+                .map_err(|e| directory::DirectoryError::Nats(e.to_string()))?;
+            entry.session_seq = Some(end.state.last_sequence + 1);
+            let revision = directory::claim(&nats.directory, name.as_str(), &entry).await?;
+            Ok(Claim {
+                revision,
+                session_seq: end.state.last_sequence + 1,
+            })
+        };
+        match claimed.await {
+            Ok(claim) => Ok(Some(claim)),
             Err(directory::DirectoryError::Busy {
                 node,
                 session: holder,
@@ -155,15 +177,15 @@ impl Cluster {
     }
 
     /// After a publisher session attached to `stream` here: copy it to the log.
-    pub fn publish(self: &Arc<Self>, stream: &Arc<Stream>, session: &str, revision: Option<u64>) {
+    pub fn publish(self: &Arc<Self>, stream: &Arc<Stream>, session: &str, claim: Option<Claim>) {
         stream.set_records(true);
         let mut publications = self.publications.lock();
         match publications.get(stream.name()) {
             Some(publication) if Arc::ptr_eq(&publication.stream, stream) => {
-                publication.continue_as(session, revision);
+                publication.continue_as(session, claim);
             }
             _ => {
-                let publication = Publication::start(self, stream, session, revision);
+                let publication = Publication::start(self, stream, session, claim);
                 publications.insert(stream.name().clone(), publication);
             }
         }
@@ -188,15 +210,25 @@ impl Cluster {
     }
 
     /// A viewer attached to `stream` here: make sure a replica feeds it, unless its
-    /// publisher is on this node.
-    pub fn watch(self: &Arc<Self>, stream: &Arc<Stream>) {
+    /// publisher is on this node, and wait (a little) until the replica has caught up
+    /// with the log, so that a viewer resuming from another node finds its position.
+    pub async fn watch(self: &Arc<Self>, stream: &Arc<Stream>) {
         if stream.presence.lock().publisher.is_some() {
             return;
         }
-        let mut replicas = self.replicas.lock();
-        if replicas.insert(stream.name().clone()) {
-            tokio::spawn(replica::run(self.clone(), stream.name().clone()));
-        }
+        let mut caught_up = {
+            let mut replicas = self.replicas.lock();
+            match replicas.get(stream.name()) {
+                Some(caught_up) => caught_up.clone(),
+                None => {
+                    let (tell, caught_up) = watch::channel(false);
+                    replicas.insert(stream.name().clone(), caught_up.clone());
+                    tokio::spawn(replica::run(self.clone(), stream.name().clone(), tell));
+                    caught_up
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REPLICA_PATIENCE, caught_up.wait_for(|up| *up)).await;
     }
 
     /// Whether the replica of `name` may stop: true unless a viewer came back.

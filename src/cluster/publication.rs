@@ -11,7 +11,7 @@
 
 use super::directory::{self, Entry, Keyframe};
 use super::wire::{self, Outgoing};
-use super::Cluster;
+use super::{Claim, Cluster};
 use crate::protocol::{FrameHeader, Join, PublisherControl, StreamName};
 use crate::stream::buffer::Accepted;
 use crate::stream::{Stream, Tap};
@@ -100,6 +100,8 @@ pub struct Publication {
     session: Arc<Mutex<String>>,
     /// The directory entry's revision as we last wrote it.
     revision: Mutex<Option<u64>>,
+    /// The log's end when the session claimed the stream.
+    session_seq: Mutex<Option<u64>>,
     /// False while another node's session holds the directory entry (a split after an
     /// outage): then nothing is appended, so the log never mixes two sessions.
     owned: AtomicBool,
@@ -152,14 +154,15 @@ impl Publication {
         cluster: &Arc<Cluster>,
         stream: &Arc<Stream>,
         session: &str,
-        revision: Option<u64>,
+        claim: Option<Claim>,
     ) -> Arc<Publication> {
         let (queue, items) = mpsc::channel(QUEUE);
         let session = Arc::new(Mutex::new(session.to_owned()));
         let publication = Arc::new(Publication {
             stream: stream.clone(),
             session: session.clone(),
-            revision: Mutex::new(revision),
+            revision: Mutex::new(claim.map(|c| c.revision)),
+            session_seq: Mutex::new(claim.map(|c| c.session_seq)),
             owned: AtomicBool::new(true),
         });
         stream.set_tap(Some(Arc::new(Feed {
@@ -175,10 +178,11 @@ impl Publication {
 
     /// The same stream, now published by `session` (a new session here, or this one's
     /// second socket).
-    pub(super) fn continue_as(&self, session: &str, revision: Option<u64>) {
+    pub(super) fn continue_as(&self, session: &str, claim: Option<Claim>) {
         *self.session.lock() = session.to_owned();
-        if revision.is_some() {
-            *self.revision.lock() = revision;
+        if let Some(claim) = claim {
+            *self.revision.lock() = Some(claim.revision);
+            *self.session_seq.lock() = Some(claim.session_seq);
         }
         self.owned.store(true, Ordering::Relaxed);
     }
@@ -195,6 +199,8 @@ impl Publication {
         let subject = wire::subject(self.name());
         let mut state = LogState::default();
         let mut heartbeat = tokio::time::interval(super::connection::HEARTBEAT);
+        // The session's end is noticed soon, so that another session may take over.
+        let mut check = tokio::time::interval(Duration::from_millis(100));
         let mut ending = false;
         loop {
             tokio::select! {
@@ -206,13 +212,9 @@ impl Publication {
                     }
                     None => break,
                 },
-                _ = heartbeat.tick(), if !ending => {
-                    // Removing the tap closes the queue: what is in it still goes out.
-                    ending = cluster.publication_over(&self);
-                    if !ending {
-                        self.refresh(&cluster, &state).await;
-                    }
-                }
+                // Removing the tap closes the queue: what is in it still goes out.
+                _ = check.tick(), if !ending => ending = cluster.publication_over(&self),
+                _ = heartbeat.tick(), if !ending => self.refresh(&cluster, &state).await,
             }
         }
         if let Some(revision) = *self.revision.lock() {
@@ -369,6 +371,7 @@ impl Publication {
         entry.generation = info.generation;
         entry.since = info.publisher_connected_since.unwrap_or(entry.since);
         entry.ingest_bits_per_second = info.ingest_bits_per_second;
+        entry.session_seq = *self.session_seq.lock();
         if let Some((generation, seq)) = state.current.filter(|&(g, _)| Some(g) == info.generation)
         {
             entry.generation_seq = Some(seq);

@@ -22,6 +22,7 @@ use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// How long a replica outlives its node's last viewer (a viewer that reconnects finds
 /// it still running).
@@ -47,9 +48,12 @@ struct Replica {
     /// The generation whose frames the buffer started refusing, logged once.
     refusing: Option<u64>,
     idle_since: Option<Instant>,
+    /// Told once the replica has applied what the log held when it started.
+    caught_up: watch::Sender<bool>,
+    catch_up_to: u64,
 }
 
-pub(super) async fn run(cluster: Arc<Cluster>, name: StreamName) {
+pub(super) async fn run(cluster: Arc<Cluster>, name: StreamName, caught_up: watch::Sender<bool>) {
     let guard = match cluster.registry.attach_replica(&name) {
         Ok(guard) => guard,
         Err(refusal) => {
@@ -67,6 +71,8 @@ pub(super) async fn run(cluster: Arc<Cluster>, name: StreamName) {
         session: None,
         refusing: None,
         idle_since: None,
+        caught_up,
+        catch_up_to: 0,
     };
     replica.run().await;
     cluster.metrics.replica_stopped();
@@ -167,6 +173,9 @@ impl Replica {
                 }
             };
             self.stream.set_records(false);
+            if start > self.catch_up_to {
+                self.caught_up.send_replace(true);
+            }
             log::debug!(
                 "cluster: replica of {} reads the log from {start}",
                 self.name()
@@ -206,6 +215,7 @@ impl Replica {
     async fn start_at(&mut self, nats: &super::connection::Nats) -> Result<u64, String> {
         let info = nats.log.get_info().await.map_err(|e| e.to_string())?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        self.catch_up_to = last;
         if let Some(applied) = self.last_applied {
             if applied + 1 >= first {
                 return Ok(applied + 1);
@@ -221,15 +231,21 @@ impl Replica {
         let entry = directory::read(&nats.directory, self.name().as_str())
             .await
             .map_err(|e| e.to_string())?;
-        Ok(match entry {
-            Some((entry, _)) if entry.live => {
-                entry.generation_seq.map_or(last + 1, |seq| seq.max(first))
-            }
-            _ => last + 1,
-        })
+        // A generation (or a whole session) lies between its start and the log's end;
+        // with no publisher, what comes next is the next session's.
+        let start = entry.and_then(|(entry, _)| match entry.generation_seq {
+            Some(seq) if entry.live => Some(seq),
+            _ => entry.session_seq,
+        });
+        Ok(start.map_or(last + 1, |seq| seq.max(first)))
     }
 
     fn apply(&mut self, message: async_nats::jetstream::Message) {
+        if self.stream.presence.lock().publisher.is_some() {
+            // A publisher here feeds the stream now (its frames come back to us from
+            // the log too): the replica pauses at its next check.
+            return;
+        }
         let Ok(info) = message.info() else { return };
         let seq = info.stream_sequence;
         if self.last_applied.is_some_and(|last| seq <= last) {
@@ -237,6 +253,10 @@ impl Replica {
         }
         self.last_applied = Some(seq);
         self.cluster.metrics.read(message.payload.len());
+        if seq >= self.catch_up_to {
+            self.caught_up
+                .send_if_modified(|up| !std::mem::replace(up, true));
+        }
         let headers = message.headers.as_ref();
         let Ok(session) = wire::session_of(headers) else {
             log::warn!(

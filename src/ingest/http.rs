@@ -215,8 +215,8 @@ where
             .http_publishers
             .hold(&stream_name, &session)
             .inspect(|stream| {
-                if let (Some(cluster), Some(Ok(revision))) = (&app.cluster, claim) {
-                    cluster.publish(stream, &session, revision);
+                if let (Some(cluster), Some(Ok(claim))) = (&app.cluster, claim) {
+                    cluster.publish(stream, &session, claim);
                 }
             }),
     };

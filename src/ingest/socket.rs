@@ -45,12 +45,12 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
         Some(cluster) => cluster.claim(&request.stream, &request.session).await,
         None => Ok(None),
     };
-    let attached = claimed.and_then(|revision| {
+    let attached = claimed.and_then(|claim| {
         let guard = app
             .registry
             .attach_publisher(&request.stream, &request.session)?;
         if let Some(cluster) = &app.cluster {
-            cluster.publish(guard.stream(), &request.session, revision);
+            cluster.publish(guard.stream(), &request.session, claim);
         }
         Ok(guard)
     });
