@@ -163,7 +163,7 @@ impl Link {
                     return;
                 }
                 Err(err) => {
-                    if attempt % 10 == 0 {
+                    if attempt.is_multiple_of(10) {
                         log::warn!("cluster: cannot set up JetStream yet: {err}");
                     }
                     attempt += 1;
