@@ -251,9 +251,11 @@ async fn run(
     let (mut chunk, _) = tokio_tungstenite::connect_async(url("chunk"))
         .await
         .unwrap();
-    blob.send(Message::text(r#"{"type":"start","mime":"video/webm"}"#))
-        .await
-        .unwrap();
+    blob.send(Message::text(
+        r#"{"type":"start","mime":"application/octet-stream"}"#,
+    ))
+    .await
+    .unwrap();
     let frame = |offset: u64, len: usize| {
         let mut f = Vec::with_capacity(HEADER_LEN + len);
         f.extend_from_slice(&1u64.to_be_bytes());

@@ -60,6 +60,8 @@ pub struct Cluster {
     metrics: Arc<ClusterMetrics>,
     registry: Arc<Registry>,
     max_frame: u64,
+    /// Frame bytes one publication may queue for NATS.
+    queue_budget: u64,
     stopping: watch::Sender<bool>,
     publications: Mutex<HashMap<StreamName, Arc<Publication>>>,
     /// Streams with a replica task running, and whether it has caught up.
@@ -86,6 +88,7 @@ impl Cluster {
             metrics,
             registry,
             max_frame: config.max_frame,
+            queue_budget: 2 * config.max_buffer,
             stopping: watch::Sender::new(false),
             publications: Mutex::default(),
             replicas: Mutex::default(),

@@ -19,12 +19,13 @@ use async_nats::jetstream::context::Publish;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Frames (and controls) waiting for NATS: at 2 Mbit/s in 100 ms chunks, minutes.
+/// Frames (and controls) waiting for NATS: at 2 Mbit/s in 100 ms chunks, minutes. Their
+/// bytes are bounded too, by the cluster's `queue_budget` (twice `--max-buffer`).
 const QUEUE: usize = 4096;
 
 enum Item {
@@ -48,11 +49,15 @@ struct Feed {
     mime: Mutex<Option<String>>,
     cluster: Arc<Cluster>,
     warned: AtomicBool,
+    /// Frame bytes in the queue.
+    queued: Arc<AtomicU64>,
 }
 
 impl Feed {
     fn send(&self, item: Item) {
-        if self.queue.try_send(item).is_err() {
+        let bytes = item.bytes();
+        let over = self.queued.load(Ordering::Relaxed) + bytes > self.cluster.queue_budget;
+        if over || self.queue.try_send(item).is_err() {
             self.cluster.metrics.log_dropped();
             if !self.warned.swap(true, Ordering::Relaxed) {
                 log::warn!(
@@ -60,7 +65,17 @@ impl Feed {
                 );
             }
         } else {
+            self.queued.fetch_add(bytes, Ordering::Relaxed);
             self.warned.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Item {
+    fn bytes(&self) -> u64 {
+        match self {
+            Item::Frame { frame, .. } => frame.len() as u64,
+            Item::Control { .. } => 0,
         }
     }
 }
@@ -102,6 +117,8 @@ pub struct Publication {
     revision: Mutex<Option<u64>>,
     /// The log's end when the session claimed the stream.
     session_seq: Mutex<Option<u64>>,
+    /// Frame bytes queued for the log (shared with the stream's tap).
+    queued: Arc<AtomicU64>,
     /// False while another node's session holds the directory entry (a split after an
     /// outage): then nothing is appended, so the log never mixes two sessions.
     owned: AtomicBool,
@@ -158,7 +175,9 @@ impl Publication {
     ) -> Arc<Publication> {
         let (queue, items) = mpsc::channel(QUEUE);
         let session = Arc::new(Mutex::new(session.to_owned()));
+        let queued = Arc::new(AtomicU64::new(0));
         let publication = Arc::new(Publication {
+            queued: queued.clone(),
             stream: stream.clone(),
             session: session.clone(),
             revision: Mutex::new(claim.map(|c| c.revision)),
@@ -171,6 +190,7 @@ impl Publication {
             mime: Mutex::new(stream.status().mime),
             cluster: cluster.clone(),
             warned: AtomicBool::new(false),
+            queued,
         })));
         tokio::spawn(publication.clone().run(cluster.clone(), items));
         publication
@@ -206,7 +226,10 @@ impl Publication {
             tokio::select! {
                 item = items.recv() => match item {
                     Some(item) => {
-                        if !self.append(&cluster, &subject, item, &mut state).await {
+                        let bytes = item.bytes();
+                        let appended = self.append(&cluster, &subject, item, &mut state).await;
+                        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+                        if !appended {
                             break;
                         }
                     }
