@@ -231,7 +231,13 @@ impl Cluster {
                 }
             }
         };
-        let _ = tokio::time::timeout(REPLICA_PATIENCE, caught_up.wait_for(|up| *up)).await;
+        let waited = tokio::time::timeout(REPLICA_PATIENCE, caught_up.wait_for(|up| *up)).await;
+        if waited.is_err() {
+            log::warn!(
+                "cluster: the replica of {} has not caught up with the log within {REPLICA_PATIENCE:?}; a viewer resuming now may be sent its generation again",
+                stream.name()
+            );
+        }
     }
 
     /// Whether the replica of `name` may stop: true unless a viewer came back.

@@ -253,10 +253,16 @@ impl Replica {
         }
         self.last_applied = Some(seq);
         self.cluster.metrics.read(message.payload.len());
+        self.apply_message(seq, &message);
+        // Only once the message is in the buffer: a waiting viewer takes its position
+        // from there the moment it is told.
         if seq >= self.catch_up_to {
             self.caught_up
                 .send_if_modified(|up| !std::mem::replace(up, true));
         }
+    }
+
+    fn apply_message(&mut self, seq: u64, message: &async_nats::jetstream::Message) {
         let headers = message.headers.as_ref();
         let Ok(session) = wire::session_of(headers) else {
             log::warn!(
