@@ -643,3 +643,53 @@ async fn a_second_session_on_another_node_is_refused_while_the_first_lives() {
     let mut node1 = node1;
     node1.shutdown().await;
 }
+
+/// An EBML Void element of `total` bytes: media a WebM scanner skips.
+fn void(total: usize) -> Vec<u8> {
+    let mut element = vec![0xEC, 0x01];
+    element.extend_from_slice(&((total - 9) as u64).to_be_bytes()[1..]);
+    element.resize(total, 0);
+    element
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ingest_and_frames_over_max_payload_reach_other_nodes() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let node1 = node(&nats, "node-1").await;
+    let node2 = node(&nats, "node-2").await;
+    let mut viewer = Viewer::connect(&node2, "web").await;
+    // A frame of 3 MiB: nats-server's max_payload is 1 MB, so the log holds it cut.
+    let big = void(3 << 20);
+    let mut published = Vec::new();
+    let q = "session=http1";
+    for (i, piece) in chrome_pieces().iter().chain([&big]).enumerate() {
+        let kind = if i == 0 { "blob" } else { "chunk" };
+        let body = frame(9, published.len() as u64, piece).to_vec();
+        let mime = ("content-type", MIME.to_owned());
+        let path = format!("/api/streams/web/{kind}?{q}");
+        let (status, body) = node1.post_json(&path, body, &[mime]).await;
+        assert_eq!(status, 200, "{kind} {i}: {body}");
+        published.extend_from_slice(piece);
+    }
+    viewer.pump_until_holds(9, &published).await;
+    assert!(
+        metric(&node1, "blobcast_nats_published_messages_total").await
+            > chrome_pieces().len() as u64 + 3
+    );
+
+    // Another HTTP session on node 2 is refused, as a socket would be with 4409.
+    let other = frame(1, 0, b"x").to_vec();
+    let (status, body) = node2
+        .post_json("/api/streams/web/blob?session=http2", other, &[])
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = node1
+        .post_json(&format!("/api/streams/web/stop?{q}"), vec![], &[])
+        .await;
+    assert_eq!(status, 200);
+    viewer.pump_until("the end", |v| v.saw_control("end")).await;
+    let mut node1 = node1;
+    node1.shutdown().await;
+}
