@@ -380,10 +380,16 @@ async fn viewers_on_other_nodes_get_every_byte_across_restarts_and_one_copy_per_
         metric(&node1, "blobcast_nats_published_bytes_total").await
             >= log_bytes - 16 * pieces.len() as u64
     );
-    drop(publisher);
-    drop(viewers);
+
+    // The publisher's node shuts down: its viewers elsewhere are told the stream ended.
     let mut node1 = node1;
     node1.shutdown().await;
+    all(viewers, |mut v| async move {
+        v.pump_until("the end", |v| v.saw_control("end")).await;
+        v
+    })
+    .await;
+    drop(publisher);
 }
 
 /// The hello a viewer got on its latest blob socket.

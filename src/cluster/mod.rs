@@ -121,8 +121,12 @@ impl Cluster {
         let _ = stopping.wait_for(|stop| *stop).await;
     }
 
-    /// The connection once usable; None if the node shuts down first.
+    /// The connection once usable; None if the node shuts down first. While shutting
+    /// down, the connection only if it is up: the last `stop`s still go out.
     async fn ready_unless_stopping(&self) -> Option<Nats> {
+        if self.is_stopping() {
+            return self.link.now();
+        }
         tokio::select! {
             nats = self.link.connected_and_ready() => Some(nats),
             _ = self.stopped() => None,

@@ -332,6 +332,7 @@ impl Publication {
                     }
                     return Some(ack.sequence);
                 }
+                Err(_) if cluster.is_stopping() => return None,
                 Err(err) => {
                     cluster.metrics.publish_retry();
                     if failures == 0 {
