@@ -173,6 +173,8 @@ fn no_source_file_is_long_without_a_reason() {
         files.push(entry.unwrap().path());
     }
     let mut long = Vec::new();
+    // A `tests.rs` is compiled only under its parent's `#[cfg(test)] mod tests;`.
+    files.retain(|f| !f.ends_with("tests.rs"));
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let lines = text.split("#[cfg(test)]").next().unwrap().lines().count();

@@ -3,6 +3,7 @@
 //! clone.
 
 use crate::auth::{Auth, AuthError};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::ingest::sessions::HttpPublishers;
 use crate::metrics::Metrics;
@@ -24,15 +25,20 @@ pub struct App {
     pub recorder: Arc<Recorder>,
     pub http_publishers: Arc<HttpPublishers>,
     pub auth: Arc<Auth>,
+    /// This node as a cluster member (`--nats`); None when it stands alone.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
-/// What can stop the server from starting once the flags have parsed: a key file.
+/// What can stop the server from starting once the flags have parsed: a key file, or a
+/// NATS server that cannot be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error("cluster setup failed: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 impl App {
@@ -63,6 +69,7 @@ impl App {
             Duration::from_secs(config.ingest_timeout_secs),
             shutdown.clone(),
         );
+        let cluster = Cluster::start(&config, registry.clone(), shutdown.clone())?;
         Ok(App {
             registry,
             config: Arc::new(config),
@@ -70,6 +77,7 @@ impl App {
             recorder,
             http_publishers,
             auth,
+            cluster,
         })
     }
 

@@ -162,6 +162,30 @@ pub struct Config {
     /// File holding the secret that signs webhook bodies (X-Blobcast-Signature).
     #[arg(long, env = "BLOBCAST_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+
+    /// NATS server(s) with JetStream, comma-separated (nats://host:4222): makes this node
+    /// a cluster member (docs/cluster.md). Without it the node stands alone.
+    #[arg(long, env = "BLOBCAST_NATS")]
+    pub nats: Option<String>,
+
+    /// A NATS credentials file (.creds) for --nats.
+    #[arg(long, env = "BLOBCAST_NATS_CREDS", requires = "nats")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// This node's name in the cluster's stream directory (default: host name and a
+    /// random suffix).
+    #[arg(long, env = "BLOBCAST_NODE_NAME", requires = "nats")]
+    pub node_name: Option<String>,
+
+    /// JetStream replicas of the cluster's log and directory: 1 on a single nats-server,
+    /// 3 on a real NATS cluster.
+    #[arg(
+        long,
+        env = "BLOBCAST_NATS_REPLICAS",
+        default_value_t = 1,
+        requires = "nats"
+    )]
+    pub nats_replicas: usize,
 }
 
 /// `open`: no credential needed; `token`: a signed token with the right.
@@ -368,6 +392,24 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("0").is_err() && parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cluster_flags_parse_and_need_nats() {
+        assert!(Config::local().nats.is_none(), "the default stands alone");
+        let config = Config::parse_from([
+            "blobcast",
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--nats-creds",
+            "n.creds",
+            "--node-name",
+            "edge-1",
+        ]);
+        assert_eq!(config.nats.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(config.node_name.as_deref(), Some("edge-1"));
+        assert_eq!(config.nats_replicas, 1);
+        assert!(Config::try_parse_from(["blobcast", "--nats-creds", "n.creds"]).is_err());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::net::upgrade::{self, Upgrade};
 use crate::net::ws::Socket;
 use crate::protocol::{is_token, Join, StreamName, HEADER_LEN};
 use crate::stream::buffer::Resume;
-use crate::stream::registry::ViewerSocket;
+use crate::stream::registry::{ViewerGuard, ViewerSocket};
+use crate::stream::Refusal;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -57,14 +58,12 @@ pub fn routes(
         .and(warp::get())
         .and(auth::credentials())
         .and(with(app.clone()))
-        .map(streams::list_streams);
+        .then(streams::list_streams);
     let stream = warp::path!("api" / "streams" / String)
         .and(warp::get())
         .and(auth::credentials())
         .and(with(app.clone()))
-        .and_then(
-            |name, credentials, app| async move { streams::get_stream(name, credentials, app) },
-        );
+        .and_then(streams::get_stream);
     // An admin ends a publish session. Before `ingest`, whose path it would match.
     let kick = warp::path!("api" / "streams" / String / "kick")
         .and(warp::post())
@@ -101,7 +100,8 @@ pub fn routes(
         .then(recordings::file);
     let healthz = warp::path!("healthz")
         .and(warp::get())
-        .map(|| "ok".into_response());
+        .and(with(app.clone()))
+        .map(streams::healthz);
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(auth::credentials())
@@ -312,6 +312,7 @@ async fn watch_upgrade(
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Chunk);
+            watch_in_cluster(&app, &guard).await;
             let cursor = guard
                 .as_ref()
                 .ok()
@@ -325,6 +326,7 @@ async fn watch_upgrade(
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Blob);
+            watch_in_cluster(&app, &guard).await;
             ws.answer(config, move |ws| {
                 viewer::serve_blob(ws, app, request, guard)
             })
@@ -332,4 +334,11 @@ async fn watch_upgrade(
         _ => return Err(warp::reject::not_found()),
     };
     Ok(reply)
+}
+
+/// In a cluster, a viewer of a stream published on another node is fed by a replica.
+async fn watch_in_cluster(app: &App, guard: &Result<ViewerGuard, Refusal>) {
+    if let (Some(cluster), Ok(guard)) = (&app.cluster, guard) {
+        cluster.watch(guard.stream()).await;
+    }
 }

@@ -234,7 +234,25 @@ where
         );
     }
 
-    let stream = match app.http_publishers.hold(&stream_name, &session) {
+    // In a cluster, a session's first POST here claims the stream (docs/cluster.md).
+    let claim = match &app.cluster {
+        Some(cluster) if app.http_publishers.holds(&stream_name, &session) != Some(true) => {
+            Some(cluster.claim(&stream_name, &session).await)
+        }
+        _ => None,
+    };
+    let held = match claim {
+        Some(Err(refusal)) => Err(refusal),
+        claim => app
+            .http_publishers
+            .hold(&stream_name, &session)
+            .inspect(|stream| {
+                if let (Some(cluster), Some(Ok(claim))) = (&app.cluster, claim) {
+                    cluster.publish(stream, &session, claim);
+                }
+            }),
+    };
+    let stream = match held {
         Ok(stream) => stream,
         Err(refusal) => {
             app.registry.metrics().connection_refused();

@@ -34,10 +34,21 @@ pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
         request.socket.name(),
         request.session
     );
-    let guard = match app
-        .registry
-        .attach_publisher(&request.stream, &request.session)
-    {
+    // In a cluster, another node's session may hold the stream (docs/cluster.md).
+    let claimed = match &app.cluster {
+        Some(cluster) => cluster.claim(&request.stream, &request.session).await,
+        None => Ok(None),
+    };
+    let attached = claimed.and_then(|claim| {
+        let guard = app
+            .registry
+            .attach_publisher(&request.stream, &request.session)?;
+        if let Some(cluster) = &app.cluster {
+            cluster.publish(guard.stream(), &request.session, claim);
+        }
+        Ok(guard)
+    });
+    let guard = match attached {
         Ok(guard) => guard,
         Err(refusal) => {
             app.registry.metrics().connection_refused();

@@ -172,20 +172,18 @@ pub struct Resume {
     pub epoch: Option<u64>,
 }
 
-/// A number for each publish session, unique within this process and, seeded from the
-/// clock, unlikely to repeat across restarts: a viewer's resume point or chunk cursor
-/// from one session can never be taken for a point in another.
-fn next_epoch() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
-    NEXT.get_or_init(|| {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
-        AtomicU64::new(micros)
-    })
-    .fetch_add(1, Ordering::Relaxed)
+/// A publish session's epoch: the same on every node of a cluster (a viewer resumes on
+/// another node, a publisher moves to one), and another for another session id, so a
+/// resume point or chunk cursor of one session is never taken for a point in another.
+/// 53 bits (FNV-1a), so that a browser holds it exactly as a number; 0 is a buffer that
+/// no session has published to yet.
+pub fn session_epoch(stream: &str, session: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in stream.bytes().chain([0]).chain(session.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash & ((1 << 53) - 1)).max(1)
 }
 
 /// A chunk viewer is this many bytes behind the live edge, past its bound.
@@ -234,7 +232,7 @@ impl Buffer {
         Buffer {
             limits,
             gauge,
-            epoch: next_epoch(),
+            epoch: 0,
             current: None,
             previous: None,
             last_generation: None,
@@ -330,9 +328,10 @@ impl Buffer {
         }
     }
 
-    /// A new publisher session: it may number its generations from anywhere.
-    pub fn reset_session(&mut self) {
-        self.epoch = next_epoch();
+    /// A new publish session, of epoch `epoch` ([`session_epoch`]): it may number its
+    /// generations from anywhere.
+    pub fn reset_session(&mut self, epoch: u64) {
+        self.epoch = epoch;
         self.earlier_sessions_reached = self.earlier_sessions_reached.max(self.last_generation);
         self.current = None;
         self.previous = None;
@@ -898,7 +897,7 @@ mod tests {
         // Nor again when the recorder restarts: once per publish session.
         b.accept_blob(frame(2, 0, &CHROME[..5000])).unwrap();
         assert_eq!(b.take_notice(), None);
-        b.reset_session();
+        b.reset_session(2);
         b.set_mime("video/webm;codecs=vp9,opus".into());
         b.accept_blob(frame(1, 0, &CHROME[..5000])).unwrap();
         assert!(b.take_notice().is_some(), "a new session is told again");
@@ -925,7 +924,7 @@ mod tests {
         // Nothing after a stop, not even a newer generation: it would revive the stream.
         assert_eq!(b.accept_blob(frame(10, 0, b"z")), Err(FrameError::Stopped));
         assert_eq!(b.accept_chunk(frame(9, 1, b"z")), Err(FrameError::Stopped));
-        b.reset_session();
+        b.reset_session(2);
         assert!(matches!(
             b.accept_blob(frame(3, 0, b"y")),
             Ok(Accepted::NewGeneration { .. })

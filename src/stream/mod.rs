@@ -4,6 +4,7 @@
 pub mod buffer;
 pub mod index;
 pub mod registry;
+pub mod tap;
 
 use crate::metrics::Metrics;
 use crate::protocol::{Join, OutFrame, StreamName};
@@ -13,11 +14,13 @@ use buffer::{
 };
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
 pub use registry::{Refusal, Registry};
+pub use tap::Tap;
 
 /// What blob viewers follow: they are woken when it changes, not for every chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -47,11 +50,20 @@ pub(crate) struct Presence {
     pub publisher: Option<PublisherSession>,
     pub chunk_viewers: usize,
     pub blob_viewers: usize,
+    /// A cluster replica feeding the stream from NATS (src/cluster) keeps it, unseen.
+    pub replicas: usize,
 }
 
 impl Presence {
     fn is_idle(&self) -> bool {
-        self.publisher.is_none() && self.chunk_viewers == 0 && self.blob_viewers == 0
+        self.publisher.is_none()
+            && self.chunk_viewers == 0
+            && self.blob_viewers == 0
+            && self.replicas == 0
+    }
+
+    pub(crate) fn has_viewers(&self) -> bool {
+        self.chunk_viewers > 0 || self.blob_viewers > 0
     }
 }
 
@@ -119,6 +131,11 @@ pub struct Stream {
     /// The open publisher socket of each kind (blob, chunk), told when a newer socket
     /// of its session takes its place: a reloaded page's old sockets may be half-open.
     publisher_sockets: Mutex<[Option<Arc<Notify>>; 2]>,
+    /// Set while a cluster node publishes this stream to NATS; locked inside the buffer
+    /// lock, so the tap sees frames in the buffer's order.
+    tap: Mutex<Option<Arc<dyn Tap>>>,
+    /// False while a cluster replica feeds the stream: the publisher's node records it.
+    records: AtomicBool,
 }
 
 /// A snapshot of one stream for `/api/streams`.
@@ -199,7 +216,20 @@ impl Stream {
             end_reason: Mutex::new(None),
             kicked: watch::Sender::new(false),
             publisher_sockets: Mutex::default(),
+            tap: Mutex::new(None),
+            records: AtomicBool::new(true),
         }
+    }
+
+    /// Whether frames accepted from now on are recorded on this node.
+    pub fn set_records(&self, on: bool) {
+        self.records.store(on, Ordering::Relaxed);
+    }
+
+    /// Copies this stream's publisher input to `tap` from now on (None: stop).
+    pub fn set_tap(&self, tap: Option<Arc<dyn Tap>>) {
+        let _buffer = self.buffer.lock();
+        *self.tap.lock() = tap;
     }
 
     pub fn name(&self) -> &StreamName {
@@ -219,7 +249,13 @@ impl Stream {
     }
 
     pub fn start(&self, mime: String) {
-        self.buffer.lock().set_mime(mime.clone());
+        {
+            let mut buffer = self.buffer.lock();
+            buffer.set_mime(mime.clone());
+            if let Some(tap) = &*self.tap.lock() {
+                tap.started(&mime);
+            }
+        }
         self.status.send_if_modified(|s| {
             let changed = s.mime.as_deref() != Some(&mime);
             s.mime = Some(mime);
@@ -279,6 +315,9 @@ impl Stream {
             let mut buffer = self.buffer.lock();
             buffer.stop();
             self.recording.lock().end();
+            if let Some(tap) = &*self.tap.lock() {
+                tap.ended();
+            }
         }
         self.media_changed.send_modify(|v| *v += 1);
         self.status.send_if_modified(|s| {
@@ -289,12 +328,13 @@ impl Stream {
         });
     }
 
-    pub(crate) fn reset_session(&self) {
+    /// A new publish session, `session` its id.
+    pub(crate) fn reset_session(&self, session: &str) {
         *self.end_reason.lock() = None;
         self.kicked.send_replace(false);
         {
             let mut buffer = self.buffer.lock();
-            buffer.reset_session();
+            buffer.reset_session(buffer::session_epoch(self.name.as_str(), session));
             self.recording.lock().reset();
             // Hellos name the new session from now on, live or not yet.
             self.status.send_modify(|s| s.epoch = buffer.epoch());
@@ -319,12 +359,21 @@ impl Stream {
         let len = frame.len() as u64;
         let (accepted, epoch, generations_started, generation, mime, notice, stop) = {
             let mut buffer = self.buffer.lock();
-            let recorded = self.recorder.as_ref().map(|_| frame.clone());
+            let records = self.records.load(Ordering::Relaxed);
+            let recorded = self
+                .recorder
+                .as_ref()
+                .filter(|_| records)
+                .map(|_| frame.clone());
+            let tapped = self.tap.lock().clone().map(|tap| (tap, frame.clone()));
             let accepted = if is_blob {
                 buffer.accept_blob(frame)?
             } else {
                 buffer.accept_chunk(frame)?
             };
+            if let Some((tap, frame)) = tapped.filter(|_| accepted != Accepted::Dropped) {
+                tap.accepted(&frame, is_blob, accepted);
+            }
             if let (Some(recorder), Some(frame)) = (&self.recorder, recorded) {
                 // Under the buffer lock: the recording gets frames in the buffer's order.
                 let (starts, frames) = match accepted {

@@ -170,7 +170,7 @@ impl Registry {
                 return Err(Refusal::PublisherBusy);
             }
             None => {
-                stream.reset_session();
+                stream.reset_session(session);
                 presence.publisher = Some(PublisherSession {
                     id: session.to_owned(),
                     sockets: 1,
@@ -215,6 +215,18 @@ impl Registry {
             registry: self.clone(),
             stream,
             socket,
+        })
+    }
+
+    /// A cluster replica holds `name` (src/cluster): the stream stays while it feeds it,
+    /// without counting as a viewer. Refused only when a new stream would pass the limit.
+    pub fn attach_replica(self: &Arc<Self>, name: &StreamName) -> Result<ReplicaGuard, Refusal> {
+        let mut streams = self.streams.lock();
+        let stream = self.stream_entry(&mut streams, name, Role::Viewer)?;
+        stream.presence.lock().replicas += 1;
+        Ok(ReplicaGuard {
+            registry: self.clone(),
+            stream,
         })
     }
 
@@ -295,6 +307,25 @@ impl Drop for ViewerGuard {
     }
 }
 
+/// A cluster replica's hold on a stream. Dropping it detaches.
+pub struct ReplicaGuard {
+    registry: Arc<Registry>,
+    stream: Arc<Stream>,
+}
+
+impl ReplicaGuard {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+}
+
+impl Drop for ReplicaGuard {
+    fn drop(&mut self) {
+        self.registry
+            .detach(&self.stream, |presence| presence.replicas -= 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +374,17 @@ mod tests {
         );
         drop(chunk);
         assert!(r.attach_publisher(&name("a"), "s2").is_ok());
+    }
+
+    #[test]
+    fn a_replica_keeps_its_stream_without_counting_as_a_viewer() {
+        let r = registry(10, 10);
+        let viewer = r.attach_viewer(&name("a"), ViewerSocket::Chunk).unwrap();
+        let replica = r.attach_replica(&name("a")).unwrap();
+        drop(viewer);
+        assert_eq!(r.counts(), (1, 0), "kept, with no viewer");
+        drop(replica);
+        assert!(r.get(&name("a")).is_none());
     }
 
     #[test]
