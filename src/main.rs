@@ -10,6 +10,7 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let config = Config::parse();
+    raise_open_file_limit();
     if let Some(Command::Token(args)) = &config.command {
         return print_token(args);
     }
@@ -47,6 +48,34 @@ fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
     }
     println!("{}", token::mint(&args.secret_file, permissions, args.ttl)?);
     Ok(())
+}
+
+/// Every viewer holds two sockets: the soft limit distributions ship (often 1024)
+/// would refuse the 512th viewer. The hard limit is ours to take.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0
+                || limit.rlim_cur >= limit.rlim_max
+            {
+                return;
+            }
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                log::info!(
+                    "raised the open-file limit from {before} to {}",
+                    limit.rlim_max
+                );
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

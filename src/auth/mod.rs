@@ -255,7 +255,7 @@ impl Auth {
             return Ok(());
         }
         Err(Denial::Unauthorized(format!(
-            "{what} from another machine needs a publish key or token: this server has              none (set --publish-key, or --open-publish to allow anyone)"
+            "{what} from another machine needs a publish key or token: this server has none (set --publish-key, or --open-publish to allow anyone)"
         )))
     }
 

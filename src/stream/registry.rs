@@ -24,7 +24,7 @@ pub struct RegistryLimits {
 pub enum Refusal {
     #[error("{0}")]
     TooManyStreams(StreamLimit),
-    #[error("this stream already has {0} viewers, its limit")]
+    #[error("this stream already has {0} viewers, its limit (the server's --max-viewers)")]
     TooManyViewers(usize),
     #[error("another publisher session is live on this stream; stop it first")]
     PublisherBusy,
@@ -35,7 +35,7 @@ pub enum Refusal {
 /// names nobody publishes cannot lock publishers out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StreamLimit {
-    #[error("the server already has {0} published streams, its limit")]
+    #[error("the server already has {0} published streams, its limit (--max-streams)")]
     Published(usize),
     #[error("{0} streams already wait for a publisher, the limit; watch a live one")]
     Waiting(usize),
