@@ -21,6 +21,19 @@ export function mintToken(secret, permissions, ttlSeconds = 3600) {
   return `${header}.${claims}.${signature}`;
 }
 
+/** Counts the page's fetches (and their answers) by path, in window.fetched / window.answered. */
+const COUNT_FETCHES = `
+  window.fetched = {};
+  window.answered = {};
+  const realFetch = window.fetch;
+  window.fetch = async (url, init) => {
+    const path = new URL(String(url), location.href).pathname;
+    window.fetched[path] = (window.fetched[path] ?? 0) + 1;
+    const res = await realFetch(url, init);
+    window.answered[path] = (window.answered[path] ?? 0) + 1;
+    return res;
+  };`;
+
 /** The Diagnostics panel's fields, label -> text, and its log lines. */
 async function diagnostics(page) {
   return page.evaluate(() => {
@@ -153,11 +166,11 @@ export function controlsTests(test, ctx) {
       const rec = await ctx.open(recorderUrl(ctx.server.url, { stream, ...ctx.PATTERN }), 'recorder');
       opened.push(rec);
       await ctx.waitLive(rec);
-      for (const { path, selector, hook } of [
-        { path: '/', selector: `li[data-stream="${stream}"] a`, hook: 'blobcastIndex' },
-        { path: '/recordings', selector: '#recordings li a.button', hook: 'blobcastRecordings' },
+      for (const { path, selector, api } of [
+        { path: '/', selector: `li[data-stream="${stream}"] a`, api: '/api/streams' },
+        { path: '/recordings', selector: '#recordings li a.button', api: '/api/recordings' },
       ]) {
-        const page = await ctx.open(`${ctx.server.url}${path}`, `page ${path}`);
+        const page = await ctx.open(`${ctx.server.url}${path}`, `page ${path}`, COUNT_FETCHES);
         opened.push(page);
         await page.waitForSelector(selector, { timeout: 8000 });
         // Tab to it, as a keyboard user does.
@@ -167,8 +180,10 @@ export function controlsTests(test, ctx) {
           window.focusedAt = { el };
         }, selector);
         assert.equal(await page.evaluate(() => document.activeElement === window.focusedAt.el), true, `${path}: focused`);
-        const before = await page.evaluate((h) => window[h].refreshes(), hook);
-        await waitUntil(page, ([h, n]) => window[h].refreshes() >= n + 2, [hook, before], 15000, 'two refreshes');
+        const before = await page.evaluate((a) => window.fetched[a] ?? 0, api);
+        // Two answered refreshes later (and a moment to render the second).
+        await waitUntil(page, ([a, n]) => (window.answered[a] ?? 0) >= n + 2, [api, before], 15000, 'two refreshes');
+        await sleep(300);
         const kept = await page.evaluate(() => document.activeElement === window.focusedAt.el && document.contains(window.focusedAt.el));
         assert.ok(kept, `${path}: focus stays on the focused item across refreshes (now on ${await page.evaluate(() => document.activeElement?.outerHTML?.slice(0, 80))})`);
       }
