@@ -192,7 +192,7 @@ export function controlsTests(test, ctx) {
     }
   });
 
-  test('--watch-auth token: the watch page plays with ?token= (gone from the address), says a token is needed without one; the recordings page lists and plays with ?token=', async () => {
+  test('--watch-auth token: the watch page plays with ?token= (gone from the address), says a token is needed without one; the front and recordings pages list (and play) with ?token=', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'blobcast-token-'));
     const secretFile = join(dir, 'secret');
     const secret = randomBytes(32).toString('hex');
@@ -211,6 +211,17 @@ export function controlsTests(test, ctx) {
       await assertPlays(v, { ms: 1500 });
       const href = await v.evaluate(() => location.href);
       assert.ok(!href.includes('token') && href.includes('mode=mse'), `the token left the address bar (other options stay): ${href}`);
+
+      // The front page lists it with the token, and its link carries the token on.
+      const front = await ctx.open(`${srv.url}/?token=${token}`, 'front page with ?token=');
+      opened.push(front);
+      await front.waitForSelector(`li[data-stream="${stream}"] a`, { timeout: 8000 });
+      const link = await front.evaluate((s) => ({ href: location.href, to: document.querySelector(`li[data-stream="${s}"] a`).getAttribute('href') }), stream);
+      assert.ok(!link.href.includes('token'), `the token left the front page's address: ${link.href}`);
+      assert.equal(link.to, `/watch/${stream}?token=${token}`);
+      const frontBare = await ctx.open(`${srv.url}/`, 'front page without a token');
+      opened.push(frontBare);
+      await waitUntil(frontBare, () => /needs a token/.test(document.getElementById('summary').textContent), null, 8000, '"needs a token" on the front page');
 
       const bare = await ctx.open(`${srv.url}/watch/${stream}`, 'viewer without a token');
       opened.push(bare);

@@ -7,6 +7,15 @@ const REFRESH_MS = 3000;
 
 export function initIndexPage() {
   const list = document.getElementById('streams');
+  const params = new URLSearchParams(location.search);
+  // On a server with --watch-auth token the list needs a token, and shows the streams
+  // it may watch: ?token= rides on the API call and on to the watch links, and leaves
+  // the address bar and history.
+  const token = params.get('token') || '';
+  if (params.has('token')) {
+    params.delete('token');
+    history.replaceState(null, '', `${location.pathname}${params.toString() ? '?' + params : ''}`);
+  }
   const summary = document.getElementById('summary');
 
   /** One row per stream, made once: refreshes update it in place, so focus stays put. */
@@ -17,7 +26,7 @@ export function initIndexPage() {
     const li = document.createElement('li');
     li.dataset.stream = name;
     const a = document.createElement('a');
-    a.href = `/watch/${encodeURIComponent(name)}`;
+    a.href = `/watch/${encodeURIComponent(name)}${token ? `?token=${encodeURIComponent(token)}` : ''}`;
     a.textContent = name;
     const badge = document.createElement('span');
     const meta = document.createElement('span');
@@ -69,7 +78,14 @@ export function initIndexPage() {
 
   const refresh = async () => {
     try {
-      const res = await fetch('/api/streams', { cache: 'no-store' });
+      const res = await fetch('/api/streams', { cache: 'no-store', headers: token ? { Authorization: `Bearer ${token}` } : {} });
+      if (res.status === 401 || res.status === 403) {
+        const body = await res.json().catch(() => ({}));
+        summary.textContent = token
+          ? `This token may not list the streams (${body.error || `HTTP ${res.status}`}): ask for a fresh link.`
+          : 'This server needs a token to list its streams: open this page with the link (…?token=…) you were given.';
+        return;
+      }
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       render(await res.json());
     } catch (err) {
