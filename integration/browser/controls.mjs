@@ -9,7 +9,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { recorderUrl, startServer, waitUntil, assertPlays, sleep } from './harness.mjs';
+import { recorderUrl, startServer, waitUntil, sleep } from './harness.mjs';
 
 const b64url = (data) => Buffer.from(data).toString('base64url');
 
@@ -19,6 +19,15 @@ export function mintToken(secret, permissions, ttlSeconds = 3600) {
   const claims = b64url(JSON.stringify({ exp: Math.floor(Date.now() / 1000) + ttlSeconds, blobcast: permissions }));
   const signature = createHmac('sha256', secret).update(`${header}.${claims}`).digest('base64url');
   return `${header}.${claims}.${signature}`;
+}
+
+/**
+ * The viewer decodes `n` more frames while live: it plays. (Not assertPlays's rate checks:
+ * what these tests are about is not playback speed, which a loaded machine bends.)
+ */
+async function decodesMore(page, n = 10, timeout = 10000) {
+  const from = await page.evaluate(() => window.blobcastViewer.framesDecoded());
+  await waitUntil(page, ([from, n]) => window.blobcastViewer.state === 'live' && window.blobcastViewer.framesDecoded() >= from + n, [from, n], timeout, `${n} more frames decoded`);
 }
 
 /** Counts the page's fetches (and their answers) by path, in window.fetched / window.answered. */
@@ -114,7 +123,7 @@ export function controlsTests(test, ctx) {
         const h = window.blobcastViewer;
         return !h.userSeekedBack && h.lag !== null && h.lag < h.viewer.targetLag() + 1;
       }, null, 5000, 'back at the live edge after "Go live"');
-      await assertPlays(v, { ms: 2000, maxLag: 2.5 });
+      await decodesMore(v);
     } finally {
       await ctx.closeAll(opened);
     }
@@ -208,7 +217,7 @@ export function controlsTests(test, ctx) {
       const v = await ctx.open(`${srv.url}/watch/${stream}?mode=mse&token=${token}`, 'viewer with ?token=');
       opened.push(v);
       await ctx.waitFrames(v);
-      await assertPlays(v, { ms: 1500 });
+      await decodesMore(v);
       const href = await v.evaluate(() => location.href);
       assert.ok(!href.includes('token') && href.includes('mode=mse'), `the token left the address bar (other options stay): ${href}`);
 
