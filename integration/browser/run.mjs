@@ -28,6 +28,7 @@ import {
 import { unitTests } from './unit.mjs';
 import { pageTests } from './pages.mjs';
 import { firefoxTests } from './firefox.mjs';
+import { controlsTests } from './controls.mjs';
 
 const VP8 = 'video/webm;codecs=vp8,opus';
 /** Small and light: 2 cores run the encoder and up to six decoders at once. */
@@ -809,6 +810,7 @@ const ctx = {
   waitFrames,
 };
 pageTests(r.test, ctx);
+controlsTests(r.test, ctx);
 firefoxTests(r.test, ctx);
 
 r.test('screenshots of the recorder and viewer pages are in the artifacts folder', async () => {

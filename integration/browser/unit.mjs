@@ -1,5 +1,5 @@
 // Node-side checks of the pages' pure modules (public/js/reassembly.js, webm.js,
-// testpattern.js clock cells, live-edge.js): the reassembly rules of docs/protocol.md,
+// testpattern.js clock cells, live-edge.js, diagnostics.js formatting): the reassembly rules of docs/protocol.md,
 // frame by frame, and the MSE viewer's live-edge decisions, tick by tick.
 // run.mjs runs them first; `node integration/browser/unit.mjs` runs them alone.
 
@@ -37,6 +37,21 @@ export async function unitTests(root, test) {
     assert.equal(decodeFrame(new Uint8Array(15)), null);
     assert.match(describeClose(4401, 'wrong or missing publish key (?key=)').text, /publish key/);
     assert.equal(describeClose(4409, '').retry, false);
+  });
+
+  test('unit: diagnostics panel formats ranges, sockets, dropped frames and the last 20 log lines', async () => {
+    const { rangesText, socketState, droppedFramesText, logLines } = await js('diagnostics.js');
+    const ranges = (pairs) => ({ length: pairs.length, start: (i) => pairs[i][0], end: (i) => pairs[i][1] });
+    assert.equal(rangesText(ranges([[0, 1.234], [2, 5.5]])), '0.00-1.23 2.00-5.50');
+    assert.equal(rangesText(ranges([])), 'none');
+    assert.deepEqual([null, { readyState: 0 }, { readyState: 1 }, { readyState: 3 }].map(socketState), ['none', 'connecting', 'open', 'closed']);
+    assert.equal(droppedFramesText({ getVideoPlaybackQuality: () => ({ droppedVideoFrames: 2, totalVideoFrames: 90 }) }), '2 dropped of 90');
+    assert.match(droppedFramesText({}), /not reported/);
+    const log = Array.from({ length: 30 }, (_, i) => ({ t: Date.UTC(2026, 0, 1, 12, 0, i), text: `line ${i}` }));
+    const lines = logLines(log);
+    assert.equal(lines.length, 20);
+    assert.equal(lines[0], '12:00:10.000 line 10');
+    assert.equal(lines[19], '12:00:29.000 line 29');
   });
 
   test('unit: reassembly joins snapshot and chunk socket without gap or duplicate', () => {

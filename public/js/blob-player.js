@@ -105,7 +105,7 @@ export class BlobPlayer {
     viewer.poster.capture();
     sw.overlayShown = viewer.poster.show();
     const requested = performance.now();
-    const wasPaused = viewer.userPaused;
+    const wasPaused = viewer.pausedByUser;
     const token = {};
     this.swapping = token;
     viewer.srcChanging();
@@ -168,7 +168,7 @@ export class BlobPlayer {
   tick() {
     this.maybeSwap();
     const v = this.video;
-    if (v.paused && !v.ended && !this.viewer.userPaused && !this.swapping && this.shown) this.viewer.play();
+    if (v.paused && !v.ended && !this.viewer.pausedByUser && !this.swapping && this.shown) this.viewer.play();
   }
 
   destroy() {

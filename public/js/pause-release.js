@@ -23,7 +23,7 @@ export class PauseRelease {
 
   release() {
     const v = this.viewer;
-    if (!v.userPaused || v.mode !== 'mse' || this.released) return;
+    if (!v.pausedByUser || v.mode !== 'mse' || this.released) return;
     this.released = true;
     this.releases++;
     v.note(`paused for ${Math.round(this.graceMs / 1000)} s: closing the connection until play`);

@@ -4,6 +4,7 @@
 
 import { formatBytes, formatBits, formatDuration, generationText } from './protocol.js';
 import { Publisher, DEFAULTS } from './publisher.js';
+import { mountDiagnostics, socketState, droppedFramesText, logLines } from './diagnostics.js';
 
 function $(id) {
   return document.getElementById(id);
@@ -158,5 +159,24 @@ export function initRecorderPage() {
     toggle.click();
   });
   render();
+  mountDiagnostics(document.querySelector('main .stage'), () => {
+    const p = publisher;
+    if (!p) return { fields: [['State', 'stopped: nothing published yet']], log: [] };
+    const tracks = p.media?.getTracks?.().map((t) => `${t.kind} ${t.readyState}${t.muted ? ' (muted)' : ''}`) ?? [];
+    return {
+      fields: [
+        ['State', p.state],
+        ['Sockets', `chunk ${socketState(p.sockets.chunk)}, blob ${socketState(p.sockets.blob)}`],
+        ['Mime and codecs', p.mime || 'not chosen yet'],
+        ['Tracks', tracks.join(', ') || 'none'],
+        ['Recorder', p.current?.rec ? `${p.current.rec.state}, generation ${generationText(p.current.generation)}` : 'none'],
+        ['Not yet at the server', formatBytes(p.backlog())],
+        ['Most ever queued', formatBytes(p.maxBuffered)],
+        ['Preview dropped frames', droppedFramesText(preview)],
+        ['Recoveries', `${Math.max(0, p.generations - 1)} new generation(s), ${(p.recorderErrors || []).length} recorder error(s) in the last 10 s`],
+      ],
+      log: logLines(p.log),
+    };
+  });
   if (params.get('autostart') === '1') start();
 }

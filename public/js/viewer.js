@@ -60,7 +60,13 @@ export class Viewer {
     this.recoveries = [];
     this.switches = [];
     this.log = [];
-    this.userPaused = false;
+    /** Paused with the page's Pause button (or the space key). */
+    this.pausedByUser = false;
+    /**
+     * The person seeked back in time (the back key or button): the live-edge control
+     * leaves the position alone until "Go live", or until playback is back at the edge.
+     */
+    this.userSeekedBack = false;
     /** play() was refused (autoplay policy): only a person's click may try again. */
     this.autoplayBlocked = false;
     this.seekedToEdge = false;
@@ -86,10 +92,10 @@ export class Viewer {
     // Before the hello, the mime is unknown: ask for the live edge if MSE is likely,
     // and take that back in onHello if the stream's codecs need blob mode.
     this.conn.joinLive = this.plannedMode() === 'mse';
-    // userPaused is set by the page's Pause button only: the browser pauses on its own
+    // pausedByUser is set by the page's Pause button only: the browser pauses on its own
     // too (a src swap, the end of a blob, muted autoplay scrolled off screen), and
     // those pauses must not stop the live-edge control from resuming playback.
-    video.addEventListener('play', () => (this.userPaused = false));
+    video.addEventListener('play', () => (this.pausedByUser = false));
     video.addEventListener('playing', () => {
       if (this.autoplayBlocked) {
         this.autoplayBlocked = false;
@@ -126,6 +132,15 @@ export class Viewer {
       else this.error(text);
     });
     this.startFrameLoop();
+  }
+
+  /**
+   * What the live-edge control must leave alone: a pause, or a seek back, that the person
+   * made. (live-edge.js reads this as `userPaused`: it has no input of its own for a
+   * seek back yet; see docs/browser.md.)
+   */
+  get userPaused() {
+    return this.pausedByUser || this.userSeekedBack;
   }
 
   note(text) {
@@ -325,14 +340,16 @@ export class Viewer {
   }
 
   pause() {
-    this.userPaused = true;
+    this.pausedByUser = true;
     this.video.pause();
     this.pauseRelease.paused();
     this.onChange?.();
   }
 
   goLive() {
-    this.userPaused = false;
+    this.pausedByUser = false;
+    if (this.userSeekedBack) this.note('go live: back to the live edge');
+    this.userSeekedBack = false;
     this.pauseRelease.resumed();
     const lag = this.lag();
     if (lag !== null) {
@@ -340,6 +357,27 @@ export class Viewer {
       this.video.currentTime = Math.max(0, end - this.targetLag());
     }
     this.play(true);
+    this.onChange?.();
+  }
+
+  /**
+   * A seek the person asked for (the arrow keys, the back button): `seconds` back
+   * (negative) or forward. Back, it is respected until "Go live"; forward to within the
+   * target lag of the edge, the live-edge control takes over again.
+   */
+  seekBy(seconds) {
+    const v = this.video;
+    const b = v.buffered;
+    if (!b.length) return;
+    const start = b.start(0);
+    const end = b.end(b.length - 1);
+    const to = Math.min(Math.max(start, v.currentTime + seconds), end);
+    this.userSeekedBack = end - to > this.targetLag() + 0.5;
+    // The control may have left playback faster or slower to catch up: a person's
+    // seek plays at normal speed.
+    if (this.userSeekedBack) v.playbackRate = 1;
+    this.note(`seek by the viewer to ${to.toFixed(2)} (edge ${end.toFixed(2)})${this.userSeekedBack ? ': held until "Go live"' : ''}`);
+    v.currentTime = to;
     this.onChange?.();
   }
 
@@ -404,6 +442,12 @@ export class Viewer {
   }
 
   tick() {
+    // Played forward (or fast-forwarded) to the edge after a seek back: live again.
+    const lag = this.userSeekedBack && !this.video.seeking ? this.lag() : null;
+    if (lag !== null && lag <= this.targetLag()) {
+      this.userSeekedBack = false;
+      this.note('caught up with the live edge after a seek back');
+    }
     this.player?.tick();
     if (this.state === 'live' && !this.pauseRelease.released && this.conn.checkSilence(this.chunkClock.interval)) {
       this.silences++;

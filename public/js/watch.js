@@ -4,6 +4,8 @@
 
 import { formatBits, isToken, generationText } from './protocol.js';
 import { Viewer } from './viewer.js';
+import { mountDiagnostics, socketState, rangesText, droppedFramesText, logLines } from './diagnostics.js';
+import { wirePlayerControls } from './player-controls.js';
 
 export function initWatchPage() {
   const $ = (id) => document.getElementById(id);
@@ -71,6 +73,9 @@ export function initWatchPage() {
     get released() {
       return viewer.pauseRelease.released;
     },
+    get userSeekedBack() {
+      return viewer.userSeekedBack;
+    },
     get silences() {
       return viewer.silences;
     },
@@ -115,7 +120,7 @@ export function initWatchPage() {
     $('golive').hidden = !behind;
     $('mute').textContent = video.muted ? 'Unmute' : 'Mute';
     $('mute').setAttribute('aria-pressed', String(video.muted));
-    const playing = !video.paused && !viewer.userPaused;
+    const playing = !video.paused && !viewer.pausedByUser;
     $('playpause').textContent = playing ? 'Pause' : 'Play';
     $('playpause').setAttribute('aria-label', playing ? 'Pause' : 'Play');
     $('errors').hidden = !viewer.errors.length;
@@ -144,17 +149,31 @@ export function initWatchPage() {
   poll();
   setInterval(poll, 3000);
 
-  $('mute').addEventListener('click', () => {
-    video.muted = !video.muted;
-    render();
-  });
+  wirePlayerControls({ viewer, video, box: video.closest('.player'), render });
   $('golive').addEventListener('click', () => viewer.goLive());
-  $('playpause').addEventListener('click', () => {
-    if (video.paused) viewer.goLive();
-    else viewer.pause();
-  });
   video.addEventListener('click', () => {
     if (video.paused) viewer.goLive();
+  });
+  mountDiagnostics(document.querySelector('main'), () => {
+    const conn = viewer.conn;
+    const close = conn.lastClose;
+    const lag = viewer.lag();
+    const last = viewer.recoveries[viewer.recoveries.length - 1];
+    return {
+      fields: [
+        ['State', viewer.state],
+        ['Sockets', `chunk ${socketState(conn.chunk)}, blob ${socketState(conn.blob)}; ${conn.connects} connect(s)${close ? `; last close ${close.code} ${close.reason || ''}` : ''}`],
+        ['Mime and codecs', viewer.mime || 'not known yet'],
+        ['Player', viewer.mode],
+        ['Buffered (s)', rangesText(video.buffered)],
+        ['Position (s)', `${video.currentTime.toFixed(2)}${video.paused ? ', paused' : ''}${viewer.userSeekedBack ? ', seeked back by the viewer' : ''}`],
+        ['Dropped frames', droppedFramesText(video)],
+        ['Lag behind newest media', lag === null ? 'no media yet' : `${lag.toFixed(2)} s (target ${viewer.targetLag().toFixed(2)} s)`],
+        ['Recoveries', `${viewer.recoveries.length}${last ? ` (last: ${last.reason})` : ''}`],
+        ['Stalls and silences', `${viewer.stalls || 0} waiting, ${viewer.silences} silent connection(s)`],
+      ],
+      log: logLines(viewer.log),
+    };
   });
   video.addEventListener('play', render);
   video.addEventListener('pause', render);
