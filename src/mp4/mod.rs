@@ -123,4 +123,4 @@ pub enum Mp4Error {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -66,6 +66,8 @@ pub struct Scanner {
     /// Where the newest `ftyp` started, until its init segment was reported.
     file_start: Option<u64>,
     failed: Option<Mp4Error>,
+    /// Top-level box headers read so far: the work a push did, for callers that bound it.
+    boxes: u64,
 }
 
 /// A collect buffer larger than this is freed after use rather than kept per stream.
@@ -92,12 +94,18 @@ impl Scanner {
             tracks: Vec::new(),
             file_start: None,
             failed: None,
+            boxes: 0,
         }
     }
 
     /// Bytes pushed so far (up to the error, once there is one).
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// Top-level box headers read so far.
+    pub fn boxes(&self) -> u64 {
+        self.boxes
     }
 
     /// Bytes of buffer the scanner holds.
@@ -187,6 +195,7 @@ impl Scanner {
         if !fourcc.0.iter().all(|b| (0x20..0x7F).contains(b)) {
             return Err(Mp4Error::InvalidType { offset });
         }
+        self.boxes += 1;
         let header = self.head.len() as u64;
         let size = match size32 {
             1 => u64::from_be_bytes(self.head[8..16].try_into().unwrap()),
