@@ -10,6 +10,8 @@
 //! published in 250 ms pieces to a real server on loopback, on a stream of its own. After
 //! every piece a viewer joins with `join=live`, so the worst case (just before the next
 //! keyframe) is met whatever the phase; every 5 s of media one joins with `join=start`.
+//! `JOIN_BENCH_QUICK=1` runs 10 s of media and the 10 s interval only, for a loaded
+//! machine.
 //! "Server time" is connect to holding a decodable start on loopback: what the server
 //! costs, not what a link would.
 
@@ -335,7 +337,13 @@ fn tiny_elements(init: &[u8]) -> Vec<u8> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let longest = *RESTART_INTERVALS_S.iter().max().unwrap();
+    let quick = std::env::var("JOIN_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let intervals: &[u64] = if quick {
+        &RESTART_INTERVALS_S[..1]
+    } else {
+        &RESTART_INTERVALS_S
+    };
+    let longest = *intervals.iter().max().unwrap();
     println!(
         "encoding {longest} s of 1280x720 VP8+Opus and H.264+AAC at {} Mbit/s with ffmpeg...",
         BITRATE as f64 / 1e6
@@ -364,7 +372,7 @@ async fn main() {
             source.bytes.len(),
             bitrate / 1e6
         );
-        for interval_s in RESTART_INTERVALS_S {
+        for &interval_s in intervals {
             let generation = match source.container {
                 "MP4" => first_seconds_mp4(&source.bytes, interval_s),
                 _ => first_seconds(&source.bytes, interval_s),
