@@ -401,12 +401,15 @@ fn sample_entry(
     Ok(())
 }
 
+/// An `mfhd` sequence number and the absolute offset of its 4 bytes.
+pub type Sequence = (u32, u64);
+
 /// A `moof` body: its sequence number (and where it sits) and its track runs.
 pub(super) fn parse_moof(
     moof: &Child,
     tracks: &[Track],
     limits: &Limits,
-) -> Result<(Option<(u32, u64)>, Vec<TrackFragment>), Mp4Error> {
+) -> Result<(Option<Sequence>, Vec<TrackFragment>), Mp4Error> {
     let mut sequence = None;
     let mut trafs = Vec::new();
     for child in children(moof.body, moof.body_offset) {
