@@ -24,15 +24,16 @@ fn ffmpeg_present() -> bool {
     found
 }
 
-/// Fails the test unless ffmpeg decodes `webm` without a single error.
-fn assert_decodes(webm: &[u8], what: &str) {
+/// Fails the test unless ffmpeg decodes `media` (WebM or MP4) without a single error.
+fn assert_decodes(media: &[u8], what: &str) {
     if !ffmpeg_present() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("blobcast-join-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.webm", what.replace(' ', "-")));
-    std::fs::write(&path, webm).unwrap();
+    // No extension: ffmpeg tells WebM from MP4 by the bytes.
+    let path = dir.join(what.replace(' ', "-"));
+    std::fs::write(&path, media).unwrap();
     let output = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(&path)
@@ -231,22 +232,86 @@ fn audio_only(webm: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn payloads_that_are_not_webm_are_relayed_without_an_index() {
+async fn payloads_that_are_neither_webm_nor_mp4_are_relayed_without_an_index() {
     let server = TestServer::start().await;
-    let mp4ish: Vec<u8> = b"\0\0\0\x20ftypiso5"
+    let ogg: Vec<u8> = b"OggS\0\x02"
         .iter()
         .chain(CHROME.iter())
         .copied()
         .take(20_000)
         .collect();
-    let mut publisher = Publisher::connect(&server, "safari", "session=s").await;
-    publisher.start("video/mp4").await;
-    publisher.publish_generation(1, &cut(&mp4ish, 5, 1)).await;
-    let mut viewer = Viewer::connect_with(&server, "safari", "join=live").await;
-    viewer.pump_until_holds(1, &mp4ish).await;
+    let mut publisher = Publisher::connect(&server, "ogg", "session=s").await;
+    publisher.start("audio/ogg").await;
+    publisher.publish_generation(1, &cut(&ogg, 5, 1)).await;
+    let mut viewer = Viewer::connect_with(&server, "ogg", "join=live").await;
+    viewer.pump_until_holds(1, &ogg).await;
     assert_eq!(hello(&viewer)["join"], "start");
-    let (_, info) = server.get_json("/api/streams/safari").await;
+    let (_, info) = server.get_json("/api/streams/ogg").await;
     assert!(info["media"].is_null(), "{info}");
+}
+
+/// ffmpeg's fragmented MP4 (a fragment per keyframe, one a second, H.264 and AAC), as
+/// Safari's MediaRecorder writes it in shape: ftyp, moov, then moof+mdat pairs.
+const MP4: &[u8] = include_bytes!("../src/mp4/testdata/ffmpeg-h264-aac-frag-keyframe.mp4");
+
+/// Offsets of the top-level `moof` boxes of an MP4 file.
+fn moofs(file: &[u8]) -> Vec<usize> {
+    let (mut at, mut out) = (0, Vec::new());
+    while at + 8 <= file.len() {
+        if &file[at + 4..at + 8] == b"moof" {
+            out.push(at);
+        }
+        at += u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_mp4_live_joiner_gets_the_init_then_the_newest_sync_led_fragment_and_it_decodes() {
+    let server = TestServer::start().await;
+    let mut publisher = Publisher::connect(&server, "iphone", "session=s").await;
+    publisher
+        .start("video/mp4;codecs=avc1.42E01E,mp4a.40.2")
+        .await;
+    // Everything but the last fragment, in pieces cut anywhere.
+    let moofs = moofs(MP4);
+    let last = *moofs.last().unwrap();
+    publisher
+        .publish_generation(3, &cut(&MP4[..last], 7, 5))
+        .await;
+    server
+        .until_api("iphone", |s| s["buffered_bytes"] == last)
+        .await;
+    let mut live = Viewer::connect_with(&server, "iphone", "join=live").await;
+    live.pump_until("the live edge", |v| v.length() == last as u64)
+        .await;
+    assert_eq!(hello(&live)["join"], "live");
+    // The rest arrives live and contiguous.
+    publisher.send_chunk(&MP4[last..]).await;
+    live.pump_until("the end", |v| v.length() == MP4.len() as u64)
+        .await;
+    let init_end = live.jumped_at as usize;
+    let newest = init_end + live.skipped as usize;
+    assert_eq!(init_end, moofs[0], "the init segment is ftyp + moov");
+    assert_eq!(
+        newest,
+        moofs[moofs.len() - 2],
+        "the newest sync-led fragment"
+    );
+    assert_eq!(&live.data[..init_end], &MP4[..init_end]);
+    assert_eq!(&live.data[init_end..], &MP4[newest..]);
+    assert_decodes(&live.data, "mp4 live join");
+
+    let (_, info) = server.get_json("/api/streams/iphone").await;
+    let media = &info["media"];
+    assert_eq!(media["container"], "mp4", "{info}");
+    assert_eq!(media["video_codec"], "avc1.42c00c");
+    assert_eq!(
+        (media["width"].as_u64(), media["height"].as_u64()),
+        (Some(160), Some(120))
+    );
+    assert_eq!(media["audio_codec"], "mp4a");
+    assert_eq!(media["audio_sample_rate"], 48000.0);
 }
 
 #[tokio::test]

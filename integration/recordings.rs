@@ -1198,3 +1198,28 @@ async fn a_cluster_timecode_past_the_timeline_fails_the_recording_not_the_stream
     drop(server);
     done(&dir);
 }
+
+#[tokio::test]
+async fn an_mp4_session_is_relayed_but_listed_as_failed_with_the_reason() {
+    // Not recorded yet (issue 16): the entry says so plainly, and the live stream goes on.
+    const MP4: &[u8] = include_bytes!("../src/mp4/testdata/ffmpeg-h264-aac-frag-keyframe.mp4");
+    let dir = scratch_dir("mp4");
+    let server = TestServer::with(|c| c.record_dir = dir.clone()).await;
+    let mut publisher = Publisher::connect(&server, "safari", "session=s").await;
+    publisher.start("video/mp4;codecs=avc1,mp4a").await;
+    publisher.publish_generation(1, &cut(MP4, 4, 9)).await;
+    let list = until_recordings(&server, "the failed entry", |l| {
+        l.len() == 1 && l[0]["state"] == "failed"
+    })
+    .await;
+    let why = list[0]["error"].as_str().unwrap();
+    assert!(
+        why.contains("MP4 is relayed and joined live, but not recorded yet"),
+        "{why}"
+    );
+    let mut viewer = Viewer::connect(&server, "safari").await;
+    viewer.pump_until_holds(1, MP4).await;
+    publisher.stop().await;
+    drop(server);
+    done(&dir);
+}

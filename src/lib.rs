@@ -21,6 +21,7 @@ pub mod events;
 pub mod http_error;
 pub mod ingest;
 pub mod metrics;
+pub mod mp4;
 pub mod net;
 pub mod protocol;
 pub mod recording;

@@ -53,7 +53,10 @@ fn finish(splicer: &mut Splicer, file: &mut File) {
     finished.extend_from_slice(&finish.append);
     for (at, patch) in finish.patches {
         let at = at as usize;
-        assert!(at + patch.len() <= finished.len(), "patch at {at} past the end");
+        assert!(
+            at + patch.len() <= finished.len(),
+            "patch at {at} past the end"
+        );
         finished[at..at + patch.len()].copy_from_slice(&patch);
     }
     if let Some(&cut) = file.boundaries.get(file.boundaries.len() / 2) {

@@ -15,7 +15,7 @@
 
 #![no_main]
 
-use blobcast::stream::index::MediaIndex;
+use blobcast::stream::index::{IndexError, MediaIndex};
 use blobcast::webm::{Event, Limits, Scanner, StreamInfo, WebmError};
 use libfuzzer_sys::fuzz_target;
 
@@ -45,7 +45,7 @@ fn scan<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> (Vec<Event>, Option<WebmE
 /// What the relay's index made of the pieces: join point, stream facts, failure.
 fn index<'a>(
     pieces: impl Iterator<Item = &'a [u8]>,
-) -> (Option<(u64, u64)>, Option<StreamInfo>, Option<WebmError>) {
+) -> (Option<(u64, u64)>, Option<StreamInfo>, Option<IndexError>) {
     let mut index = MediaIndex::new();
     for piece in pieces {
         index.feed(piece);
@@ -103,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
     let indexed = index(std::iter::once(stream));
     // The index bounds its work per feed (MAX_ELEMENTS_PER_FEED): a whole stream past it
     // is given up on where its pieces need not be.
-    if !matches!(indexed.2, Some(WebmError::TooManyElements { .. })) {
+    if !matches!(indexed.2, Some(IndexError::TooManyElements { .. })) {
         assert_eq!(index(cut_pieces.into_iter()), indexed);
     }
     if let Some((init_end, keyframe_cluster)) = indexed.0 {

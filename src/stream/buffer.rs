@@ -512,8 +512,8 @@ impl Buffer {
     }
 
     /// A live-edge join: the init segment as frame (G, 0), then the buffered bytes from
-    /// the newest cluster that opens with a video keyframe, at their true offset. None
-    /// until the generation has such a cluster (or is not WebM).
+    /// the newest WebM cluster or MP4 fragment that opens with a video keyframe, at their
+    /// true offset. None until the generation has one (or is neither WebM nor MP4).
     pub fn live_snapshot(&self) -> Option<Vec<OutFrame>> {
         let current = self.current.as_ref()?;
         let (init_end, start) = current.index.live_start()?;

@@ -1,20 +1,24 @@
-//! What a generation's WebM says, learned as its bytes arrive: where the init segment
-//! ends, the newest cluster a live joiner may start at, and the codecs and picture size
-//! for the API; and whether that agrees with the mime the publisher declared.
+//! What a generation's media says, learned as its bytes arrive: whether it is WebM or
+//! MP4, where the init segment ends, the newest cluster or fragment a live joiner may
+//! start at, and the codecs and picture size for the API; and whether that agrees with
+//! the mime the publisher declared. The relay does not care which container it holds.
 //!
-//! Payloads that are not WebM (MP4 from Safari) are relayed just the same, only without
-//! an index; so is the rest of a generation whose WebM broke the scanner.
+//! The container is told by the first bytes: the EBML magic (WebM, Matroska) or an
+//! `ftyp` box (MP4). Anything else is relayed just the same, only without an index; so
+//! is the rest of a generation whose media broke its scanner.
 //!
 //! An index costs the same few hundred bytes whatever it is fed: the scanner's events are
 //! looked at the moment they are found and only the newest join point is kept, so a frame
-//! packed with millions of tiny clusters or blocks costs time, not memory. And only so
-//! much time: a feed runs under the stream's buffer lock on a runtime worker, so one
-//! frame may hold [`MAX_ELEMENTS_PER_FEED`] elements; past that the generation is
-//! relayed without an index (as if its WebM broke the scanner), and a live joiner gets
-//! the whole generation, never a join point the index did not check.
+//! packed with millions of tiny clusters, blocks or boxes costs time, not memory. And only
+//! so much time: a feed runs under the stream's buffer lock on a runtime worker, so one
+//! frame may hold [`MAX_ELEMENTS_PER_FEED`] elements (WebM) or top-level boxes (MP4);
+//! past that the generation is relayed without an index (as if its media broke the
+//! scanner), and a live joiner gets the whole generation, never a join point the index
+//! did not check.
 
+use crate::mp4::{self, Mp4Error};
 use crate::sink::Sink;
-use crate::webm::{Event, Scanner, StreamInfo, WebmError};
+use crate::webm::{self, AudioStream, StreamInfo, VideoStream, WebmError};
 
 /// Elements one feed (one publisher frame) may make the scanner report. The scanner
 /// takes about 20 ns an element (ten times that in a debug build), so this bounds a feed
@@ -28,12 +32,57 @@ pub const MAX_ELEMENTS_PER_FEED: u64 = 1 << 13;
 /// slice of the tiniest elements is 1.6 thousand of them.
 const FEED_SLICE: usize = 8 * 1024;
 
+/// The longest prefix needed to tell the container: an MP4 box header.
+const SNIFF_LEN: usize = 8;
+
+/// Why a generation has no index.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexError {
+    #[error("the payload starts with neither the EBML magic (WebM) nor an ftyp box (MP4)")]
+    UnknownContainer,
+    #[error("WebM: {0}")]
+    Webm(#[from] WebmError),
+    #[error("MP4: {0}")]
+    Mp4(#[from] Mp4Error),
+    /// What the index reports when a frame holds more elements than it will look at
+    /// under the stream's lock.
+    #[error("more than {limit} elements in one frame (by byte {offset}), too many to index")]
+    TooManyElements { offset: u64, limit: u64 },
+}
+
+/// The containers the index reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// WebM or Matroska: EBML.
+    Webm,
+    /// Fragmented ISO-BMFF.
+    Mp4,
+}
+
+impl Container {
+    fn name(self) -> &'static str {
+        match self {
+            Container::Webm => "WebM",
+            Container::Mp4 => "MP4",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Reader {
+    /// The first bytes, until they tell the container.
+    Sniffing(Vec<u8>),
+    Webm(webm::Scanner),
+    Mp4(mp4::Scanner),
+    /// Not media we read, or its scanner failed.
+    Off,
+}
+
 #[derive(Debug)]
 pub struct MediaIndex {
-    /// None once the bytes turned out not to be WebM, or broke the scanner.
-    scanner: Option<Scanner>,
+    reader: Reader,
     facts: Facts,
-    problem: Option<WebmError>,
+    problem: Option<IndexError>,
 }
 
 /// Where a live joiner may start and what the tracks are, updated event by event while
@@ -43,28 +92,32 @@ pub struct MediaIndex {
 struct Facts {
     /// End of the init segment of the file that starts the generation.
     init_end: Option<u64>,
-    /// The track whose first block in a cluster decides whether a joiner may start
-    /// there: the video track; with no video, the audio track (every Opus or Vorbis frame
-    /// decodes on its own, so any cluster will do).
+    /// The track whose first block in a cluster (or first sample in a fragment) decides
+    /// whether a joiner may start there: the video track; with no video, the audio track
+    /// (every Opus, Vorbis or AAC frame decodes on its own, so any cluster will do).
     lead_track: Option<u64>,
-    /// The cluster whose first lead-track block we are still waiting for.
+    /// Whether the lead track is audio.
+    lead_is_audio: bool,
+    /// The cluster whose first lead-track block we are still waiting for (WebM).
     open_cluster: Option<u64>,
-    /// The newest cluster whose first lead-track block is a keyframe.
-    newest_keyframe_cluster: Option<u64>,
-    /// A second EBML header came: no live join for the rest of this generation.
+    /// The newest cluster or fragment that opens with a lead-track sync sample.
+    newest_join_point: Option<u64>,
+    /// A second file (EBML header, ftyp) came: no live join for the rest of this
+    /// generation.
     second_file: bool,
-    /// The DocType of the file being read.
+    /// The DocType of the WebM file being read.
     doc_type: String,
-    /// What the newest Tracks element said.
+    /// What the newest Tracks element or moov said.
     info: Option<StreamInfo>,
-    /// A Tracks element was parsed during the current `feed`.
+    /// Tracks or a moov were parsed during the current `feed`.
     tracks_arrived: bool,
     /// Elements reported during the current `feed`.
     elements: u64,
 }
 
-impl Sink<Event> for Facts {
-    fn put(&mut self, event: Event) {
+impl Sink<webm::Event> for Facts {
+    fn put(&mut self, event: webm::Event) {
+        use webm::Event;
         self.elements += 1;
         match event {
             Event::EbmlHeader {
@@ -77,14 +130,7 @@ impl Sink<Event> for Facts {
             }
             Event::InitSegment { range } if range.start == 0 => self.init_end = Some(range.end),
             Event::Tracks { tracks, .. } => {
-                let info = StreamInfo::from_tracks(&self.doc_type, &tracks);
-                self.lead_track = info
-                    .video
-                    .as_ref()
-                    .map(|v| v.track)
-                    .or(info.audio.as_ref().map(|a| a.track));
-                self.info = Some(info);
-                self.tracks_arrived = true;
+                self.set_info(StreamInfo::from_tracks(&self.doc_type, &tracks));
             }
             Event::ClusterStart { offset, .. } => self.open_cluster = Some(offset),
             Event::Block {
@@ -96,8 +142,8 @@ impl Sink<Event> for Facts {
                 // Chrome often opens a cluster with an audio block: what matters is the
                 // first *video* block.
                 self.open_cluster = None;
-                if keyframe && self.init_end.is_some() && !self.second_file {
-                    self.newest_keyframe_cluster = Some(cluster_offset);
+                if keyframe {
+                    self.join_point(cluster_offset);
                 }
             }
             _ => {}
@@ -105,7 +151,78 @@ impl Sink<Event> for Facts {
     }
 }
 
+impl Sink<mp4::Event> for Facts {
+    fn put(&mut self, event: mp4::Event) {
+        use mp4::Event;
+        match event {
+            Event::FileType { range } if range.start > 0 => self.second_file(),
+            Event::InitSegment { range } if range.start == 0 => self.init_end = Some(range.end),
+            Event::Movie { tracks, .. } => self.set_info(info_of_mp4(&tracks)),
+            Event::Fragment { range, tracks, .. } => {
+                let lead = tracks
+                    .iter()
+                    .find(|t| Some(t.track_id as u64) == self.lead_track);
+                // Audio samples decode on their own unless the flags say otherwise;
+                // video needs a sync sample said in so many words.
+                let joinable = lead.is_some_and(|t| match t.first_sample_sync {
+                    Some(sync) => sync,
+                    None => self.lead_is_audio && t.samples > 0,
+                });
+                if joinable {
+                    self.join_point(range.start);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The moov's first video and first audio track, in the relay's terms: the codec is the
+/// sample entry's name (`avc1.42e01e`, `hvc1`, `vp09`, `av01`, `mp4a`, `Opus`).
+fn info_of_mp4(tracks: &[mp4::Track]) -> StreamInfo {
+    let video = tracks
+        .iter()
+        .find(|t| t.kind == mp4::TrackKind::Video)
+        .map(|t| VideoStream {
+            track: t.id as u64,
+            codec_id: t.codec.clone(),
+            width: t.width as u64,
+            height: t.height as u64,
+        });
+    let audio = tracks
+        .iter()
+        .find(|t| t.kind == mp4::TrackKind::Audio)
+        .map(|t| AudioStream {
+            track: t.id as u64,
+            codec_id: t.codec.clone(),
+            sampling_frequency: t.sample_rate as f64,
+            channels: t.channels as u64,
+        });
+    StreamInfo {
+        doc_type: "mp4".to_owned(),
+        video,
+        audio,
+    }
+}
+
 impl Facts {
+    fn set_info(&mut self, info: StreamInfo) {
+        self.lead_track = info
+            .video
+            .as_ref()
+            .map(|v| v.track)
+            .or(info.audio.as_ref().map(|a| a.track));
+        self.lead_is_audio = info.video.is_none() && info.audio.is_some();
+        self.info = Some(info);
+        self.tracks_arrived = true;
+    }
+
+    fn join_point(&mut self, offset: u64) {
+        if self.init_end.is_some() && !self.second_file {
+            self.newest_join_point = Some(offset);
+        }
+    }
+
     /// A second file inside one generation (a recorder that restarted without a new
     /// generation). Its init does not start at offset 0, where a joiner begins, and the
     /// old file's init may not decode the new clusters: no more live joins until the next
@@ -113,7 +230,7 @@ impl Facts {
     fn second_file(&mut self) {
         self.second_file = true;
         self.init_end = None;
-        self.newest_keyframe_cluster = None;
+        self.newest_join_point = None;
         self.open_cluster = None;
     }
 }
@@ -121,16 +238,18 @@ impl Facts {
 /// What one `feed` learned that the caller may want to act on.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Learned {
-    /// A Tracks element was parsed: `info()` may have changed.
+    /// The first bytes told the container during this feed.
+    pub container: Option<Container>,
+    /// Tracks (WebM) or a moov (MP4) were parsed: `info()` may have changed.
     pub tracks: bool,
-    /// The scanner gave up here (or the payload is not WebM): no index from now on.
-    pub problem: Option<WebmError>,
+    /// The scanner gave up here (or the payload is neither): no index from now on.
+    pub problem: Option<IndexError>,
 }
 
 impl MediaIndex {
     pub fn new() -> MediaIndex {
         MediaIndex {
-            scanner: Some(Scanner::new()),
+            reader: Reader::Sniffing(Vec::with_capacity(SNIFF_LEN)),
             facts: Facts::default(),
             problem: None,
         }
@@ -138,54 +257,90 @@ impl MediaIndex {
 
     /// Feeds the generation's next bytes (exactly in order, nothing skipped).
     pub fn feed(&mut self, payload: &[u8]) -> Learned {
-        let Some(scanner) = &mut self.scanner else {
-            return Learned::default();
-        };
+        let mut learned = Learned::default();
         self.facts.tracks_arrived = false;
         self.facts.elements = 0;
-        let mut result = Ok(());
-        for slice in payload.chunks(FEED_SLICE) {
-            result = scanner.push(slice, &mut self.facts);
-            if result.is_err() {
-                break;
+        let result = match &mut self.reader {
+            Reader::Off => return learned,
+            Reader::Sniffing(head) => {
+                let take = (SNIFF_LEN - head.len()).min(payload.len());
+                head.extend_from_slice(&payload[..take]);
+                match (webm::sniff(head), mp4::sniff(head)) {
+                    (webm::Sniff::WebM, _) => {
+                        let head = std::mem::take(head);
+                        self.reader = Reader::Webm(webm::Scanner::new());
+                        learned.container = Some(Container::Webm);
+                        self.feed_scanner(&head)
+                            .and_then(|()| self.feed_scanner(&payload[take..]))
+                    }
+                    (_, mp4::Sniff::Mp4) => {
+                        let head = std::mem::take(head);
+                        self.reader = Reader::Mp4(mp4::Scanner::new());
+                        learned.container = Some(Container::Mp4);
+                        self.feed_scanner(&head)
+                            .and_then(|()| self.feed_scanner(&payload[take..]))
+                    }
+                    (webm::Sniff::NotWebM, mp4::Sniff::NotMp4) => Err(IndexError::UnknownContainer),
+                    _ => Ok(()),
+                }
             }
-            if self.facts.elements > MAX_ELEMENTS_PER_FEED {
-                result = Err(WebmError::TooManyElements {
-                    offset: scanner.position(),
-                    limit: MAX_ELEMENTS_PER_FEED,
-                });
-                break;
-            }
-        }
-        let mut learned = Learned {
-            tracks: self.facts.tracks_arrived,
-            problem: None,
+            _ => self.feed_scanner(payload),
         };
+        learned.tracks = self.facts.tracks_arrived;
         if let Err(err) = result {
             self.problem = Some(err.clone());
             learned.problem = Some(err);
-            self.scanner = None;
+            self.reader = Reader::Off;
         }
         learned
     }
 
-    /// Where a live joiner starts: (end of the init segment, newest keyframe cluster).
+    /// Pushes `payload` to the scanner a slice at a time, within the element budget.
+    fn feed_scanner(&mut self, payload: &[u8]) -> Result<(), IndexError> {
+        for slice in payload.chunks(FEED_SLICE) {
+            let offset = match &mut self.reader {
+                Reader::Webm(scanner) => {
+                    scanner.push(slice, &mut self.facts)?;
+                    scanner.position()
+                }
+                Reader::Mp4(scanner) => {
+                    let before = scanner.boxes();
+                    scanner.push(slice, &mut self.facts)?;
+                    self.facts.elements += scanner.boxes() - before;
+                    scanner.position()
+                }
+                Reader::Sniffing(_) | Reader::Off => return Ok(()),
+            };
+            if self.facts.elements > MAX_ELEMENTS_PER_FEED {
+                return Err(IndexError::TooManyElements {
+                    offset,
+                    limit: MAX_ELEMENTS_PER_FEED,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a live joiner starts: (end of the init segment, newest cluster or fragment
+    /// that opens with a sync sample of the lead track).
     ///
     /// None until there is such a cluster, and for good once the scanner has failed: the
     /// newest cluster it knew would grow stale and a joiner would be sent everything
     /// since, so the whole generation (`join=start`) is the honest answer.
     pub fn live_start(&self) -> Option<(u64, u64)> {
-        self.scanner.as_ref()?;
-        Some((self.facts.init_end?, self.facts.newest_keyframe_cluster?))
+        if !matches!(self.reader, Reader::Webm(_) | Reader::Mp4(_)) {
+            return None;
+        }
+        Some((self.facts.init_end?, self.facts.newest_join_point?))
     }
 
-    /// What the newest Tracks element said.
+    /// What the newest Tracks element or moov said.
     pub fn info(&self) -> Option<&StreamInfo> {
         self.facts.info.as_ref()
     }
 
     /// Why there is no index, if there is none.
-    pub fn problem(&self) -> Option<&WebmError> {
+    pub fn problem(&self) -> Option<&IndexError> {
         self.problem.as_ref()
     }
 }
@@ -198,35 +353,55 @@ impl Default for MediaIndex {
 
 /// The container a mime type names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Container {
+enum Declared {
     /// `video/webm`, `audio/webm`, `video/x-matroska`...: EBML.
-    Ebml,
-    /// Another audio or video container: `video/mp4` from Safari, `audio/ogg`...
+    Webm,
+    /// `video/mp4`, `audio/mp4`: ISO-BMFF.
+    Mp4,
+    /// Another audio or video container: `audio/ogg`...
     Other,
     /// No audio or video type at all (empty, `application/octet-stream`): no claim.
     Unstated,
 }
 
-impl Container {
-    fn declared_by(mime: &str) -> Container {
+impl Declared {
+    fn by(mime: &str) -> Declared {
         let essence = mime.split(';').next().unwrap_or_default().trim();
         let essence = essence.to_ascii_lowercase();
         let Some((kind, subtype)) = essence.split_once('/') else {
-            return Container::Unstated;
+            return Declared::Unstated;
         };
         match (kind, subtype) {
-            ("video" | "audio", "webm" | "x-matroska" | "matroska") => Container::Ebml,
-            ("video" | "audio", _) => Container::Other,
-            _ => Container::Unstated,
+            ("video" | "audio", "webm" | "x-matroska" | "matroska") => Declared::Webm,
+            ("video" | "audio", "mp4") => Declared::Mp4,
+            ("video" | "audio", _) => Declared::Other,
+            _ => Declared::Unstated,
+        }
+    }
+
+    fn contradicts(self, carried: Container) -> bool {
+        match self {
+            Declared::Unstated => false,
+            Declared::Webm => carried != Container::Webm,
+            Declared::Mp4 => carried != Container::Mp4,
+            Declared::Other => true,
         }
     }
 }
 
-/// Whether the publisher's declared mime type fits the WebM its Tracks describe: the
-/// container first (a `video/mp4` carrying WebM does not), then the codecs. Only codecs
-/// both sides name are compared; an unknown name proves nothing.
+fn carried_container(info: &StreamInfo) -> Container {
+    if info.doc_type == "mp4" {
+        Container::Mp4
+    } else {
+        Container::Webm
+    }
+}
+
+/// Whether the publisher's declared mime type fits the media its Tracks or moov
+/// describe: the container first (a `video/mp4` carrying WebM does not), then the codecs.
+/// Only codecs both sides name are compared; an unknown name proves nothing.
 pub fn mime_matches(mime: &str, info: &StreamInfo) -> bool {
-    if Container::declared_by(mime) == Container::Other {
+    if Declared::by(mime).contradicts(carried_container(info)) {
         return false;
     }
     let Some((_, codecs)) = mime.split_once("codecs=") else {
@@ -238,25 +413,31 @@ pub fn mime_matches(mime: &str, info: &StreamInfo) -> bool {
     ]
     .into_iter()
     .flatten()
+    .filter_map(codec_family)
     .collect();
     codecs
         .trim_matches('"')
         .split(',')
-        .map(|c| c.trim().to_ascii_lowercase())
-        .filter_map(|c| codec_id_for(&c))
-        .all(|id| carried.iter().any(|carried| carried.starts_with(id)))
+        .filter_map(|c| codec_family(c.trim()))
+        .all(|family| carried.contains(&family))
 }
 
-fn codec_id_for(mime_codec: &str) -> Option<&'static str> {
-    let family = mime_codec.split('.').next().unwrap_or_default();
-    Some(match family {
-        "vp8" => "V_VP8",
-        "vp9" | "vp09" => "V_VP9",
-        "av1" | "av01" => "V_AV1",
-        "h264" | "avc1" => "V_MPEG4/ISO/AVC",
-        "opus" => "A_OPUS",
-        "vorbis" => "A_VORBIS",
-        "pcm" => "A_PCM",
+/// One name for a codec whether a mime `codecs=` parameter, a Matroska CodecID or an MP4
+/// sample entry names it.
+fn codec_family(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    let head = name.split('.').next().unwrap_or_default();
+    Some(match head {
+        "vp8" | "v_vp8" => "vp8",
+        "vp9" | "vp09" | "v_vp9" => "vp9",
+        "av1" | "av01" | "v_av1" => "av1",
+        "h264" | "avc1" | "avc3" | "v_mpeg4/iso/avc" => "h264",
+        "h265" | "hvc1" | "hev1" | "v_mpegh/iso/hevc" => "h265",
+        "opus" | "a_opus" => "opus",
+        "vorbis" | "a_vorbis" => "vorbis",
+        "mp4a" | "a_aac" => "aac",
+        _ if head == "pcm" || head.starts_with("a_pcm") => "pcm",
+        _ if head.starts_with("a_aac") => "aac",
         _ => return None,
     })
 }
@@ -279,37 +460,56 @@ impl MediaNotices {
         learned: &Learned,
         info: Option<&StreamInfo>,
     ) -> Option<String> {
-        let declared = mime.map_or(Container::Unstated, Container::declared_by);
+        let declared = mime.map_or(Declared::Unstated, Declared::by);
+        let said = mime.unwrap_or_default();
         let (told, notice) = match (&learned.problem, declared) {
-            // Declared as something else and indeed not WebM: nothing to index, nothing
+            // Declared as something else and indeed neither: nothing to index, nothing
             // wrong.
-            (Some(WebmError::NotWebm), Container::Other) => return None,
-            (Some(WebmError::NotWebm), Container::Ebml) => (
+            (Some(IndexError::UnknownContainer), Declared::Other) => return None,
+            (Some(IndexError::UnknownContainer), Declared::Webm | Declared::Mp4) => (
                 &mut self.mismatch_told,
                 format!(
-                    "declared mime {:?} says WebM, but the payload does not start with the \
-                     EBML magic; relaying it without a WebM index",
-                    mime.unwrap_or_default()
+                    "declared mime {said:?} says {}, but the payload starts with neither \
+                     the EBML magic nor an ftyp box; relaying it without a media index",
+                    if declared == Declared::Webm {
+                        "WebM"
+                    } else {
+                        "MP4"
+                    }
                 ),
             ),
             (Some(problem), _) => (
                 &mut self.unindexed_told,
-                format!("relaying without a WebM index: {problem}"),
+                format!("relaying without a media index: {problem}"),
             ),
-            (None, _) => {
-                let (mime, info) = (mime?, info?);
-                if !learned.tracks || mime_matches(mime, info) {
-                    return None;
-                }
-                (
+            (None, _) => match learned.container {
+                Some(carried) if declared.contradicts(carried) => (
                     &mut self.mismatch_told,
                     format!(
-                        "declared mime {mime:?} does not match what the payload carries \
-                         ({}: {info})",
-                        info.doc_type
+                        "declared mime {said:?} says {}, but the payload is {}",
+                        match declared {
+                            Declared::Webm => "WebM",
+                            Declared::Mp4 => "MP4",
+                            _ => "another container",
+                        },
+                        carried.name()
                     ),
-                )
-            }
+                ),
+                _ => {
+                    let (mime, info) = (mime?, info?);
+                    if !learned.tracks || mime_matches(mime, info) {
+                        return None;
+                    }
+                    (
+                        &mut self.mismatch_told,
+                        format!(
+                            "declared mime {mime:?} does not match what the payload carries \
+                             ({}: {info})",
+                            info.doc_type
+                        ),
+                    )
+                }
+            },
         };
         (!std::mem::replace(told, true)).then_some(notice)
     }
@@ -493,7 +693,10 @@ mod tests {
         // At an element boundary, 0x00 cannot start an ID.
         let learned = index.feed(&[0x00, 1, 2, 3]);
         assert!(
-            matches!(learned.problem, Some(WebmError::IdTooLong { .. })),
+            matches!(
+                learned.problem,
+                Some(IndexError::Webm(WebmError::IdTooLong { .. }))
+            ),
             "{learned:?}"
         );
         assert_eq!(index.live_start(), None);
@@ -585,7 +788,7 @@ mod tests {
         assert!(index.live_start().is_some());
         let (learned, heap) = heap_use(|| index.feed(&frame));
         match learned.problem {
-            Some(WebmError::TooManyElements { offset, limit }) => {
+            Some(IndexError::TooManyElements { offset, limit }) => {
                 assert_eq!(limit, MAX_ELEMENTS_PER_FEED);
                 // Stopped a slice past the budget (6 bytes an element), far from the
                 // frame's 16 MiB end.
@@ -601,15 +804,15 @@ mod tests {
         assert_eq!(index.feed(&frame), Learned::default());
         assert!(matches!(
             index.problem(),
-            Some(WebmError::TooManyElements { .. })
+            Some(IndexError::TooManyElements { .. })
         ));
     }
 
     #[test]
-    fn non_webm_is_relayed_without_an_index() {
+    fn neither_webm_nor_mp4_is_relayed_without_an_index() {
         let mut index = MediaIndex::new();
-        let learned = index.feed(b"\0\0\0\x20ftypiso5 an mp4 from safari");
-        assert_eq!(learned.problem, Some(WebmError::NotWebm));
+        let learned = index.feed(b"OggS\0\x02 an ogg file");
+        assert_eq!(learned.problem, Some(IndexError::UnknownContainer));
         assert!(index.live_start().is_none());
         assert_eq!(index.feed(b"more"), Learned::default());
     }
@@ -646,7 +849,11 @@ mod tests {
     fn a_mismatch_is_told_once_per_session_not_per_generation() {
         let mp4 = b"\0\0\0\x20ftypiso5\0\0\0\x01";
         let cases: [(&str, &[u8], Option<&str>); 4] = [
-            ("video/mp4", CHROME, Some("\"video/mp4\" does not match")),
+            (
+                "video/mp4",
+                CHROME,
+                Some("\"video/mp4\" says MP4, but the payload is WebM"),
+            ),
             ("video/webm;codecs=vp9", CHROME, Some("(webm: V_VP8 ")),
             ("video/webm;codecs=vp8", mp4, Some("says WebM")),
             ("audio/mp4", mp4, None),
@@ -673,7 +880,126 @@ mod tests {
         let webm = Some("video/webm;codecs=vp8,opus");
         assert_eq!(generation_notice(&mut session, webm, CHROME), None);
         assert_eq!(generation_notice(&mut session, None, CHROME), None);
-        let unindexed = generation_notice(&mut session, None, mp4).unwrap();
-        assert!(unindexed.starts_with("relaying without a WebM index"));
+        assert_eq!(generation_notice(&mut session, None, mp4), None);
+        let ogg = b"OggS\0\x02";
+        let unindexed = generation_notice(&mut session, None, ogg).unwrap();
+        assert!(
+            unindexed.starts_with("relaying without a media index"),
+            "{unindexed}"
+        );
+    }
+
+    const MP4_FRAG_KEYFRAME: &[u8] =
+        include_bytes!("../mp4/testdata/ffmpeg-h264-aac-frag-keyframe.mp4");
+    const MP4_PER_SAMPLE: &[u8] =
+        include_bytes!("../mp4/testdata/ffmpeg-h264-per-sample-flags.mp4");
+
+    /// Offsets of the `moof`s in an MP4 file, walking its top-level boxes.
+    fn moofs(file: &[u8]) -> Vec<u64> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at + 8 <= file.len() {
+            let size = u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+            if &file[at + 4..at + 8] == b"moof" {
+                out.push(at as u64);
+            }
+            at += size;
+        }
+        out
+    }
+
+    #[test]
+    fn an_mp4_yields_init_and_the_newest_sync_led_fragment_whatever_the_cuts() {
+        let mut whole = MediaIndex::new();
+        let learned = whole.feed(MP4_FRAG_KEYFRAME);
+        assert_eq!(learned.container, Some(Container::Mp4));
+        assert!(learned.tracks);
+        let moofs = moofs(MP4_FRAG_KEYFRAME);
+        let (init_end, newest) = whole.live_start().expect("init and a sync-led fragment");
+        assert_eq!(
+            init_end, moofs[0],
+            "ftyp+moov end where the first moof starts"
+        );
+        assert_eq!(newest, *moofs.last().unwrap());
+        let info = whole.info().unwrap();
+        assert_eq!(info.doc_type, "mp4");
+        let video = info.video.as_ref().unwrap();
+        assert!(video.codec_id.starts_with("avc1."), "{info}");
+        assert_eq!((video.width, video.height), (160, 120));
+        let audio = info.audio.as_ref().unwrap();
+        assert_eq!(
+            (audio.codec_id.as_str(), audio.sampling_frequency),
+            ("mp4a", 48000.0)
+        );
+
+        let mut bytewise = MediaIndex::new();
+        for byte in MP4_FRAG_KEYFRAME.chunks(1) {
+            bytewise.feed(byte);
+        }
+        assert_eq!(bytewise.live_start(), whole.live_start());
+        assert_eq!(bytewise.info(), whole.info());
+    }
+
+    #[test]
+    fn an_mp4_fragment_opening_on_a_delta_frame_is_no_join_point() {
+        // Per-sample flags only; only the first of three fragments opens on a keyframe.
+        let moofs = moofs(MP4_PER_SAMPLE);
+        assert_eq!(moofs.len(), 3);
+        let mut index = MediaIndex::new();
+        index.feed(MP4_PER_SAMPLE);
+        assert_eq!(index.live_start(), Some((moofs[0], moofs[0])));
+    }
+
+    #[test]
+    fn a_second_ftyp_in_one_generation_ends_live_joins_for_it() {
+        use crate::mp4::tests::{fragment, init};
+        let sync = 0x0200_0000;
+        let mut index = MediaIndex::new();
+        index.feed(&init(sync));
+        index.feed(&fragment(1, 1, &[sync], 0, &[]));
+        assert!(index.live_start().is_some());
+        index.feed(&init(sync));
+        index.feed(&fragment(2, 1, &[sync], 0, &[]));
+        assert_eq!(index.live_start(), None);
+    }
+
+    #[test]
+    fn an_mp4_frame_of_too_many_boxes_ends_the_index_not_the_relay() {
+        let mut index = MediaIndex::new();
+        index.feed(MP4_FRAG_KEYFRAME);
+        assert!(index.live_start().is_some());
+        // 8-byte empty boxes: 2 million in a 16 MiB frame.
+        let frame = b"\0\0\0\x08free".repeat((16 << 20) / 8);
+        let learned = index.feed(&frame);
+        assert!(
+            matches!(learned.problem, Some(IndexError::TooManyElements { .. })),
+            "{learned:?}"
+        );
+        assert_eq!(index.live_start(), None);
+        assert_eq!(index.feed(&frame), Learned::default());
+    }
+
+    #[test]
+    fn declared_mp4_codecs_are_checked_against_the_moov() {
+        let mut index = MediaIndex::new();
+        index.feed(MP4_FRAG_KEYFRAME);
+        let info = index.info().unwrap();
+        assert!(mime_matches("video/mp4", info));
+        assert!(mime_matches("video/mp4;codecs=avc1.42E01E,mp4a.40.2", info));
+        assert!(mime_matches("video/mp4;codecs=\"avc3, mp4a\"", info));
+        assert!(mime_matches("application/octet-stream", info));
+        assert!(!mime_matches("video/mp4;codecs=avc1,opus", info));
+        assert!(!mime_matches("video/mp4;codecs=vp9", info));
+        assert!(!mime_matches("video/webm", info));
+        let mut session = MediaNotices::default();
+        let notice = generation_notice(
+            &mut session,
+            Some("video/mp4;codecs=hvc1"),
+            MP4_FRAG_KEYFRAME,
+        );
+        assert!(
+            notice.as_deref().is_some_and(|n| n.contains("(mp4: avc1.")),
+            "{notice:?}"
+        );
     }
 }

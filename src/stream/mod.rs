@@ -149,12 +149,15 @@ pub struct StreamInfo {
     pub viewers: usize,
     pub publisher_connected_since: Option<u64>,
     pub ingest_bits_per_second: u64,
-    /// What the WebM itself says, once its Tracks have arrived.
+    /// What the media itself says, once its WebM Tracks or MP4 moov have arrived.
     pub media: Option<MediaInfo>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MediaInfo {
+    /// `webm`, `matroska` or `mp4`.
+    pub container: String,
+    /// A Matroska CodecID (`V_VP8`) or an MP4 sample entry (`avc1.42e01e`, `hvc1`).
     pub video_codec: Option<String>,
     pub width: Option<u64>,
     pub height: Option<u64>,
@@ -166,6 +169,7 @@ pub struct MediaInfo {
 impl From<&crate::webm::StreamInfo> for MediaInfo {
     fn from(info: &crate::webm::StreamInfo) -> MediaInfo {
         MediaInfo {
+            container: info.doc_type.clone(),
             video_codec: info.video.as_ref().map(|v| v.codec_id.clone()),
             width: info.video.as_ref().map(|v| v.width),
             height: info.video.as_ref().map(|v| v.height),
