@@ -6,7 +6,10 @@
 
 import { SourceBufferQueue } from './source-buffer-queue.js';
 import { KeyframeClusters } from './keyframe-clusters.js';
-import { freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
+import { ARRIVAL_WINDOW, freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
+
+/** Controller targets kept for the page and the latency benchmark. */
+const TARGETS_KEPT = 600;
 
 export function mediaSourceClass() {
   return window.ManagedMediaSource || window.MediaSource || null;
@@ -39,6 +42,16 @@ export class MsePlayer {
       this.edge = { ...this.edge, lastPlayhead: null, frameWatch: null };
     };
     this.video.addEventListener('seeking', this.onSeeking);
+    /** When chunks became playable, against the media they brought (live-edge.js). */
+    this.arrivals = [];
+    /** Stalls: playback waiting for data, not for a seek. */
+    this.stalls = 0;
+    this.onWaiting = () => {
+      if (!this.video.seeking) this.stalls++;
+    };
+    this.video.addEventListener('waiting', this.onWaiting);
+    /** [{ at: Date.now(), lag, targetLag }] once per tick, for the page and the benchmark. */
+    this.targets = [];
     this.open();
   }
 
@@ -51,6 +64,8 @@ export class MsePlayer {
       this.video.disableRemotePlayback = true;
     }
     const old = this.url;
+    // A fresh MediaSource starts a fresh timeline.
+    this.arrivals = [];
     this.url = URL.createObjectURL(ms);
     this.viewer.srcChanging();
     this.video.src = this.url;
@@ -96,13 +111,23 @@ export class MsePlayer {
   }
 
   append(generation, bytes) {
-    this.feed(bytes);
+    if (this.feed(bytes)) {
+      // Once the bytes are appended: when they became playable, and how far they reach.
+      this.queue.call((sb) => {
+        const b = sb.buffered;
+        if (!b.length) return;
+        const wall = performance.now() / 1000;
+        this.arrivals.push({ wall, end: b.end(b.length - 1) });
+        while (this.arrivals.length && wall - this.arrivals[0].wall > ARRIVAL_WINDOW) this.arrivals.shift();
+      });
+    }
   }
 
   /** Bytes of the current generation, re-cut at keyframes when the format is WebM. */
   feed(bytes) {
     const out = this.clusters ? this.clusters.push(bytes) : bytes;
     if (out.length) this.queue.append(out);
+    return out.length > 0;
   }
 
   get reclusters() {
@@ -209,6 +234,9 @@ export class MsePlayer {
           hasPicture: !!v.videoWidth,
           visible: document.visibilityState === 'visible',
         },
+        now: performance.now() / 1000,
+        arrivals: this.arrivals,
+        stalls: this.stalls,
       },
       // Whether the join seek was made is the viewer's: a player made for a new format
       // takes over a playback that has joined already.
@@ -220,10 +248,14 @@ export class MsePlayer {
     if (decision.rate !== null) v.playbackRate = decision.rate;
     if (decision.note) viewer.note(decision.note);
     if (decision.play) viewer.play();
+    const lag = b.length ? b.end(b.length - 1) - v.currentTime : null;
+    this.targets.push({ at: Date.now(), lag, targetLag: decision.memory.target?.lag ?? null, rate: v.playbackRate });
+    if (this.targets.length > TARGETS_KEPT) this.targets.shift();
   }
 
   destroy() {
     this.video.removeEventListener('seeking', this.onSeeking);
+    this.video.removeEventListener('waiting', this.onWaiting);
     this.queue.destroy();
     if (this.url) URL.revokeObjectURL(this.url);
     this.ms = null;
