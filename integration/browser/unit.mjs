@@ -18,6 +18,7 @@ export async function unitTests(root, test) {
   const { clockBits, decodeClock, clockStrip } = await js('testpattern.js');
   const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag, arrivalEnvelope, MIN_RATE, MAX_RATE } = await js('live-edge.js');
   const { KeyframeClusters } = await js('keyframe-clusters.js');
+  const { chunkTimeFor, LATENCY_PRESETS } = await js('publisher.js');
 
   const bytes = (from, to) => Uint8Array.from({ length: to - from }, (_, i) => (from + i) % 251);
   const frame = (g, from, to) => encodeFrame(g, from, bytes(from, to));
@@ -432,6 +433,15 @@ export async function unitTests(root, test) {
     assert.ok(run([10, 11, 12, 12, 12, 12, 12, 12]).every((d) => d.seekTo === null));
     // A hidden tab, where Chrome may turn the video track off: no seek either.
     assert.ok(run([10, 15, 20, 20, 20, 20], { visible: false }).every((d) => d.seekTo === null));
+  });
+
+  test('unit: recorder latency presets set the chunk time; without one, chunk_time rules', () => {
+    assert.equal(chunkTimeFor({ latency: 'low', chunk_time: '1000' }), 100);
+    assert.equal(chunkTimeFor({ latency: 'normal', chunk_time: '1000' }), 250);
+    assert.equal(LATENCY_PRESETS.lowest, 50);
+    assert.equal(chunkTimeFor({ latency: '', chunk_time: '500' }), 500);
+    assert.equal(chunkTimeFor({ latency: 'nonsense', chunk_time: '' }), 1000);
+    assert.equal(chunkTimeFor({ latency: '', chunk_time: '3' }), 10);
   });
 
   // ---- adaptive live edge: steering on measured arrivals ----
