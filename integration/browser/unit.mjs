@@ -487,41 +487,46 @@ export async function unitTests(root, test) {
     const end = arrivals[arrivals.length - 1].end;
     return tick({ ranges: [[0, end]], currentTime: NOW - offset, now: NOW, arrivals, stalls: 0, ...over });
   };
-  const adaptive = (over = {}) => settled({ sawEnvelope: true, stallsSeen: 0, widenAt: NOW, ...over });
+  // A 100 fps source: the renderer's 3 frames add 30 ms to the 30 ms margin.
+  const adaptive = (over = {}) => settled({ sawEnvelope: true, stallsSeen: 0, widenAt: NOW, frameInterval: 0.01, ...over });
 
   test('unit: live edge: on measured arrivals the target is the envelope plus a small margin', () => {
-    // Even 100 ms chunks: the offset aimed at is 0.2 s + 0.03 s, a lag of 0.13 s after each arrival.
-    const d = steerToLiveEdge(steady(0.23), adaptive());
-    assert.ok(Math.abs(d.memory.target.lag - 0.13) < 1e-6, `target lag ${d.memory.target.lag}`);
-    assert.ok(Math.abs(d.memory.target.offset - 0.23) < 1e-6);
+    // Even 100 ms chunks: the offset aimed at is 0.2 s + 0.06 s, a lag of 0.16 s after each arrival.
+    const d = steerToLiveEdge(steady(0.26), adaptive());
+    assert.ok(Math.abs(d.memory.target.lag - 0.16) < 1e-6, `target lag ${d.memory.target.lag}`);
+    assert.ok(Math.abs(d.memory.target.offset - 0.26) < 1e-6);
     assert.equal(d.seekTo, null);
     assert.equal(d.rate, 1.0);
+    // The renderer's frames count: 20 fps wants 3 × 50 ms, where 100 fps wanted 3 × 10.
+    const slow = steerToLiveEdge(steady(0.26), adaptive({ frameInterval: 0.05 }));
+    assert.ok(Math.abs(slow.memory.target.lag - 0.28) < 1e-6, `20 fps: ${slow.memory.target.lag}`);
+    assert.ok(slow.rate < 1, 'closer than 20 fps allows: slower');
     // The old rule would aim at 0.33 s after an arrival at 100 ms chunks.
     assert.ok(d.memory.target.lag < mseTargetLag(0.1) - 0.15);
   });
 
   test('unit: live edge: small excesses are steered with playbackRate within 0.95-1.10', () => {
     const rate = (offset, over) => steerToLiveEdge(steady(offset, over), adaptive()).rate;
-    assert.equal(rate(0.24), 1.0, 'inside the dead band');
-    assert.equal(rate(0.33), 1.05, '100 ms behind: 5 % faster');
-    assert.equal(rate(0.18), 0.98, '50 ms ahead: 2 % slower');
-    assert.equal(rate(0.18, { readyState: 2 }), 1.0, 'out of data: slowing would not help');
+    assert.equal(rate(0.27), 1.0, 'inside the dead band');
+    assert.equal(rate(0.36), 1.05, '100 ms behind: 5 % faster');
+    assert.equal(rate(0.22), 0.98, '40 ms ahead: 2 % slower');
+    assert.equal(rate(0.22, { readyState: 2 }), 1.0, 'out of data: slowing would not help');
     for (const offset of [0.05, 0.0, 0.6, 1.0]) {
       const r = rate(offset);
       assert.ok(r >= MIN_RATE && r <= MAX_RATE, `rate ${r} at offset ${offset}`);
     }
     assert.equal(rate(0.05), MIN_RATE);
-    assert.equal(rate(1.0), MAX_RATE, '0.77 s behind: full speed, still no seek');
+    assert.equal(rate(1.0), MAX_RATE, '0.74 s behind: full speed, still no seek');
     assert.equal(steerToLiveEdge(steady(1.0), adaptive()).seekTo, null);
   });
 
   test('unit: live edge: a large excess, or the first envelope after a far join, seeks', () => {
     const far = steerToLiveEdge(steady(3), adaptive());
-    assert.ok(Math.abs(far.seekTo - (NOW - 0.23)) < 1e-6, `seek to ${far.seekTo}`);
+    assert.ok(Math.abs(far.seekTo - (NOW - 0.26)) < 1e-6, `seek to ${far.seekTo}`);
     assert.match(far.note, /^far behind/);
     // Joined 1.5 s behind while arrivals were unmeasured: corrected once.
     const first = steerToLiveEdge(steady(1.0), adaptive({ sawEnvelope: false }));
-    assert.ok(Math.abs(first.seekTo - (NOW - 0.23)) < 1e-6);
+    assert.ok(Math.abs(first.seekTo - (NOW - 0.26)) < 1e-6);
     assert.match(first.note, /^arrivals measured/);
     assert.equal(first.memory.sawEnvelope, true);
     assert.equal(steerToLiveEdge(steady(1.0), first.memory).seekTo, null, 'only once');
@@ -532,20 +537,20 @@ export async function unitTests(root, test) {
   });
 
   test('unit: live edge: a stall widens the target, which narrows again slowly', () => {
-    const base = steerToLiveEdge(steady(0.23), adaptive()).memory.target.lag;
-    const stalled = steerToLiveEdge(steady(0.23, { stalls: 1 }), adaptive());
+    const base = steerToLiveEdge(steady(0.26), adaptive()).memory.target.lag;
+    const stalled = steerToLiveEdge(steady(0.26, { stalls: 1 }), adaptive());
     const widened = stalled.memory.target.lag - base;
     assert.ok(widened > 0.05, `widened by ${widened}`);
-    assert.equal(stalled.rate, 0.97, 'the playhead is now too close: ease off, no seek');
+    assert.equal(stalled.rate, 0.95, 'the playhead is now too close: ease off, no seek');
     assert.equal(stalled.seekTo, null);
     // Two more stalls: wider still.
-    const again = steerToLiveEdge(steady(0.23, { stalls: 3 }), stalled.memory);
+    const again = steerToLiveEdge(steady(0.26, { stalls: 3 }), stalled.memory);
     assert.ok(again.memory.target.lag - base > 2.9 * widened);
-    // 4 s without a stall narrows it a little, 40 s all the way back.
-    const later = (s, memory) => steerToLiveEdge(steady(0.23, { now: NOW + s, currentTime: NOW + s - 0.23, stalls: 3, arrivals: arrivalsAt(NOW + s, 0.1) }), memory);
+    // 4 s without a stall narrows it a little, 160 s all the way back.
+    const later = (s, memory) => steerToLiveEdge(steady(0.26, { now: NOW + s, currentTime: NOW + s - 0.26, stalls: 3, arrivals: arrivalsAt(NOW + s, 0.1) }), memory);
     const soon = later(4, again.memory).memory.target.lag - base;
     assert.ok(soon < 3 * widened && soon > 2.5 * widened, `after 4 s: ${soon}`);
-    assert.ok(Math.abs(later(40, again.memory).memory.target.lag - base) < 1e-9);
+    assert.ok(Math.abs(later(160, again.memory).memory.target.lag - base) < 1e-9);
   });
 
   test('unit: live edge: with measured arrivals, holes, frozen pictures and the Pause button still rule', () => {
@@ -553,15 +558,17 @@ export async function unitTests(root, test) {
     assert.match(holes.note, /^hole at 99\.60/);
     const paused = steerToLiveEdge(steady(3, { paused: true, userPaused: true }), adaptive());
     assert.deepEqual([paused.seekTo, paused.rate, paused.play], [null, null, false]);
-    let memory = adaptive();
+    let memory = adaptive({ frameInterval: null });
     const seeks = [10, 15, 20, 20, 20, 20].map((decoded, i) => {
       const now = NOW + i * 0.25;
-      const at = { now, currentTime: now - 0.23, arrivals: arrivalsAt(now, 0.1), frames: { decoded, hasPicture: true, visible: true } };
-      const d = steerToLiveEdge(steady(0.23, at), memory);
+      const at = { now, currentTime: now - 0.26, arrivals: arrivalsAt(now, 0.1), frames: { decoded, hasPicture: true, visible: true } };
+      const d = steerToLiveEdge(steady(0.26, at), memory);
       memory = d.memory;
       return d.seekTo;
     });
     assert.equal(seeks.filter((s) => s !== null).length, 1);
+    // 5 frames every 0.25 s of playback: the source's frame interval, measured.
+    assert.ok(Math.abs(memory.frameInterval - 0.05) < 1e-9, `frame interval ${memory.frameInterval}`);
   });
 }
 

@@ -19,12 +19,20 @@ export const ARRIVAL_WINDOW = 8;
 const MIN_ARRIVALS = 6;
 /** The share of arrivals the envelope covers; stalls widen the margin for the rest. */
 const ENVELOPE_QUANTILE = 0.95;
-/** Headroom over the envelope, s. */
+/**
+ * Headroom over the envelope: MARGIN s plus RENDER_FRAMES of the source's frame
+ * intervals. Chrome's video renderer goes to "waiting" with 3-4 frames still buffered
+ * (seen at 160-190 ms ahead at 20 fps), and once dry it waits for more than that before
+ * it plays again (a stall costs 0.3-0.7 s on a loaded machine): running closer does
+ * not pay. The frame interval is measured; 30 fps is assumed until it is.
+ */
 const MARGIN = 0.03;
+const RENDER_FRAMES = 3;
+const ASSUMED_FRAME_INTERVAL = 1 / 30;
 /** Added to the margin at each stall, s, up to MAX_WIDEN; it drains at NARROW_RATE s/s. */
-const STALL_WIDEN = 0.06;
+const STALL_WIDEN = 0.15;
 const MAX_WIDEN = 0.6;
-const NARROW_RATE = 0.005;
+const NARROW_RATE = 0.003;
 /** playbackRate bounds: enough to steer, too little to bend the audio audibly. */
 export const MIN_RATE = 0.95;
 export const MAX_RATE = 1.1;
@@ -86,6 +94,8 @@ export function freshLiveEdgeMemory() {
     sawEnvelope: false,
     /** Stalls counted so far (at.stalls), null before the first tick. */
     stallsSeen: null,
+    /** Seconds of playback per decoded video frame, once measured. */
+    frameInterval: null,
     /** Extra margin after stalls, s, and the wall time it was last updated. */
     widen: 0,
     widenAt: null,
@@ -128,7 +138,7 @@ export function steerToLiveEdge(at, memory) {
   const end = b[b.length - 1][1];
   const envelope = at.arrivals ? arrivalEnvelope(at.arrivals, at.now) : null;
   if (at.stalls !== undefined) noteStalls(m, at);
-  const target = envelope ? envelope.spread + MARGIN + m.widen : mseTargetLag(at.chunkInterval);
+  const target = envelope ? envelope.spread + headroom(m) : mseTargetLag(at.chunkInterval);
   let inside = false;
   let rangeStart = null;
   for (const [start, stop] of b) {
@@ -217,13 +227,15 @@ export function steerToLiveEdge(at, memory) {
  * with the playback rate, so unlike the lag it needs no smoothing.
  */
 function steerOnEnvelope(decision, at, m, envelope, lag, newestStart, end) {
-  const margin = MARGIN + m.widen;
+  const margin = headroom(m);
   const offset = envelope.late + margin;
   m.target = { lag: envelope.spread + margin, offset };
   const excess = at.now - at.currentTime - offset;
   const firstEnvelope = !m.sawEnvelope;
   m.sawEnvelope = true;
-  const large = Math.max(1.0, 3 * m.target.lag);
+  // A stall leaves the playhead as far behind as it lasted: the rate catches that up,
+  // and a seek (which itself makes Chrome wait for data) is for far more.
+  const large = Math.max(1.5, 4 * m.target.lag);
   if ((firstEnvelope && excess > 0.3) || excess > large) {
     // Joined before arrivals were measured, or far behind (a slow tab, a long stall):
     // a skip is better than a long fast-forward.
@@ -238,6 +250,11 @@ function steerOnEnvelope(decision, at, m, envelope, lag, newestStart, end) {
   // Out of data right now: slowing down would not help.
   if (rate < 1 && at.readyState < 3) rate = 1.0;
   decision.rate = Math.round(rate * 100) / 100;
+}
+
+/** The margin over the arrival envelope, s (see MARGIN). */
+export function headroom(m) {
+  return MARGIN + RENDER_FRAMES * (m.frameInterval ?? ASSUMED_FRAME_INTERVAL) + m.widen;
 }
 
 /** Widens the margin at each new stall, and narrows it slowly otherwise. */
@@ -270,6 +287,8 @@ function watchFrames(m, t, at) {
     const each = (t - s.t) / (frames - s.frames);
     const interval = s.interval == null ? each : 0.7 * s.interval + 0.3 * each;
     m.frameWatch = { frames, t, flowing: s.flowing + frames - s.frames, interval };
+    // A stretch of playback that skipped no frames is not a frame interval.
+    if (each < 0.5) m.frameInterval = m.frameInterval == null ? each : 0.9 * m.frameInterval + 0.1 * each;
     return 0;
   }
   // A slow source (a screen share at a frame or two a second) is frozen only when a
