@@ -64,7 +64,8 @@ async function jitterProxy(url, maxMs) {
       upstream.destroy();
     };
     client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
+    // The server's last pieces may still be held: close after them.
+    upstream.on('error', end).on('close', () => setTimeout(() => client.end(), Math.max(0, releaseAt - Date.now()) + 1));
   });
   await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
   return {

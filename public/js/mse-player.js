@@ -8,6 +8,8 @@ import { SourceBufferQueue } from './source-buffer-queue.js';
 import { KeyframeClusters } from './keyframe-clusters.js';
 import { ARRIVAL_WINDOW, freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
 
+/** A `waiting` this soon after a seek is the seek's, not a stall (ms). */
+const SEEK_SETTLE_MS = 1000;
 /** Controller targets kept for the page and the latency benchmark. */
 const TARGETS_KEPT = 600;
 
@@ -40,14 +42,17 @@ export class MsePlayer {
     // and the watch for a frozen picture.
     this.onSeeking = () => {
       this.edge = { ...this.edge, lastPlayhead: null, frameWatch: null };
+      this.seekedAt = performance.now();
     };
+    this.seekedAt = -Infinity;
     this.video.addEventListener('seeking', this.onSeeking);
     /** When chunks became playable, against the media they brought (live-edge.js). */
     this.arrivals = [];
-    /** Stalls: playback waiting for data, not for a seek. */
+    /** Stalls: playback waiting for data, not for a seek (Chrome may wait a moment
+     *  after the seek is done, while it decodes up to the new position). */
     this.stalls = 0;
     this.onWaiting = () => {
-      if (!this.video.seeking) this.stalls++;
+      if (!this.video.seeking && performance.now() - this.seekedAt > SEEK_SETTLE_MS) this.stalls++;
     };
     this.video.addEventListener('waiting', this.onWaiting);
     /** [{ at: Date.now(), lag, targetLag }] once per tick, for the page and the benchmark. */
