@@ -477,6 +477,11 @@ export async function unitTests(root, test) {
     // typical arrival by the difference.
     assert.ok(jittered.late - even.late > 0.04 && jittered.late - even.late < 0.05, `jittered: ${jittered.late}`);
     assert.ok(jittered.spread > 0.11 && jittered.spread < 0.13, `jittered: ${jittered.spread}`);
+    // A 4 s outage, then the resume's burst (what the publisher made meanwhile, all at
+    // once): not jitter, the envelope stays near the usual one.
+    const outage = arrivalsAt(NOW, 0.1).map((a) => (a.wall > NOW - 5 && a.wall <= NOW - 1 ? { ...a, wall: NOW - 1 } : a));
+    const afterOutage = arrivalEnvelope(outage, NOW);
+    assert.ok(afterOutage.late < even.late + 0.5, `after an outage: ${afterOutage.late}`);
     // Arrivals older than the window no longer count.
     assert.equal(arrivalEnvelope(arrivalsAt(NOW, 0.1), NOW + 9), null);
   });

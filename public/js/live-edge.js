@@ -17,6 +17,9 @@
 export const ARRIVAL_WINDOW = 8;
 /** Arrivals needed before the envelope is trusted. */
 const MIN_ARRIVALS = 6;
+/** Later than the usual arrival by this much is an outage: max(0.5 s, 4 chunks of media). */
+const OUTAGE_MIN = 0.5;
+const OUTAGE_CHUNKS = 4;
 /** The share of arrivals the envelope covers; stalls widen the margin for the rest. */
 const ENVELOPE_QUANTILE = 0.95;
 /**
@@ -52,16 +55,23 @@ const DEAD_BAND = 0.015;
 export function arrivalEnvelope(arrivals, now) {
   const before = [];
   const after = [];
+  const brought = [];
   for (let i = 1; i < arrivals.length; i++) {
     const a = arrivals[i];
     const prev = arrivals[i - 1];
     if (now - a.wall > ARRIVAL_WINDOW || a.end < prev.end) continue;
     before.push(a.wall - prev.end);
     after.push(a.wall - a.end);
+    brought.push(a.end - prev.end);
   }
   if (before.length < MIN_ARRIVALS) return null;
-  const late = quantile(before, ENVELOPE_QUANTILE);
   const base = quantile(after, 0.5);
+  // An outage (a silent connection, then a resume's burst) is not jitter: a buffer that
+  // covered it would hold every viewer seconds behind for the whole window. The stall
+  // it causes widens the margin instead, and a seek makes up the time lost.
+  const outage = Math.max(OUTAGE_MIN, OUTAGE_CHUNKS * quantile(brought, 0.5));
+  const usual = before.filter((late) => late - base <= outage);
+  const late = quantile(usual.length ? usual : before, ENVELOPE_QUANTILE);
   return { late, base, spread: late - base };
 }
 
@@ -235,7 +245,7 @@ function steerOnEnvelope(decision, at, m, envelope, lag, newestStart, end) {
   m.sawEnvelope = true;
   // A stall leaves the playhead as far behind as it lasted: the rate catches that up,
   // and a seek (which itself makes Chrome wait for data) is for far more.
-  const large = Math.max(1.5, 4 * m.target.lag);
+  const large = Math.max(1.0, 3 * m.target.lag);
   if ((firstEnvelope && excess > 0.3) || excess > large) {
     // Joined before arrivals were measured, or far behind (a slow tab, a long stall):
     // a skip is better than a long fast-forward.
