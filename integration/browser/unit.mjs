@@ -482,6 +482,10 @@ export async function unitTests(root, test) {
     const outage = arrivalsAt(NOW, 0.1).map((a) => (a.wall > NOW - 5 && a.wall <= NOW - 1 ? { ...a, wall: NOW - 1 } : a));
     const afterOutage = arrivalEnvelope(outage, NOW);
     assert.ok(afterOutage.late < even.late + 0.5, `after an outage: ${afterOutage.late}`);
+    // ... even when the burst is most of the window.
+    const mostly = arrivalsAt(NOW, 0.1).map((a) => (a.wall > NOW - 7 && a.wall <= NOW - 1 ? { ...a, wall: NOW - 1 } : a));
+    const afterLong = arrivalEnvelope(mostly, NOW);
+    assert.ok(afterLong.late < even.late + 0.5 && Math.abs(afterLong.base - even.base) < 0.05, `after a long outage: ${JSON.stringify(afterLong)}`);
     // Arrivals older than the window no longer count.
     assert.equal(arrivalEnvelope(arrivalsAt(NOW, 0.1), NOW + 9), null);
   });

@@ -17,9 +17,9 @@
 export const ARRIVAL_WINDOW = 8;
 /** Arrivals needed before the envelope is trusted. */
 const MIN_ARRIVALS = 6;
-/** Later than the usual arrival by this much is an outage: max(0.5 s, 4 chunks of media). */
-const OUTAGE_MIN = 0.5;
-const OUTAGE_CHUNKS = 4;
+/** Later than the usual arrival by this much is an outage: 0.3 s + 2 chunks of media. */
+const OUTAGE_MIN = 0.3;
+const OUTAGE_CHUNKS = 2;
 /** The share of arrivals the envelope covers; stalls widen the margin for the rest. */
 const ENVELOPE_QUANTILE = 0.95;
 /**
@@ -65,13 +65,17 @@ export function arrivalEnvelope(arrivals, now) {
     brought.push(a.end - prev.end);
   }
   if (before.length < MIN_ARRIVALS) return null;
-  const base = quantile(after, 0.5);
   // An outage (a silent connection, then a resume's burst) is not jitter: a buffer that
   // covered it would hold every viewer seconds behind for the whole window. The stall
-  // it causes widens the margin instead, and a seek makes up the time lost.
-  const outage = Math.max(OUTAGE_MIN, OUTAGE_CHUNKS * quantile(brought, 0.5));
-  const usual = before.filter((late) => late - base <= outage);
-  const late = quantile(usual.length ? usual : before, ENVELOPE_QUANTILE);
+  // it causes widens the margin instead, and a seek makes up the time lost. Late is
+  // measured from the timely arrivals (the 10th percentile): after an outage most of
+  // the window may be the burst.
+  const timely = quantile(after, 0.1);
+  const outage = OUTAGE_MIN + OUTAGE_CHUNKS * quantile(brought, 0.5);
+  const kept = before.map((_, i) => i).filter((i) => before[i] - timely <= outage);
+  const use = kept.length >= MIN_ARRIVALS ? kept : before.map((_, i) => i);
+  const late = quantile(use.map((i) => before[i]), ENVELOPE_QUANTILE);
+  const base = quantile(use.map((i) => after[i]), 0.5);
   return { late, base, spread: late - base };
 }
 
@@ -243,9 +247,10 @@ function steerOnEnvelope(decision, at, m, envelope, lag, newestStart, end) {
   const excess = at.now - at.currentTime - offset;
   const firstEnvelope = !m.sawEnvelope;
   m.sawEnvelope = true;
-  // A stall leaves the playhead as far behind as it lasted: the rate catches that up,
-  // and a seek (which itself makes Chrome wait for data) is for far more.
-  const large = Math.max(1.0, 3 * m.target.lag);
+  // A stall leaves the playhead as far behind as it lasted: the rate catches up a short
+  // one; a seek (which itself makes Chrome wait for data) is for more than a second and
+  // more than the target (an outage: a silent connection, a resume's burst).
+  const large = Math.max(1.0, 1.5 * m.target.lag);
   if ((firstEnvelope && excess > 0.3) || excess > large) {
     // Joined before arrivals were measured, or far behind (a slow tab, a long stall):
     // a skip is better than a long fast-forward.
