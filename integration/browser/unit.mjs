@@ -486,6 +486,11 @@ export async function unitTests(root, test) {
     const mostly = arrivalsAt(NOW, 0.1).map((a) => (a.wall > NOW - 7 && a.wall <= NOW - 1 ? { ...a, wall: NOW - 1 } : a));
     const afterLong = arrivalEnvelope(mostly, NOW);
     assert.ok(afterLong.late < even.late + 0.5 && Math.abs(afterLong.base - even.base) < 0.05, `after a long outage: ${JSON.stringify(afterLong)}`);
+    // Media that continues from a later moment (a rejoin's jump, laid end to end):
+    // the newest arrivals set the relation, not the older ones.
+    const shifted = arrivalsAt(NOW, 0.1).map((a) => (a.wall > NOW - 3 ? { ...a, end: a.end - 2 } : a));
+    const afterJump = arrivalEnvelope(shifted, NOW);
+    assert.ok(Math.abs(afterJump.late - (even.late + 2)) < 1e-6, `after a jump: ${JSON.stringify(afterJump)}`);
     // Arrivals older than the window no longer count.
     assert.equal(arrivalEnvelope(arrivalsAt(NOW, 0.1), NOW + 9), null);
   });

@@ -68,9 +68,10 @@ export function arrivalEnvelope(arrivals, now) {
   // An outage (a silent connection, then a resume's burst) is not jitter: a buffer that
   // covered it would hold every viewer seconds behind for the whole window. The stall
   // it causes widens the margin instead, and a seek makes up the time lost. Late is
-  // measured from the timely arrivals (the 10th percentile): after an outage most of
-  // the window may be the burst.
-  const timely = quantile(after, 0.1);
+  // measured from the most timely of the newest arrivals: after an outage most of the
+  // window may be the burst, and after a jump (a rejoin at the live edge) the older
+  // arrivals belong to another relation between wall clock and media time.
+  const timely = Math.min(...after.slice(-MIN_ARRIVALS));
   const outage = OUTAGE_MIN + OUTAGE_CHUNKS * quantile(brought, 0.5);
   const kept = before.map((_, i) => i).filter((i) => before[i] - timely <= outage);
   const use = kept.length >= MIN_ARRIVALS ? kept : before.map((_, i) => i);

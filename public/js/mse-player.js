@@ -143,6 +143,9 @@ export class MsePlayer {
     // A live-edge join: the bytes continue at a cluster that opens with a keyframe;
     // for the parser that is just the next cluster.
     this.clusters?.jump();
+    // The media now continues from a later moment: earlier arrivals no longer say how
+    // late media comes.
+    this.arrivals = [];
   }
 
   /**
