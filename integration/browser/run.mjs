@@ -29,6 +29,7 @@ import { unitTests } from './unit.mjs';
 import { pageTests } from './pages.mjs';
 import { firefoxTests } from './firefox.mjs';
 import { controlsTests } from './controls.mjs';
+import { stallTime } from './stalls.mjs';
 
 const VP8 = 'video/webm;codecs=vp8,opus';
 /** Small and light: 2 cores run the encoder and up to six decoders at once. */
@@ -583,6 +584,59 @@ r.test('a publisher that skips frames (its tab stalls for 300 ms): the mse viewe
       assert.deepEqual(w.errors, [], where);
       assert.ok(w.frames >= 20, `a frozen picture: ${where}`);
     }
+  } finally {
+    await closeAll(opened);
+  }
+});
+
+r.test('low latency (100 ms chunks): the mse viewer stalls under 5 % of 20 s', async () => {
+  // A correctness bound, not the latency aim (integration/browser/latency.mjs measures
+  // that): a live-edge controller that aims too close to the edge for how chunks
+  // arrive stalls again and again. Stalled: playback halted (waiting) or the picture
+  // frozen for over 0.5 s; frames a busy machine drops while playback goes on are not
+  // (stalls.mjs).
+  const stream = 'low-latency';
+  const opened = [];
+  try {
+    const rec = await open(recorderUrl(server.url, { stream, ...PATTERN, latency: 'low', restart: 60 }), 'low-latency recorder');
+    opened.push(rec);
+    await waitLive(rec);
+    const viewer = await open(viewerUrl(stream, 'mse', { clock: 1 }), 'low-latency mse viewer');
+    opened.push(viewer);
+    // Headless Chromium presents frames at full rate in the front tab only.
+    await viewer.bringToFront();
+    await waitFrames(viewer);
+    // The join, then the seek once arrivals are measured.
+    await sleep(3000);
+    const from = Date.now();
+    await sleep(20000);
+    const to = Date.now();
+    const figures = await viewer.evaluate((from) => {
+      const h = window.blobcastViewer;
+      const player = h.viewer.player;
+      return {
+        samples: h.clockSamples().filter((s) => s.shown >= from),
+        interval: h.viewer.chunkClock.interval,
+        targets: (player?.targets ?? []).filter((t) => t.at >= from).map((t) => t.targetLag),
+        waiting: player?.stalls ?? null,
+        log: h.viewer.log.slice(-10).map((l) => l.text),
+        // Lag / target lag @ rate, once a second.
+        steering: (player?.targets ?? []).filter((t, i) => t.at >= from && i % 4 === 0).map((t) => `${t.lag?.toFixed(2)}/${t.targetLag?.toFixed(2)}@${t.rate}`),
+      };
+    }, from);
+    const stall = stallTime(figures.samples, from, to);
+    const latencies = figures.samples.map((s) => s.latency).sort((a, b) => a - b);
+    const targets = figures.targets.filter((t) => t !== null);
+    const where = JSON.stringify({ ...stall, interval: figures.interval, waiting: figures.waiting, log: figures.log, steering: figures.steering });
+    console.log(
+      `     stalled ${(stall.ratio * 100).toFixed(1)} % of 20 s (${stall.gaps} gaps over 150 ms, ${Math.round(stall.gapMs)} ms in all; ${figures.waiting} waiting), ` +
+        `${stall.frames} frames, glass-to-glass p50 ${Math.round(latencies[latencies.length >> 1])} ms, ` +
+        `target lag ${Math.round(Math.min(...targets) * 1000)}-${Math.round(Math.max(...targets) * 1000)} ms`,
+    );
+    assert.ok(figures.interval < 0.2, `chunks every ${figures.interval} s: the low preset asks for 100 ms`);
+    assert.ok(stall.frames >= 200, `the clock probe saw the source's 20 fps: ${where}`);
+    assert.ok(targets.length > 40, 'the controller steered on measured arrivals');
+    assert.ok(stall.ratio <= 0.05, `stalled ${(stall.ratio * 100).toFixed(1)} % of the time: ${where}`);
   } finally {
     await closeAll(opened);
   }

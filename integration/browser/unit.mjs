@@ -16,8 +16,9 @@ export async function unitTests(root, test) {
   const { Reassembler } = await js('reassembly.js');
   const { WebmScanner } = await js('webm.js');
   const { clockBits, decodeClock, clockStrip } = await js('testpattern.js');
-  const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag } = await js('live-edge.js');
+  const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag, arrivalEnvelope, MIN_RATE, MAX_RATE } = await js('live-edge.js');
   const { KeyframeClusters } = await js('keyframe-clusters.js');
+  const { chunkTimeFor, LATENCY_PRESETS } = await js('publisher.js');
 
   const bytes = (from, to) => Uint8Array.from({ length: to - from }, (_, i) => (from + i) % 251);
   const frame = (g, from, to) => encodeFrame(g, from, bytes(from, to));
@@ -447,6 +448,156 @@ export async function unitTests(root, test) {
     assert.ok(run([10, 11, 12, 12, 12, 12, 12, 12]).every((d) => d.seekTo === null));
     // A hidden tab, where Chrome may turn the video track off: no seek either.
     assert.ok(run([10, 15, 20, 20, 20, 20], { visible: false }).every((d) => d.seekTo === null));
+  });
+
+  test('unit: recorder latency presets set the chunk time; without one, chunk_time rules', () => {
+    assert.equal(chunkTimeFor({ latency: 'low', chunk_time: '1000' }), 100);
+    assert.equal(chunkTimeFor({ latency: 'normal', chunk_time: '1000' }), 250);
+    assert.equal(LATENCY_PRESETS.lowest, 50);
+    assert.equal(chunkTimeFor({ latency: '', chunk_time: '500' }), 500);
+    assert.equal(chunkTimeFor({ latency: 'nonsense', chunk_time: '' }), 1000);
+    assert.equal(chunkTimeFor({ latency: '', chunk_time: '3' }), 10);
+  });
+
+  // ---- adaptive live edge: steering on measured arrivals ----
+  /**
+   * Arrivals every `every` s for 8 s up to wall time `now`, each bringing `every` s of
+   * media and made playable `delay(i)` s late (media end = wall - 0.1 at no delay).
+   */
+  const arrivalsAt = (now, every, delay = () => 0) => {
+    const out = [];
+    const n = Math.round(8 / every);
+    for (let i = 0; i < n; i++) {
+      const nominal = now - (n - 1 - i) * every;
+      out.push({ wall: nominal + delay(i), end: nominal - 0.1 });
+    }
+    // Delays keep their order: a late arrival holds back the next ones.
+    for (let i = 1; i < out.length; i++) out[i].wall = Math.max(out[i].wall, out[i - 1].wall);
+    return out;
+  };
+  /** A seeded pseudo-random sequence in [0, 1): reproducible jitter. */
+  const seeded = (seed) => () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+  const NOW = 100;
+
+  test('unit: live edge: the envelope is measured from arrivals, not from the chunk interval', () => {
+    assert.equal(arrivalEnvelope(arrivalsAt(NOW, 0.1).slice(-5), NOW), null, 'too few arrivals');
+    const even = arrivalEnvelope(arrivalsAt(NOW, 0.1), NOW);
+    assert.ok(Math.abs(even.spread - 0.1) < 1e-6, `even 100 ms arrivals need one interval: ${even.spread}`);
+    assert.ok(Math.abs(even.late - 0.2) < 1e-6 && Math.abs(even.base - 0.1) < 1e-6);
+    // The same chunk interval, delayed by a random 0-50 ms: the jitter adds to the need.
+    const rnd = seeded(7);
+    const jittered = arrivalEnvelope(arrivalsAt(NOW, 0.1, () => 0.05 * rnd()), NOW);
+    // The latest arrivals came ~47 ms later (the 95th percentile of 0-50 ms); the
+    // typical one ~25 ms: the offset aimed at moves by the first, the lag after a
+    // typical arrival by the difference.
+    assert.ok(jittered.late - even.late > 0.04 && jittered.late - even.late < 0.05, `jittered: ${jittered.late}`);
+    assert.ok(jittered.spread > 0.11 && jittered.spread < 0.13, `jittered: ${jittered.spread}`);
+    // A 4 s outage, then the resume's burst (what the publisher made meanwhile, all at
+    // once): not jitter, the envelope stays near the usual one.
+    const outage = arrivalsAt(NOW, 0.1).map((a) => (a.wall > NOW - 5 && a.wall <= NOW - 1 ? { ...a, wall: NOW - 1 } : a));
+    const afterOutage = arrivalEnvelope(outage, NOW);
+    assert.ok(afterOutage.late < even.late + 0.5, `after an outage: ${afterOutage.late}`);
+    // ... even when the burst is most of the window.
+    const mostly = arrivalsAt(NOW, 0.1).map((a) => (a.wall > NOW - 7 && a.wall <= NOW - 1 ? { ...a, wall: NOW - 1 } : a));
+    const afterLong = arrivalEnvelope(mostly, NOW);
+    assert.ok(afterLong.late < even.late + 0.5 && Math.abs(afterLong.base - even.base) < 0.05, `after a long outage: ${JSON.stringify(afterLong)}`);
+    // Media that continues from a later moment (a rejoin's jump, laid end to end):
+    // the newest arrivals set the relation, not the older ones.
+    const shifted = arrivalsAt(NOW, 0.1).map((a) => (a.wall > NOW - 3 ? { ...a, end: a.end - 2 } : a));
+    const afterJump = arrivalEnvelope(shifted, NOW);
+    assert.ok(Math.abs(afterJump.late - (even.late + 2)) < 1e-6, `after a jump: ${JSON.stringify(afterJump)}`);
+    // Arrivals older than the window no longer count.
+    assert.equal(arrivalEnvelope(arrivalsAt(NOW, 0.1), NOW + 9), null);
+  });
+
+  /** A tick of a player with measured arrivals, `offset` s of wall clock behind media. */
+  const steady = (offset, over = {}) => {
+    const arrivals = over.arrivals ?? arrivalsAt(NOW, 0.1);
+    const end = arrivals[arrivals.length - 1].end;
+    return tick({ ranges: [[0, end]], currentTime: NOW - offset, now: NOW, arrivals, stalls: 0, ...over });
+  };
+  // A 100 fps source: the renderer's 3 frames add 30 ms to the 30 ms margin.
+  const adaptive = (over = {}) => settled({ sawEnvelope: true, stallsSeen: 0, widenAt: NOW, frameInterval: 0.01, ...over });
+
+  test('unit: live edge: on measured arrivals the target is the envelope plus a small margin', () => {
+    // Even 100 ms chunks: the offset aimed at is 0.2 s + 0.06 s, a lag of 0.16 s after each arrival.
+    const d = steerToLiveEdge(steady(0.26), adaptive());
+    assert.ok(Math.abs(d.memory.target.lag - 0.16) < 1e-6, `target lag ${d.memory.target.lag}`);
+    assert.ok(Math.abs(d.memory.target.offset - 0.26) < 1e-6);
+    assert.equal(d.seekTo, null);
+    assert.equal(d.rate, 1.0);
+    // The renderer's frames count: 20 fps wants 3 × 50 ms, where 100 fps wanted 3 × 10.
+    const slow = steerToLiveEdge(steady(0.26), adaptive({ frameInterval: 0.05 }));
+    assert.ok(Math.abs(slow.memory.target.lag - 0.28) < 1e-6, `20 fps: ${slow.memory.target.lag}`);
+    assert.ok(slow.rate < 1, 'closer than 20 fps allows: slower');
+    // The old rule would aim at 0.33 s after an arrival at 100 ms chunks.
+    assert.ok(d.memory.target.lag < mseTargetLag(0.1) - 0.15);
+  });
+
+  test('unit: live edge: small excesses are steered with playbackRate within 0.95-1.10', () => {
+    const rate = (offset, over) => steerToLiveEdge(steady(offset, over), adaptive()).rate;
+    assert.equal(rate(0.27), 1.0, 'inside the dead band');
+    assert.equal(rate(0.36), 1.05, '100 ms behind: 5 % faster');
+    assert.equal(rate(0.22), 0.98, '40 ms ahead: 2 % slower');
+    assert.equal(rate(0.22, { readyState: 2 }), 1.0, 'out of data: slowing would not help');
+    for (const offset of [0.05, 0.0, 0.6, 1.0]) {
+      const r = rate(offset);
+      assert.ok(r >= MIN_RATE && r <= MAX_RATE, `rate ${r} at offset ${offset}`);
+    }
+    assert.equal(rate(0.05), MIN_RATE);
+    assert.equal(rate(1.0), MAX_RATE, '0.74 s behind: full speed, still no seek');
+    assert.equal(steerToLiveEdge(steady(1.0), adaptive()).seekTo, null);
+  });
+
+  test('unit: live edge: a large excess, or the first envelope after a far join, seeks', () => {
+    const far = steerToLiveEdge(steady(3), adaptive());
+    assert.ok(Math.abs(far.seekTo - (NOW - 0.26)) < 1e-6, `seek to ${far.seekTo}`);
+    assert.match(far.note, /^far behind/);
+    // Joined 1.5 s behind while arrivals were unmeasured: corrected once.
+    const first = steerToLiveEdge(steady(1.0), adaptive({ sawEnvelope: false }));
+    assert.ok(Math.abs(first.seekTo - (NOW - 0.26)) < 1e-6);
+    assert.match(first.note, /^arrivals measured/);
+    assert.equal(first.memory.sawEnvelope, true);
+    assert.equal(steerToLiveEdge(steady(1.0), first.memory).seekTo, null, 'only once');
+    // Never past the newest media.
+    const late = arrivalsAt(NOW, 0.1).map((a) => ({ ...a, end: a.end - 1 }));
+    const clamped = steerToLiveEdge(steady(3, { arrivals: late }), adaptive());
+    assert.ok(clamped.seekTo <= late[late.length - 1].end - 0.02 + 1e-9);
+  });
+
+  test('unit: live edge: a stall widens the target, which narrows again slowly', () => {
+    const base = steerToLiveEdge(steady(0.26), adaptive()).memory.target.lag;
+    const stalled = steerToLiveEdge(steady(0.26, { stalls: 1 }), adaptive());
+    const widened = stalled.memory.target.lag - base;
+    assert.ok(widened > 0.05, `widened by ${widened}`);
+    assert.equal(stalled.rate, 0.95, 'the playhead is now too close: ease off, no seek');
+    assert.equal(stalled.seekTo, null);
+    // Two more stalls: wider still.
+    const again = steerToLiveEdge(steady(0.26, { stalls: 3 }), stalled.memory);
+    assert.ok(again.memory.target.lag - base > 2.9 * widened);
+    // 4 s without a stall narrows it a little, 160 s all the way back.
+    const later = (s, memory) => steerToLiveEdge(steady(0.26, { now: NOW + s, currentTime: NOW + s - 0.26, stalls: 3, arrivals: arrivalsAt(NOW + s, 0.1) }), memory);
+    const soon = later(4, again.memory).memory.target.lag - base;
+    assert.ok(soon < 3 * widened && soon > 2.5 * widened, `after 4 s: ${soon}`);
+    assert.ok(Math.abs(later(160, again.memory).memory.target.lag - base) < 1e-9);
+  });
+
+  test('unit: live edge: with measured arrivals, holes, frozen pictures and the Pause button still rule', () => {
+    const holes = steerToLiveEdge(steady(0.4, { ranges: [[0, 99.5], [99.7, 99.9]] }), adaptive());
+    assert.match(holes.note, /^hole at 99\.60/);
+    const paused = steerToLiveEdge(steady(3, { paused: true, userPaused: true }), adaptive());
+    assert.deepEqual([paused.seekTo, paused.rate, paused.play], [null, null, false]);
+    let memory = adaptive({ frameInterval: null });
+    const seeks = [10, 15, 20, 20, 20, 20].map((decoded, i) => {
+      const now = NOW + i * 0.25;
+      const at = { now, currentTime: now - 0.26, arrivals: arrivalsAt(now, 0.1), frames: { decoded, hasPicture: true, visible: true } };
+      const d = steerToLiveEdge(steady(0.26, at), memory);
+      memory = d.memory;
+      return d.seekTo;
+    });
+    assert.equal(seeks.filter((s) => s !== null).length, 1);
+    // 5 frames every 0.25 s of playback: the source's frame interval, measured.
+    assert.ok(Math.abs(memory.frameInterval - 0.05) < 1e-9, `frame interval ${memory.frameInterval}`);
   });
 }
 

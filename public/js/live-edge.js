@@ -1,7 +1,89 @@
 // The MSE viewer's live-edge controller: where to play, and how fast. A pure function of
 // what the video element reports (buffered ranges, current time, paused, frames decoded)
-// and the publisher's chunk interval; it touches no element, so node can test it. The
-// MSE player asks it a few times a second and carries out its decisions.
+// and of when chunks arrived; it touches no element, so node can test it. The MSE player
+// asks it a few times a second and carries out its decisions.
+//
+// Like a WebRTC jitter buffer, it measures how media actually arrives: for each arrival,
+// the wall-clock time against the newest media time held just before it and just after
+// it. Playing `offset` seconds of wall clock behind media time never runs dry while the
+// offset exceeds the latest an arrival has come (relative to the media it brought), so
+// the target is that envelope plus a small margin: the chunk interval and the network's
+// jitter both show up in it, and nothing is a fixed multiple of anything. It steers
+// there with small playbackRate changes, seeks only out of a stall (a hole, a frozen
+// picture) or a large excess, and widens the margin after each stall, narrowing it again
+// slowly.
+
+/** Arrivals older than this (s) no longer count toward the envelope. */
+export const ARRIVAL_WINDOW = 8;
+/** Arrivals needed before the envelope is trusted. */
+const MIN_ARRIVALS = 6;
+/** Later than the usual arrival by this much is an outage: 0.3 s + 2 chunks of media. */
+const OUTAGE_MIN = 0.3;
+const OUTAGE_CHUNKS = 2;
+/** The share of arrivals the envelope covers; stalls widen the margin for the rest. */
+const ENVELOPE_QUANTILE = 0.95;
+/**
+ * Headroom over the envelope: MARGIN s plus RENDER_FRAMES of the source's frame
+ * intervals. Chrome's video renderer goes to "waiting" with 3-4 frames still buffered
+ * (seen at 160-190 ms ahead at 20 fps), and once dry it waits for more than that before
+ * it plays again (a stall costs 0.3-0.7 s on a loaded machine): running closer does
+ * not pay. The frame interval is measured; 30 fps is assumed until it is.
+ */
+const MARGIN = 0.03;
+const RENDER_FRAMES = 3;
+const ASSUMED_FRAME_INTERVAL = 1 / 30;
+/** Added to the margin at each stall, s, up to MAX_WIDEN; it drains at NARROW_RATE s/s. */
+const STALL_WIDEN = 0.15;
+const MAX_WIDEN = 0.6;
+const NARROW_RATE = 0.003;
+/** playbackRate bounds: enough to steer, too little to bend the audio audibly. */
+export const MIN_RATE = 0.95;
+export const MAX_RATE = 1.1;
+/** Rate change per second of excess, and the dead band around the target, s. */
+const GAIN = 0.5;
+const DEAD_BAND = 0.015;
+
+/**
+ * The arrival envelope: `arrivals` is [{ wall, end }, ...] oldest first, the wall-clock
+ * time (s) each appended chunk became playable and the buffered end (media s) after it.
+ * Returns null until enough arrivals are known, else { late, base, spread }: `late`,
+ * wall minus the media end held just before an arrival, at its 95th percentile (the
+ * least wall-to-media offset that does not run dry); `base`, the same just after an
+ * arrival, at its median; and `spread` = late - base, the lag the arrivals need right
+ * after a typical arrival (about one chunk interval, plus the jitter).
+ */
+export function arrivalEnvelope(arrivals, now) {
+  const before = [];
+  const after = [];
+  const brought = [];
+  for (let i = 1; i < arrivals.length; i++) {
+    const a = arrivals[i];
+    const prev = arrivals[i - 1];
+    if (now - a.wall > ARRIVAL_WINDOW || a.end < prev.end) continue;
+    before.push(a.wall - prev.end);
+    after.push(a.wall - a.end);
+    brought.push(a.end - prev.end);
+  }
+  if (before.length < MIN_ARRIVALS) return null;
+  // An outage (a silent connection, then a resume's burst) is not jitter: a buffer that
+  // covered it would hold every viewer seconds behind for the whole window. The stall
+  // it causes widens the margin instead, and a seek makes up the time lost. Late is
+  // measured from the most timely of the newest arrivals: after an outage most of the
+  // window may be the burst, and after a jump (a rejoin at the live edge) the older
+  // arrivals belong to another relation between wall clock and media time.
+  const timely = Math.min(...after.slice(-MIN_ARRIVALS));
+  const outage = OUTAGE_MIN + OUTAGE_CHUNKS * quantile(brought, 0.5);
+  const kept = before.map((_, i) => i).filter((i) => before[i] - timely <= outage);
+  const use = kept.length >= MIN_ARRIVALS ? kept : before.map((_, i) => i);
+  const late = quantile(use.map((i) => before[i]), ENVELOPE_QUANTILE);
+  const base = quantile(use.map((i) => after[i]), 0.5);
+  return { late, base, spread: late - base };
+}
+
+function quantile(values, q) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
 
 /** How far behind the newest buffered media MSE playback aims to be, seconds. */
 export function mseTargetLag(chunkInterval) {
@@ -23,6 +105,18 @@ export function freshLiveEdgeMemory() {
     lastPlayhead: null,
     /** Frames decoded against playback time, for noticing a frozen picture. */
     frameWatch: null,
+    /** Whether the first arrival envelope has been used to correct the join. */
+    sawEnvelope: false,
+    /** Stalls counted so far (at.stalls), null before the first tick. */
+    stallsSeen: null,
+    /** Seconds of playback per decoded video frame, once measured. */
+    frameInterval: null,
+    /** Extra margin after stalls, s, and the wall time it was last updated. */
+    widen: 0,
+    widenAt: null,
+    /** The latest target: { lag: the lag aimed at just after an arrival, offset: the
+     *  wall-to-media offset aimed at }, or null while steering without arrivals. */
+    target: null,
   };
 }
 
@@ -38,6 +132,10 @@ export function freshLiveEdgeMemory() {
  *     that is measured yet (1 s is assumed until it is),
  *   frames: { decoded, hasPicture, visible }: video frames decoded so far, whether the
  *     video has a picture size, whether the tab is visible,
+ *   now: wall-clock seconds (any origin, the one of `arrivals`),
+ *   arrivals: [{ wall, end }, ...] recent arrivals, oldest first (see arrivalEnvelope);
+ *     until enough are known, the target is the chunk-interval rule of mseTargetLag,
+ *   stalls: how many times playback has stalled (waited for data) so far,
  * }
  * `memory`: what the previous tick returned (freshLiveEdgeMemory() at first).
  *
@@ -53,7 +151,9 @@ export function steerToLiveEdge(at, memory) {
   decision.memory = m;
   const t = at.currentTime;
   const end = b[b.length - 1][1];
-  const target = mseTargetLag(at.chunkInterval);
+  const envelope = at.arrivals ? arrivalEnvelope(at.arrivals, at.now) : null;
+  if (at.stalls !== undefined) noteStalls(m, at);
+  const target = envelope ? envelope.spread + headroom(m) : mseTargetLag(at.chunkInterval);
   let inside = false;
   let rangeStart = null;
   for (const [start, stop] of b) {
@@ -99,8 +199,10 @@ export function steerToLiveEdge(at, memory) {
     // that follows the gap.
     decision.seekTo = t;
     decision.note = `played across a gap (${lastPlayhead.toFixed(2)} -> ${rangeStart.toFixed(2)}): re-seek at ${t.toFixed(2)}`;
+  } else if (!at.userPaused && envelope) {
+    steerOnEnvelope(decision, at, m, envelope, lag, b[b.length - 1][0], end);
   } else if (!at.userPaused) {
-    // The lag is a sawtooth: it jumps by one chunk at each arrival and drains until
+    // Until arrivals are measured: the chunk-interval rule. The lag is a sawtooth: it jumps by one chunk at each arrival and drains until
     // the next one. The target is its peak, just after an arrival (one chunk plus a
     // margin), so on target it averages target - chunk/2 and never drains below the
     // margin. Steer on its average.
@@ -135,6 +237,55 @@ export function steerToLiveEdge(at, memory) {
 }
 
 /**
+ * Steering once arrivals are measured: the wall-to-media offset of the playhead
+ * (now - currentTime) against the envelope's, plus the margin. The offset moves only
+ * with the playback rate, so unlike the lag it needs no smoothing.
+ */
+function steerOnEnvelope(decision, at, m, envelope, lag, newestStart, end) {
+  const margin = headroom(m);
+  const offset = envelope.late + margin;
+  m.target = { lag: envelope.spread + margin, offset };
+  const excess = at.now - at.currentTime - offset;
+  const firstEnvelope = !m.sawEnvelope;
+  m.sawEnvelope = true;
+  // A stall leaves the playhead as far behind as it lasted: the rate catches up a short
+  // one; a seek (which itself makes Chrome wait for data) is for more than a second and
+  // more than the target (an outage: a silent connection, a resume's burst).
+  const large = Math.max(1.0, 1.5 * m.target.lag);
+  if ((firstEnvelope && excess > 0.3) || excess > large) {
+    // Joined before arrivals were measured, or far behind (a slow tab, a long stall):
+    // a skip is better than a long fast-forward.
+    const to = Math.max(newestStart, Math.min(end - 0.02, at.now - offset));
+    decision.seekTo = to;
+    m.lagAvg = null;
+    decision.note = `${firstEnvelope ? 'arrivals measured' : 'far behind'} (${lag.toFixed(2)} s, target ${m.target.lag.toFixed(2)}): seek to ${to.toFixed(2)}`;
+    return;
+  }
+  let rate = 1.0;
+  if (Math.abs(excess) > DEAD_BAND) rate = Math.min(MAX_RATE, Math.max(MIN_RATE, 1 + GAIN * excess));
+  // Out of data right now: slowing down would not help.
+  if (rate < 1 && at.readyState < 3) rate = 1.0;
+  decision.rate = Math.round(rate * 100) / 100;
+}
+
+/** The margin over the arrival envelope, s (see MARGIN). */
+export function headroom(m) {
+  return MARGIN + RENDER_FRAMES * (m.frameInterval ?? ASSUMED_FRAME_INTERVAL) + m.widen;
+}
+
+/** Widens the margin at each new stall, and narrows it slowly otherwise. */
+function noteStalls(m, at) {
+  if (m.widenAt !== null && at.now > m.widenAt) {
+    m.widen = Math.max(0, m.widen - NARROW_RATE * (at.now - m.widenAt));
+  }
+  m.widenAt = at.now;
+  if (m.stallsSeen !== null && at.stalls > m.stallsSeen) {
+    m.widen = Math.min(MAX_WIDEN, m.widen + STALL_WIDEN * (at.stalls - m.stallsSeen));
+  }
+  m.stallsSeen = at.stalls;
+}
+
+/**
  * Seconds of playback since the last newly decoded video frame, once frames were
  * flowing (five since the last seek, ours or the user's): a screen share of a still
  * page sends no frames, and must not be re-seeked again and again. Zero until three
@@ -152,6 +303,8 @@ function watchFrames(m, t, at) {
     const each = (t - s.t) / (frames - s.frames);
     const interval = s.interval == null ? each : 0.7 * s.interval + 0.3 * each;
     m.frameWatch = { frames, t, flowing: s.flowing + frames - s.frames, interval };
+    // A stretch of playback that skipped no frames is not a frame interval.
+    if (each < 0.5) m.frameInterval = m.frameInterval == null ? each : 0.9 * m.frameInterval + 0.1 * each;
     return 0;
   }
   // A slow source (a screen share at a frame or two a second) is frozen only when a

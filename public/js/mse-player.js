@@ -6,7 +6,12 @@
 
 import { SourceBufferQueue } from './source-buffer-queue.js';
 import { KeyframeClusters } from './keyframe-clusters.js';
-import { freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
+import { ARRIVAL_WINDOW, freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
+
+/** A `waiting` this soon after a seek is the seek's, not a stall (ms). */
+const SEEK_SETTLE_MS = 1000;
+/** Controller targets kept for the page and the latency benchmark. */
+const TARGETS_KEPT = 600;
 
 export function mediaSourceClass() {
   return window.ManagedMediaSource || window.MediaSource || null;
@@ -37,8 +42,21 @@ export class MsePlayer {
     // and the watch for a frozen picture.
     this.onSeeking = () => {
       this.edge = { ...this.edge, lastPlayhead: null, frameWatch: null };
+      this.seekedAt = performance.now();
     };
+    this.seekedAt = -Infinity;
     this.video.addEventListener('seeking', this.onSeeking);
+    /** When chunks became playable, against the media they brought (live-edge.js). */
+    this.arrivals = [];
+    /** Stalls: playback waiting for data, not for a seek (Chrome may wait a moment
+     *  after the seek is done, while it decodes up to the new position). */
+    this.stalls = 0;
+    this.onWaiting = () => {
+      if (!this.video.seeking && performance.now() - this.seekedAt > SEEK_SETTLE_MS) this.stalls++;
+    };
+    this.video.addEventListener('waiting', this.onWaiting);
+    /** [{ at: Date.now(), lag, targetLag }] once per tick, for the page and the benchmark. */
+    this.targets = [];
     this.open();
   }
 
@@ -51,6 +69,8 @@ export class MsePlayer {
       this.video.disableRemotePlayback = true;
     }
     const old = this.url;
+    // A fresh MediaSource starts a fresh timeline.
+    this.arrivals = [];
     this.url = URL.createObjectURL(ms);
     this.viewer.srcChanging();
     this.video.src = this.url;
@@ -96,13 +116,23 @@ export class MsePlayer {
   }
 
   append(generation, bytes) {
-    this.feed(bytes);
+    if (this.feed(bytes)) {
+      // Once the bytes are appended: when they became playable, and how far they reach.
+      this.queue.call((sb) => {
+        const b = sb.buffered;
+        if (!b.length) return;
+        const wall = performance.now() / 1000;
+        this.arrivals.push({ wall, end: b.end(b.length - 1) });
+        while (this.arrivals.length && wall - this.arrivals[0].wall > ARRIVAL_WINDOW) this.arrivals.shift();
+      });
+    }
   }
 
   /** Bytes of the current generation, re-cut at keyframes when the format is WebM. */
   feed(bytes) {
     const out = this.clusters ? this.clusters.push(bytes) : bytes;
     if (out.length) this.queue.append(out);
+    return out.length > 0;
   }
 
   get reclusters() {
@@ -113,6 +143,9 @@ export class MsePlayer {
     // A live-edge join: the bytes continue at a cluster that opens with a keyframe;
     // for the parser that is just the next cluster.
     this.clusters?.jump();
+    // The media now continues from a later moment: earlier arrivals no longer say how
+    // late media comes.
+    this.arrivals = [];
   }
 
   /**
@@ -209,6 +242,9 @@ export class MsePlayer {
           hasPicture: !!v.videoWidth,
           visible: document.visibilityState === 'visible',
         },
+        now: performance.now() / 1000,
+        arrivals: this.arrivals,
+        stalls: this.stalls,
       },
       // Whether the join seek was made is the viewer's: a player made for a new format
       // takes over a playback that has joined already.
@@ -220,10 +256,14 @@ export class MsePlayer {
     if (decision.rate !== null) v.playbackRate = decision.rate;
     if (decision.note) viewer.note(decision.note);
     if (decision.play) viewer.play();
+    const lag = b.length ? b.end(b.length - 1) - v.currentTime : null;
+    this.targets.push({ at: Date.now(), lag, targetLag: decision.memory.target?.lag ?? null, rate: v.playbackRate });
+    if (this.targets.length > TARGETS_KEPT) this.targets.shift();
   }
 
   destroy() {
     this.video.removeEventListener('seeking', this.onSeeking);
+    this.video.removeEventListener('waiting', this.onWaiting);
     this.queue.destroy();
     if (this.url) URL.revokeObjectURL(this.url);
     this.ms = null;

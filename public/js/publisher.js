@@ -21,6 +21,8 @@ export const MIME_CANDIDATES = [
 export const DEFAULTS = {
   stream: 'live',
   source: 'camera',
+  /** A LATENCY_PRESETS name, or '' for chunk_time as given. */
+  latency: '',
   chunk_time: 1000,
   restart: 30,
   duration: '',
@@ -34,6 +36,26 @@ export const DEFAULTS = {
   key: '',
   token: '',
 };
+
+/**
+ * The recorder page's "Latency" choice: the MediaRecorder timeslice (ms) each preset
+ * records with. Chromium cuts pieces on its 60 ms Opus frames: 50 ms comes out every
+ * 60 ms, 100 ms every 120 ms, 250 ms every 300 ms (docs/performance.md). The viewer's
+ * live-edge controller measures what arrives, so the presets need not know that.
+ */
+export const LATENCY_PRESETS = {
+  lowest: 50,
+  low: 100,
+  normal: 250,
+  relaxed: 1000,
+};
+
+/** The timeslice (ms) for options `o`: the latency preset's, else chunk_time. */
+export function chunkTimeFor(o) {
+  const preset = LATENCY_PRESETS[o.latency];
+  if (preset) return preset;
+  return Math.max(10, Number(o.chunk_time) || DEFAULTS.chunk_time);
+}
 
 /**
  * Bytes waiting in the browser's socket buffers before we say the upload lags: about
@@ -290,7 +312,7 @@ export class Publisher {
       this.pump();
     };
     rec.onerror = (e) => this.recorderFailed(entry, e.error?.message || e.error?.name || 'unknown error');
-    rec.start(Math.max(10, Number(this.o.chunk_time) || DEFAULTS.chunk_time));
+    rec.start(chunkTimeFor(this.o));
     this.recorders.push(entry);
     this.current = entry;
     this.generations++;

@@ -302,7 +302,9 @@ export class Viewer {
   /** How far behind the newest media we aim to play, seconds. */
   targetLag() {
     const chunk = this.chunkClock.interval;
-    return this.player?.kind === 'blob' ? blobTargetLag(chunk) : mseTargetLag(chunk);
+    if (this.player?.kind === 'blob') return blobTargetLag(chunk);
+    // The controller's, once it has measured arrivals.
+    return this.player?.edge?.target?.lag ?? mseTargetLag(chunk);
   }
 
   lag() {
