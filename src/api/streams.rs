@@ -139,10 +139,11 @@ pub fn metrics(credentials: Credentials, app: App) -> Response {
     if let Err(denial) = app.auth.may_read_api(&credentials) {
         return denial.response();
     }
-    let (streams, viewers) = app.registry.counts();
-    let mut body = app.registry.metrics().render(streams, viewers);
-    if let Some(cluster) = &app.cluster {
-        cluster.render_metrics(&mut body);
-    }
+    let (streams, viewers) = app.registry.refresh_metrics();
+    let body = app.registry.metrics().render(streams, viewers, |out| {
+        if let Some(cluster) = &app.cluster {
+            cluster.render_metrics(out);
+        }
+    });
     reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response()
 }
