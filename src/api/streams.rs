@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::auth::{Credentials, Denial, Scope};
 use crate::cluster::Entry;
 use crate::http_error::{error_response, HttpError};
+use crate::metrics::Metrics;
 use crate::protocol::StreamName;
 use crate::stream::StreamInfo;
 use warp::http::StatusCode;
@@ -145,5 +146,5 @@ pub fn metrics(credentials: Credentials, app: App) -> Response {
             cluster.render_metrics(out);
         }
     });
-    reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response()
+    reply::with_header(body, "content-type", Metrics::CONTENT_TYPE).into_response()
 }

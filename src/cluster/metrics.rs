@@ -53,17 +53,17 @@ impl Default for ClusterMetrics {
             m.replicas.clone(),
         );
         let counters = [
-            ("blobcast_nats_state_changes", "NATS connection state changes (connected, disconnected, closed).", &m.state_changes),
-            ("blobcast_nats_published_messages", "Messages appended to the JetStream log.", &m.published_messages),
-            ("blobcast_nats_published_bytes", "Payload bytes appended to the JetStream log.", &m.published_bytes),
-            ("blobcast_nats_publish_retries", "Log appends retried after a failure or timeout.", &m.publish_retries),
-            ("blobcast_nats_log_dropped_frames", "Accepted frames not appended: the queue to NATS was full.", &m.log_dropped_frames),
-            ("blobcast_nats_read_messages", "Log messages read by this node's replicas.", &m.read_messages),
-            ("blobcast_nats_read_bytes", "Payload bytes read from NATS by this node's replicas.", &m.read_bytes),
-            ("blobcast_nats_replica_resumes", "Replica consumers made again from their last applied sequence.", &m.replica_resumes),
-            ("blobcast_nats_replica_snapshots", "Replicas that started over from the current generation (the log no longer had their position).", &m.replica_snapshots),
-            ("blobcast_nats_replica_refused_frames", "Log frames a replica's buffer refused (a gap: it waits for the next generation).", &m.replica_refused),
-            ("blobcast_nats_claims_refused", "Publisher sessions refused because another node's session holds the stream.", &m.claims_refused),
+            ("blobcast_nats_state_changes", "NATS connection state changes (connected, disconnected, closed)", &m.state_changes),
+            ("blobcast_nats_published_messages", "Messages appended to the JetStream log", &m.published_messages),
+            ("blobcast_nats_published_bytes", "Payload bytes appended to the JetStream log", &m.published_bytes),
+            ("blobcast_nats_publish_retries", "Log appends retried after a failure or timeout", &m.publish_retries),
+            ("blobcast_nats_log_dropped_frames", "Accepted frames not appended: the queue to NATS was full", &m.log_dropped_frames),
+            ("blobcast_nats_read_messages", "Log messages read by this node's replicas", &m.read_messages),
+            ("blobcast_nats_read_bytes", "Payload bytes read from NATS by this node's replicas", &m.read_bytes),
+            ("blobcast_nats_replica_resumes", "Replica consumers made again from their last applied sequence", &m.replica_resumes),
+            ("blobcast_nats_replica_snapshots", "Replicas that started over from the current generation (the log no longer had their position)", &m.replica_snapshots),
+            ("blobcast_nats_replica_refused_frames", "Log frames a replica's buffer refused (a gap: it waits for the next generation)", &m.replica_refused),
+            ("blobcast_nats_claims_refused", "Publisher sessions refused because another node's session holds the stream", &m.claims_refused),
         ];
         for (name, help, counter) in counters {
             // Counters are rendered with the `_total` suffix: the names stay as they were.

@@ -234,9 +234,9 @@ impl Metrics {
             "Webhook events dropped, oldest first, from a full queue.",
             self.webhooks_dropped.clone(),
         );
-        r.register("blobcast_stream_viewers", "Open viewer sockets of a stream, by socket (blob: joins with a snapshot; chunk: live chunks).", self.stream_viewers.clone());
+        r.register("blobcast_stream_viewers", "Open viewer sockets of a stream, by socket (blob: joins with a snapshot; chunk: live chunks)", self.stream_viewers.clone());
         r.register(
-            "blobcast_stream_ingest_bits_per_second",
+            "blobcast_stream_ingest_bytes_per_second",
             "A stream's publisher ingest rate over the last seconds.",
             self.stream_ingest_bps.clone(),
         );
@@ -314,7 +314,7 @@ impl Metrics {
             .set(1);
         r.register(
             "blobcast_build_info",
-            "The server's version and git commit (value 1).",
+            "The server's version and git commit (value 1)",
             build,
         );
         self.process.register(r);
@@ -449,7 +449,7 @@ impl Metrics {
         }
         self.stream_ingest_bps
             .get_or_create(&label)
-            .set(figures.ingest_bits_per_second);
+            .set(figures.ingest_bits_per_second / 8.0);
         match figures.generation_age {
             Some(age) => {
                 self.stream_generation_age
@@ -501,11 +501,64 @@ impl Metrics {
         let _ = encode_registry(&mut out, &self.registry);
         extra(&mut out);
         let _ = encode_eof(&mut out);
-        out
+        classic_text(&out)
     }
+
+    /// The content type of `render`'s text.
+    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
 
     /// Renders a registry of another layer (the cluster's) without an end marker.
     pub fn render_registry(registry: &Registry, out: &mut String) {
         let _ = encode_registry(out, registry);
+    }
+}
+
+/// The OpenMetrics text `prometheus-client` writes, in the classic Prometheus text format
+/// (0.0.4) that every scraper and `promtool check metrics` read: there a counter's HELP
+/// and TYPE lines name it with its `_total` suffix, and there is no `# EOF`.
+fn classic_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 16 * counters.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match described {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_keep_their_total_names_in_the_classic_format() {
+        let metrics = Metrics::new();
+        metrics.frame_in(10, false);
+        metrics.viewer_lagged("cam");
+        let text = metrics.render(1, 0, |_| {});
+        assert!(text.contains("# TYPE blobcast_bytes_in_total counter\n"));
+        assert!(text.contains("# HELP blobcast_bytes_in_total Frame bytes"));
+        assert!(text.contains("\nblobcast_bytes_in_total 10\n"));
+        assert!(text.contains("blobcast_stream_viewers_lagged_total{stream=\"cam\"} 1\n"));
+        assert!(text.contains("# TYPE blobcast_streams gauge\n"));
+        assert!(!text.contains("# EOF"));
+        metrics.forget_stream("cam");
+        assert!(!metrics.render(0, 0, |_| {}).contains("cam"));
     }
 }

@@ -1,0 +1,294 @@
+//! What an operator reads: `/metrics` passes `promtool check metrics` with streams
+//! coming and going, a stream's series go with it, the histograms move under a short
+//! load, and one viewer's log lines share its connection id from connect to close.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+const MIME: &str = "video/webm;codecs=vp8,opus";
+
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.target().starts_with("blobcast")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            LINES.lock().unwrap().push(record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Every test of this binary calls it first, so the capture is the process's logger.
+fn capture_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger yet");
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+}
+
+/// Runs `promtool check metrics` on `body`; `false` (skipped, with a line saying so)
+/// when promtool is not installed, which under CI is a failure.
+fn promtool_accepts(body: &str) -> bool {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(_) => {
+            assert!(
+                !in_ci(),
+                "promtool is not installed: under CI that is a failure"
+            );
+            eprintln!("SKIPPED promtool check: `apt-get install prometheus` (.ci/run does)");
+            return false;
+        }
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+async fn metrics(server: &TestServer) -> String {
+    let (status, body) = server.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    body
+}
+
+/// The value of the sample whose line starts with `series ` (name and labels).
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn until_metrics(server: &TestServer, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = metrics(server).await;
+        if check(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the metrics never showed {what}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn publish(server: &TestServer, stream: &str) -> Publisher {
+    let mut publisher = Publisher::connect(server, stream, "session=s").await;
+    publisher.start(MIME).await;
+    let pieces = chrome_pieces();
+    let split = pieces.len() * 2 / 3;
+    publisher.publish_generation(1, &pieces[..split]).await;
+    let length = publisher.offset;
+    server
+        .until_api(stream, |s| s["buffered_bytes"] == length)
+        .await;
+    publisher
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_a_streams_series_go_when_it_ends() {
+    capture_logs();
+    let server = TestServer::start().await;
+    let publisher = publish(&server, "alpha").await;
+    let viewer = Viewer::connect(&server, "alpha").await;
+    let other = publish(&server, "beta").await;
+    let body = until_metrics(&server, "alpha's viewers", |b| {
+        sample(
+            b,
+            r#"blobcast_stream_viewers{stream="alpha",socket="chunk"}"#,
+        ) == Some(1.0)
+    })
+    .await;
+    assert!(sample(&body, r#"blobcast_stream_buffered_bytes{stream="alpha"}"#).unwrap() > 0.0);
+    // The rate is measured over whole seconds: here only its series is checked.
+    assert!(sample(
+        &body,
+        r#"blobcast_stream_ingest_bytes_per_second{stream="alpha"}"#
+    )
+    .is_some());
+    assert!(sample(
+        &body,
+        r#"blobcast_stream_generation_age_seconds{stream="beta"}"#
+    )
+    .is_some());
+    assert_eq!(sample(&body, "blobcast_streams"), Some(2.0));
+    assert!(body.contains("blobcast_build_info{version="));
+    assert!(sample(&body, "process_resident_memory_bytes").unwrap() > 0.0);
+    assert!(sample(&body, "process_open_fds").unwrap() > 0.0);
+    promtool_accepts(&body);
+
+    // alpha goes away: its publisher and its viewer leave.
+    drop((publisher, viewer));
+    let body = until_metrics(&server, "no series of alpha", |b| {
+        !b.contains(r#"stream="alpha""#)
+    })
+    .await;
+    assert!(body.contains(r#"blobcast_stream_buffered_bytes{stream="beta"}"#));
+    assert_eq!(sample(&body, "blobcast_streams"), Some(1.0));
+    promtool_accepts(&body);
+    drop(other);
+    let body = until_metrics(&server, "no stream series", |b| !b.contains("stream=\"")).await;
+    promtool_accepts(&body);
+}
+
+#[tokio::test]
+async fn histograms_move_under_a_short_load() {
+    capture_logs();
+    let server = TestServer::start().await;
+    let pieces = chrome_pieces();
+    let mut publisher = Publisher::connect(&server, "cam", "session=s").await;
+    publisher.start(MIME).await;
+    let split = pieces.len() / 2;
+    publisher.publish_generation(1, &pieces[..split]).await;
+    let published = publisher.offset;
+    server
+        .until_api("cam", |s| s["buffered_bytes"] == published)
+        .await;
+    let mut from_start = Viewer::connect(&server, "cam").await;
+    let mut live = Viewer::connect_with(&server, "cam", "join=live").await;
+    from_start
+        .pump_until("the buffer", |v| v.length() == published)
+        .await;
+    live.pump_until("the live edge", |v| v.length() == published)
+        .await;
+    // The rest of the recording arrives live: one fan-out write per chunk and viewer.
+    for piece in &pieces[split..] {
+        publisher.send_chunk(piece).await;
+    }
+    let end = publisher.offset;
+    from_start
+        .pump_until("the end", |v| v.length() == end)
+        .await;
+    live.pump_until("the end", |v| v.length() == end).await;
+
+    let body = metrics(&server).await;
+    let count = |series: &str| sample(&body, series).unwrap_or(0.0);
+    assert_eq!(
+        count(r#"blobcast_join_seconds_count{join="start"}"#),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        count(r#"blobcast_join_seconds_count{join="live"}"#),
+        1.0,
+        "{body}"
+    );
+    let writes = count("blobcast_fanout_latency_seconds_count");
+    assert!(writes >= 2.0, "fan-out writes counted: {body}");
+    // Filled buckets: on a loopback socket every write finishes well within 16 s.
+    assert_eq!(
+        count(r#"blobcast_fanout_latency_seconds_bucket{le="8.192"}"#),
+        writes,
+        "{body}"
+    );
+    assert!(count("blobcast_viewer_lag_bytes_count") >= 2.0, "{body}");
+    // Two publisher sockets and four viewer sockets were handshaken.
+    assert_eq!(count("blobcast_handshake_seconds_count"), 6.0, "{body}");
+}
+
+#[tokio::test]
+async fn one_viewers_log_lines_share_its_connection_id() {
+    capture_logs();
+    let server = TestServer::start().await;
+    let mut publisher = publish(&server, "story").await;
+    let mut viewer = Viewer::connect(&server, "story").await;
+    let published = publisher.offset;
+    viewer
+        .pump_until("the buffer", |v| v.length() == published)
+        .await;
+    publisher.send_chunk(b"one more chunk").await;
+    let end = publisher.offset;
+    viewer.pump_until("the chunk", |v| v.length() == end).await;
+    drop(viewer);
+
+    // The chunk socket's lines: connected, the frames it was sent, disconnected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let story = loop {
+        let lines = LINES.lock().unwrap().clone();
+        let connected = lines
+            .iter()
+            .find(|l| l.contains("on story/chunk connected"))
+            .expect("the viewer's connect line")
+            .clone();
+        let id = connected
+            .split_whitespace()
+            .nth(1)
+            .expect("an id after `viewer`")
+            .to_owned();
+        assert!(
+            id.starts_with('c') && id[1..].parse::<u64>().is_ok(),
+            "a connection id in {connected:?}"
+        );
+        let mine: Vec<String> = lines
+            .into_iter()
+            .filter(|l| l.starts_with(&format!("viewer {id} ")))
+            .collect();
+        if mine.iter().any(|l| l.ends_with("disconnected")) {
+            break mine;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no close line for {id}: {mine:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(story[0].ends_with("connected"), "{story:?}");
+    assert!(
+        story
+            .iter()
+            .any(|l| l.contains("sending") && l.contains("bytes")),
+        "its frames are in its story: {story:?}"
+    );
+    assert!(story.last().unwrap().ends_with("disconnected"), "{story:?}");
+    // The other connections have ids of their own.
+    let blob = LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("on story/blob connected"))
+        .cloned()
+        .unwrap();
+    assert!(!story.contains(&blob));
+    assert!(
+        LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("joins start")),
+        "the join mode is logged"
+    );
+}
