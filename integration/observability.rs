@@ -292,3 +292,128 @@ async fn one_viewers_log_lines_share_its_connection_id() {
         "the join mode is logged"
     );
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// None (with a line saying why) when it cannot be mounted here; under CI a failure.
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let dir = scratch_dir("small-disk");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !mounted {
+            let _ = std::fs::remove_dir(&dir);
+            assert!(!in_ci(), "cannot mount a tmpfs: CI runs as root and must");
+            eprintln!("SKIPPED --min-free-disk test: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs fills the zeroed struct we own.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
+    stat.f_bavail as u64 * stat.f_frsize as u64
+}
+
+#[tokio::test]
+async fn min_free_disk_stops_the_recording_before_the_disk_fills_and_the_stream_goes_on() {
+    capture_logs();
+    let Some(disk) = SmallDisk::mount(8) else {
+        return;
+    };
+    const MIN_FREE: u64 = 7 << 20;
+    let record_dir = disk.0.clone();
+    let server = TestServer::with(|c| {
+        c.record_dir = record_dir;
+        c.min_free_disk = MIN_FREE;
+    })
+    .await;
+    let mut publisher = Publisher::connect(&server, "cam", "session=s").await;
+    publisher.start(MIME).await;
+    let mut viewer = Viewer::connect(&server, "cam").await;
+    let pieces = chrome_pieces();
+    let recording_failed = |list: &serde_json::Value| {
+        list.as_array()
+            .and_then(|l| l.first())
+            .is_some_and(|r| r["state"] == "failed")
+    };
+    // ~170 KiB a generation: the recording passes 1 MiB, the margin, within a dozen.
+    let mut stopped_at = None;
+    for g in 1..=40u64 {
+        publisher.publish_generation(g, &pieces).await;
+        viewer
+            .pump_until(&format!("generation {g}"), |v| {
+                v.generation == Some(g) && v.length() == CHROME.len() as u64
+            })
+            .await;
+        let (_, list) = server.get_json("/api/recordings").await;
+        if recording_failed(&list) {
+            stopped_at = Some(g);
+            break;
+        }
+    }
+    let stopped_at = stopped_at.expect("the recording stopped under --min-free-disk");
+    let (_, list) = server.get_json("/api/recordings").await;
+    let error = list[0]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("--min-free-disk"), "{list:#}");
+    // Stopped before the disk filled: what is left is about the margin.
+    let free = free_bytes(&disk.0);
+    assert!(free > MIN_FREE - (1 << 20), "only {free} bytes left");
+    assert!(
+        list[0]["bytes"].as_u64().unwrap() > 0,
+        "what was recorded stays: {list:#}"
+    );
+
+    // The live stream goes on: the next generations reach the viewer.
+    for g in stopped_at + 1..=stopped_at + 2 {
+        publisher.publish_generation(g, &pieces).await;
+        viewer
+            .pump_until(&format!("generation {g} after the stop"), |v| {
+                v.generation == Some(g) && v.length() == CHROME.len() as u64
+            })
+            .await;
+    }
+    let body = metrics(&server).await;
+    assert_eq!(
+        sample(&body, "blobcast_recordings_stopped_low_disk_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"blobcast_recording_failures_total{reason="low_disk"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(sample(&body, "blobcast_recording_bytes_written_total").unwrap() > 0.0);
+    let reported = sample(&body, "blobcast_record_dir_free_bytes").unwrap();
+    assert!(reported > 0.0 && reported <= (8 << 20) as f64, "{reported}");
+    assert!(
+        LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("recording of cam stopped") && l.contains("--min-free-disk")),
+        "a log line says why"
+    );
+    drop(viewer);
+    drop(publisher);
+    let mut server = server;
+    server.shutdown().await;
+}

@@ -141,6 +141,12 @@ pub fn metrics(credentials: Credentials, app: App) -> Response {
         return denial.response();
     }
     let (streams, viewers) = app.registry.refresh_metrics();
+    for (state, count) in app.recorder.count_by_state() {
+        app.registry.metrics().set_recordings(state.as_str(), count);
+    }
+    if !app.config.no_record {
+        app.recorder.free_bytes();
+    }
     let body = app.registry.metrics().render(streams, viewers, |out| {
         if let Some(cluster) = &app.cluster {
             cluster.render_metrics(out);

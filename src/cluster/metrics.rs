@@ -44,12 +44,12 @@ impl Default for ClusterMetrics {
         let mut registry = Registry::default();
         registry.register(
             "blobcast_nats_connected",
-            "1 while the NATS connection is up.",
+            "1 while the NATS connection is up",
             m.connected.clone(),
         );
         registry.register(
             "blobcast_nats_replicas",
-            "Streams this node replicates from NATS for its viewers.",
+            "Streams this node replicates from NATS for its viewers",
             m.replicas.clone(),
         );
         let counters = [

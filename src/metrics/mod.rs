@@ -46,6 +46,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     git: &'static str,
@@ -97,7 +102,7 @@ pub struct Metrics {
     handshake: Histogram,
     recording_bytes: Counter,
     recording_failures: Family<ReasonLabel, Counter>,
-    recordings_open: Gauge,
+    recordings: Family<StateLabel, Gauge>,
     recordings_stopped_low_disk: Counter,
     recording_queue: Gauge,
     record_dir_free: Gauge,
@@ -147,7 +152,7 @@ impl Metrics {
             handshake: seconds_histogram(),
             recording_bytes: Counter::default(),
             recording_failures: Family::default(),
-            recordings_open: Gauge::default(),
+            recordings: Family::default(),
             recordings_stopped_low_disk: Counter::default(),
             recording_queue: Gauge::default(),
             record_dir_free: Gauge::default(),
@@ -161,148 +166,148 @@ impl Metrics {
         let r = &mut self.registry;
         r.register(
             "blobcast_streams",
-            "Streams with a publisher or viewer attached.",
+            "Streams with a publisher or viewer attached",
             self.streams.clone(),
         );
         r.register(
             "blobcast_viewers",
-            "Viewer chunk sockets open.",
+            "Viewer chunk sockets open",
             self.viewers.clone(),
         );
         r.register(
             "blobcast_bytes_in",
-            "Frame bytes received from publishers.",
+            "Frame bytes received from publishers",
             self.bytes_in.clone(),
         );
         r.register(
             "blobcast_bytes_out",
-            "Frame bytes sent to viewers.",
+            "Frame bytes sent to viewers",
             self.bytes_out.clone(),
         );
         r.register(
             "blobcast_frames_in",
-            "Binary frames received from publishers.",
+            "Binary frames received from publishers",
             self.frames_in.clone(),
         );
         r.register(
             "blobcast_frames_dropped",
-            "Publisher frames dropped as duplicate or stale.",
+            "Publisher frames dropped as duplicate or stale",
             self.frames_dropped.clone(),
         );
         r.register(
             "blobcast_viewers_lagged",
-            "Viewers disconnected for falling behind.",
+            "Viewers disconnected for falling behind",
             self.viewers_lagged.clone(),
         );
         r.register(
             "blobcast_connections_refused",
-            "Sockets closed for bad input or a limit.",
+            "Sockets closed for bad input or a limit",
             self.connections_refused.clone(),
         );
         r.register(
             "blobcast_refusals",
-            "Sockets refused or closed by the server, by WebSocket close code (or HTTP status).",
+            "Sockets refused or closed by the server, by WebSocket close code (or HTTP status)",
             self.refusals.clone(),
         );
         r.register(
             "blobcast_buffered_bytes",
-            "Media bytes of the generations still held by a buffer or a joining viewer.",
+            "Media bytes of the generations still held by a buffer or a joining viewer",
             self.buffered_bytes_gauge.clone(),
         );
         r.register(
             "blobcast_connections_over_limit",
-            "Connections refused at accept: --max-connections or --max-connections-per-ip.",
+            "Connections refused at accept: --max-connections or --max-connections-per-ip",
             self.connections_over_limit.clone(),
         );
         r.register(
             "blobcast_publishers_timed_out",
-            "Publishers gone silent (no media, no pong) past --publisher-timeout-secs.",
+            "Publishers gone silent (no media, no pong) past --publisher-timeout-secs",
             self.publishers_timed_out.clone(),
         );
         r.register(
             "blobcast_webhooks_delivered",
-            "Webhook deliveries a receiver answered with 2xx.",
+            "Webhook deliveries a receiver answered with 2xx",
             self.webhooks_delivered.clone(),
         );
         r.register(
             "blobcast_webhooks_failed",
-            "Webhook deliveries given up after retrying for 5 minutes.",
+            "Webhook deliveries given up after retrying for 5 minutes",
             self.webhooks_failed.clone(),
         );
         r.register(
             "blobcast_webhooks_dropped",
-            "Webhook events dropped, oldest first, from a full queue.",
+            "Webhook events dropped, oldest first, from a full queue",
             self.webhooks_dropped.clone(),
         );
         r.register("blobcast_stream_viewers", "Open viewer sockets of a stream, by socket (blob: joins with a snapshot; chunk: live chunks)", self.stream_viewers.clone());
         r.register(
             "blobcast_stream_ingest_bytes_per_second",
-            "A stream's publisher ingest rate over the last seconds.",
+            "A stream's publisher ingest rate over the last seconds",
             self.stream_ingest_bps.clone(),
         );
         r.register(
             "blobcast_stream_generation_age_seconds",
-            "Time since the stream's current generation started.",
+            "Time since the stream's current generation started",
             self.stream_generation_age.clone(),
         );
         r.register(
             "blobcast_stream_buffered_bytes",
-            "Media bytes in a stream's buffer.",
+            "Media bytes in a stream's buffer",
             self.stream_buffered_bytes.clone(),
         );
         r.register(
             "blobcast_stream_viewers_lagged",
-            "A stream's viewers disconnected or moved for falling behind.",
+            "A stream's viewers disconnected or moved for falling behind",
             self.stream_viewers_lagged.clone(),
         );
         r.register(
             "blobcast_fanout_latency_seconds",
-            "From a publisher frame's arrival to a viewer write's completion, per chunk write.",
+            "From a publisher frame's arrival to a viewer write's completion, per chunk write",
             self.fanout_latency.clone(),
         );
         r.register(
             "blobcast_join_seconds",
-            "From a viewer's connect to its first decodable byte sent, by join mode.",
+            "From a viewer's connect to its first decodable byte sent, by join mode",
             self.join_time.clone(),
         );
         r.register(
             "blobcast_viewer_lag_bytes",
-            "How far behind the live edge a chunk viewer is at each write.",
+            "How far behind the live edge a chunk viewer is at each write",
             self.viewer_lag.clone(),
         );
         r.register(
             "blobcast_handshake_seconds",
-            "WebSocket upgrade handshakes, from request to answer.",
+            "WebSocket upgrade handshakes, from request to answer",
             self.handshake.clone(),
         );
         r.register(
             "blobcast_recording_bytes_written",
-            "Bytes written to recording files.",
+            "Bytes written to recording files",
             self.recording_bytes.clone(),
         );
         r.register(
             "blobcast_recording_failures",
-            "Recordings that failed, by reason.",
+            "Recordings that failed, by reason",
             self.recording_failures.clone(),
         );
         r.register(
-            "blobcast_recordings_open",
-            "Recording files being written.",
-            self.recordings_open.clone(),
+            "blobcast_recordings",
+            "Recordings in the catalog, by state",
+            self.recordings.clone(),
         );
         r.register(
             "blobcast_recordings_stopped_low_disk",
-            "Recordings stopped because free space fell under --min-free-disk.",
+            "Recordings stopped because free space fell under --min-free-disk",
             self.recordings_stopped_low_disk.clone(),
         );
         r.register(
-            "blobcast_recording_queue_frames",
-            "Frames queued for the recording writers.",
+            "blobcast_recording_queue_bytes",
+            "Media bytes queued for the recording writers",
             self.recording_queue.clone(),
         );
         r.register(
             "blobcast_record_dir_free_bytes",
-            "Free bytes on the --record-dir filesystem (0 without recording).",
+            "Free bytes on the --record-dir filesystem (0 without recording)",
             self.record_dir_free.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
@@ -411,12 +416,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn recording_opened(&self) {
-        self.recordings_open.inc();
-    }
-
-    pub fn recording_closed(&self) {
-        self.recordings_open.dec();
+    /// The catalog holds `count` recordings in `state`; set on each scrape.
+    pub fn set_recordings(&self, state: &'static str, count: usize) {
+        self.recordings
+            .get_or_create(&StateLabel { state })
+            .set(count as i64);
     }
 
     pub fn recording_stopped_low_disk(&self) {

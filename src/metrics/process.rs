@@ -21,37 +21,37 @@ impl ProcessMetrics {
         // Named as the official clients name them, so stock dashboards work.
         r.register(
             "process_cpu_seconds",
-            "User and system CPU time spent, in seconds (a counter, sampled).",
+            "User and system CPU time spent, in seconds (a counter, sampled)",
             self.cpu_seconds.clone(),
         );
         r.register(
             "process_resident_memory_bytes",
-            "Resident memory size in bytes.",
+            "Resident memory size in bytes",
             self.resident_bytes.clone(),
         );
         r.register(
             "process_open_fds",
-            "Open file descriptors.",
+            "Open file descriptors",
             self.open_fds.clone(),
         );
         r.register(
             "process_max_fds",
-            "The open file descriptor limit.",
+            "The open file descriptor limit",
             self.max_fds.clone(),
         );
         r.register(
             "blobcast_tokio_workers",
-            "Worker threads of the tokio runtime.",
+            "Worker threads of the tokio runtime",
             self.tokio_workers.clone(),
         );
         r.register(
             "blobcast_tokio_alive_tasks",
-            "Tasks alive in the tokio runtime.",
+            "Tasks alive in the tokio runtime",
             self.tokio_tasks.clone(),
         );
         r.register(
             "blobcast_tokio_global_queue_depth",
-            "Tasks waiting in the runtime's global queue.",
+            "Tasks waiting in the runtime's global queue",
             self.tokio_global_queue.clone(),
         );
     }
