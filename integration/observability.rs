@@ -417,3 +417,58 @@ async fn min_free_disk_stops_the_recording_before_the_disk_fills_and_the_stream_
     let mut server = server;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn stream_stats_list_each_viewer_socket_with_its_figures() {
+    capture_logs();
+    let server = TestServer::start().await;
+    let publisher = publish(&server, "stats").await;
+    let published = publisher.offset;
+    let mut from_start = Viewer::connect(&server, "stats").await;
+    let mut live = Viewer::connect_with(&server, "stats", "join=live").await;
+    from_start
+        .pump_until("the buffer", |v| v.length() == published)
+        .await;
+    live.pump_until("the live edge", |v| v.length() == published)
+        .await;
+
+    let (status, stats) = server.get_json("/api/streams/stats/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["stream"]["name"], "stats");
+    assert_eq!(stats["blob_viewers"], 2);
+    assert_eq!(stats["chunk_viewers"], 2);
+    assert!(
+        stats["generation_age_seconds"].as_f64().is_some(),
+        "{stats}"
+    );
+    let rows = stats["viewers"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{stats:#}");
+    let mut modes: Vec<&str> = rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    modes.sort();
+    assert_eq!(modes, ["chunk", "chunk", "live", "start"]);
+    let start_row = rows.iter().find(|r| r["mode"] == "start").unwrap();
+    // The media and each frame's 16-byte header.
+    let sent = start_row["bytes_sent"].as_u64().unwrap();
+    let frames = chrome_pieces().len() as u64;
+    assert!(sent >= published && sent <= published + 16 * frames, "{start_row}");
+    for row in rows {
+        assert!(row["id"].as_u64().unwrap() > 0);
+        assert!(row["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(row["connected_since"].as_u64().unwrap() > 1_700_000_000);
+        assert!(row["lag_bytes"].is_u64());
+    }
+
+    drop(from_start);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = server.get_json("/api/streams/stats/stats").await;
+        if stats["viewers"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = server.get_json("/api/streams/nobody/stats").await;
+    assert_eq!(status, 404);
+    drop((publisher, live));
+}

@@ -66,6 +66,13 @@ pub fn routes(
         .and(auth::credentials())
         .and(with(app.clone()))
         .and_then(streams::get_stream);
+    let stats = warp::path!("api" / "streams" / String / "stats")
+        .and(warp::get())
+        .and(auth::credentials())
+        .and(with(app.clone()))
+        .and_then(
+            |name, credentials, app| async move { streams::stream_stats(name, credentials, app) },
+        );
     // An admin ends a publish session. Before `ingest`, whose path it would match.
     let kick = warp::path!("api" / "streams" / String / "kick")
         .and(warp::post())
@@ -137,6 +144,8 @@ pub fn routes(
     let sockets = publish.or(watch).unify().boxed();
     let api = streams
         .or(stream)
+        .unify()
+        .or(stats)
         .unify()
         .or(kick)
         .unify()

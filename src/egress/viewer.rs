@@ -13,6 +13,7 @@ use crate::net::ws::{
 use crate::protocol::{close, Join, OutFrame, StreamName, ViewerControl};
 use crate::stream::buffer::{ChunkCursor, Lagging, Resume};
 use crate::stream::registry::ViewerGuard;
+use crate::stream::viewers::ViewerSlot;
 use crate::stream::{Refusal, Snapshot, Status, Stream};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
@@ -63,14 +64,25 @@ pub async fn serve_chunks(ws: WebSocket, app: App, request: WatchRequest, sub: C
     let stream = guard.stream().clone();
     let mut cursor = sub.cursor.expect("a cursor comes with every guard");
     let mut departure = Departure::watch(rx);
-    let ended = send_chunks(&app, &who, &stream, &mut cursor, &mut tx, &mut departure).await;
+    let slot = stream
+        .viewers()
+        .register(request.conn, request.peer, "chunk");
+    let ended = send_chunks(
+        &app,
+        (&who, &slot),
+        &stream,
+        &mut cursor,
+        &mut tx,
+        &mut departure,
+    )
+    .await;
     finish(&app, &who, &mut tx, ended).await;
     drop(guard);
 }
 
 async fn send_chunks(
     app: &App,
-    who: &str,
+    (who, slot): (&str, &ViewerSlot),
     stream: &Stream,
     cursor: &mut ChunkCursor,
     tx: &mut Sender,
@@ -115,11 +127,13 @@ async fn send_chunks(
             // What the viewer was owed as this write began: its lag behind the live edge.
             let owed: usize = batch.iter().map(OutFrame::len).sum();
             app.registry.metrics().viewer_lag(owed as u64);
+            slot.lagging(owed as u64);
             log::debug!("{who} sending {} frames, {owed} bytes", batch.len());
         }
         if let Err(ended) = send_frames(app, tx, &batch).await {
             return ended;
         }
+        slot.sent(batch.iter().map(|f| f.len() as u64).sum());
         if let Some(arrived) = arrived {
             app.registry.metrics().fanout_latency(arrived.elapsed());
         }
@@ -152,14 +166,24 @@ pub async fn serve_blob(
     log::info!("{who} connected");
     let stream = guard.stream().clone();
     let mut departure = Departure::watch(rx);
-    let ended = send_blobs(&app, &who, &stream, &request, &mut tx, &mut departure).await;
+    let mode = join_label(request.join, request.resume.is_some());
+    let slot = stream.viewers().register(request.conn, request.peer, mode);
+    let ended = send_blobs(
+        &app,
+        (&who, &slot),
+        &stream,
+        &request,
+        &mut tx,
+        &mut departure,
+    )
+    .await;
     finish(&app, &who, &mut tx, ended).await;
     drop(guard);
 }
 
 async fn send_blobs(
     app: &App,
-    who: &str,
+    (who, slot): (&str, &ViewerSlot),
     stream: &Arc<Stream>,
     request: &WatchRequest,
     tx: &mut Sender,
@@ -228,6 +252,7 @@ async fn send_blobs(
         if let Err(ended) = send_frames(app, tx, std::slice::from_ref(frame)).await {
             return ended;
         }
+        slot.sent(frame.len() as u64);
         if let Some(started) = joining.take() {
             app.registry.metrics().joined(join_mode, started.elapsed());
         }
@@ -269,10 +294,12 @@ async fn send_blobs(
                 if let Err(ended) = send_control(app, tx, &hello).await {
                     return ended;
                 }
+                let blob_len = blob.len() as u64;
                 if let Err(ended) = send_frames(app, tx, &[OutFrame::Whole(blob)]).await {
                     return ended;
                 }
                 log::debug!("{who} sent generation {generation}'s blob");
+                slot.sent(blob_len);
                 if let Some(started) = joining.take() {
                     // Joined a stream that was not live yet: it starts at the blob.
                     app.registry.metrics().joined("start", started.elapsed());

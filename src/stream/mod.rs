@@ -6,6 +6,7 @@ pub mod clock;
 pub mod index;
 pub mod registry;
 pub mod tap;
+pub mod viewers;
 
 use crate::metrics::Metrics;
 use crate::protocol::{Join, OutFrame, StreamName};
@@ -139,6 +140,8 @@ pub struct Stream {
     records: AtomicBool,
     /// Set inside the buffer lock, so a viewer's read and its arrival time agree.
     clock: clock::StreamClock,
+    /// Each viewer socket's figures, for the stats API.
+    viewers: Arc<viewers::ViewerTable>,
 }
 
 /// A snapshot of one stream for `/api/streams`.
@@ -222,6 +225,7 @@ impl Stream {
             tap: Mutex::new(None),
             records: AtomicBool::new(true),
             clock: clock::StreamClock::default(),
+            viewers: Arc::default(),
         }
     }
 
@@ -505,6 +509,11 @@ impl Stream {
         let buffer = self.buffer.lock();
         buffer.read_chunks(cursor, max_behind, out)?;
         Ok(self.clock.last_arrival().filter(|_| !out.is_empty()))
+    }
+
+    /// The stats slots of this stream's viewer sockets.
+    pub fn viewers(&self) -> &Arc<viewers::ViewerTable> {
+        &self.viewers
     }
 
     /// The figures `/metrics` shows for this stream.
