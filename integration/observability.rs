@@ -450,7 +450,10 @@ async fn stream_stats_list_each_viewer_socket_with_its_figures() {
     // The media and each frame's 16-byte header.
     let sent = start_row["bytes_sent"].as_u64().unwrap();
     let frames = chrome_pieces().len() as u64;
-    assert!(sent >= published && sent <= published + 16 * frames, "{start_row}");
+    assert!(
+        sent >= published && sent <= published + 16 * frames,
+        "{start_row}"
+    );
     for row in rows {
         assert!(row["id"].as_u64().unwrap() > 0);
         assert!(row["address"].as_str().unwrap().starts_with("127.0.0.1:"));
@@ -471,4 +474,43 @@ async fn stream_stats_list_each_viewer_socket_with_its_figures() {
     let (status, _) = server.get_json("/api/streams/nobody/stats").await;
     assert_eq!(status, 404);
     drop((publisher, live));
+}
+
+#[tokio::test]
+async fn the_dashboard_uses_only_series_the_server_exposes() {
+    capture_logs();
+    let dashboard = include_str!("../docs/ops/blobcast-dashboard.json");
+    let parsed: serde_json::Value = serde_json::from_str(dashboard).expect("valid JSON");
+    assert!(parsed["panels"].as_array().unwrap().len() > 10);
+    let server = TestServer::with(|c| c.max_viewers = 1).await;
+    let _publisher = publish(&server, "dash").await;
+    let _viewer = Viewer::connect(&server, "dash").await;
+    // A refusal, for the refusals by close code.
+    let mut refused = connect(&server.ws_url("/ws/watch/dash/chunk")).await;
+    assert_eq!(closed_with(&mut refused).await.0, 4429);
+    let body = until_metrics(&server, "a refusal", |b| {
+        b.contains("blobcast_refusals_total{")
+    })
+    .await;
+    let mut names: Vec<&str> = Vec::new();
+    for (i, _) in dashboard
+        .match_indices("blobcast_")
+        .chain(dashboard.match_indices("process_"))
+    {
+        let name = &dashboard[i..];
+        let end = name
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(name.len());
+        names.push(&name[..end]);
+    }
+    names.sort();
+    names.dedup();
+    assert!(names.len() > 20, "{names:?}");
+    for name in names {
+        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "the dashboard uses {name}, which /metrics does not have"
+        );
+    }
 }

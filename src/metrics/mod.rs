@@ -58,6 +58,9 @@ struct BuildLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// The `reason` label values of `blobcast_recording_failures_total`.
+pub const FAILURE_REASONS: [&str; 4] = ["low_disk", "disk_too_slow", "io", "media"];
+
 /// The figures of one stream, set on each scrape by the stream registry.
 pub struct StreamFigures<'a> {
     pub stream: &'a str,
@@ -158,6 +161,16 @@ impl Metrics {
             record_dir_free: Gauge::default(),
             process: ProcessMetrics::default(),
         };
+        // Series of the fixed label values exist from the start, so that rate() sees
+        // their first event.
+        for join in ["live", "start", "resume"] {
+            let _ = metrics.join_time.get_or_create(&JoinLabel { join });
+        }
+        for reason in FAILURE_REASONS {
+            let _ = metrics
+                .recording_failures
+                .get_or_create(&ReasonLabel { reason });
+        }
         metrics.register_all();
         metrics
     }
