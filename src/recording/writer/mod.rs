@@ -527,6 +527,19 @@ impl Writer {
     }
 }
 
+/// The `reason` label of `blobcast_recording_failures_total` for a stop's message.
+fn failure_reason(why: &str) -> &'static str {
+    if why.contains("--min-free-disk") {
+        "low_disk"
+    } else if why.contains("too slow") {
+        "disk_too_slow"
+    } else if why.starts_with("cannot ") || why.contains("No space") {
+        "io"
+    } else {
+        "media"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,18 +605,5 @@ mod tests {
         assert_eq!(sidecar.state, State::Failed);
         recorder.delete(&info.id).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// The `reason` label of `blobcast_recording_failures_total` for a stop's message.
-fn failure_reason(why: &str) -> &'static str {
-    if why.contains("--min-free-disk") {
-        "low_disk"
-    } else if why.contains("too slow") {
-        "disk_too_slow"
-    } else if why.starts_with("cannot ") || why.contains("No space") {
-        "io"
-    } else {
-        "media"
     }
 }
