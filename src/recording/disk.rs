@@ -70,9 +70,14 @@ impl DiskWatch {
         Some(free)
     }
 
-    /// Why recording must stop before writing `next` more bytes, if it must.
+    /// Why recording must stop before writing `next` more bytes, if it must. Between
+    /// two readings, the bytes writers were let write are taken off the last one, so a
+    /// burst of batches cannot pass the limit on a stale figure.
     pub fn refuses(&self, next: u64) -> Option<String> {
         let free = self.free()?;
+        if let Some((_, cached)) = &mut *self.last.lock() {
+            *cached = cached.saturating_sub(next);
+        }
         (free < self.min_free.saturating_add(next)).then(|| {
             format!(
                 "free space on {} is {} MiB, under --min-free-disk ({} MiB); recording stopped before the disk filled, the live stream goes on",
