@@ -74,6 +74,11 @@ impl DiskWatch {
     /// two readings, the bytes writers were let write are taken off the last one, so a
     /// burst of batches cannot pass the limit on a stale figure.
     pub fn refuses(&self, next: u64) -> Option<String> {
+        if self.min_free == 0 {
+            // The check is off (`--min-free-disk 0`); the gauge is still kept.
+            self.free();
+            return None;
+        }
         let free = self.free()?;
         if let Some((_, cached)) = &mut *self.last.lock() {
             *cached = cached.saturating_sub(next);
