@@ -194,6 +194,13 @@ async fn every_token_refusal_has_its_close_code_and_the_right_token_gets_in() {
         status(client.get(format!("{api}?token={class}"))).await.0,
         200
     );
+    // The stream's stats follow the same rules.
+    let stats = server.http_url("/api/streams/class-7/stats");
+    assert_eq!(status(client.get(&stats)).await.0, 401);
+    assert_eq!(status(client.get(&stats).bearer_auth(&cam1)).await.0, 403);
+    let (code, body) = status(client.get(&stats).bearer_auth(&class)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"viewers\":[{"), "{body}");
     // The list shows only what the token may watch.
     let list = server.http_url("/api/streams");
     assert_eq!(status(client.get(&list)).await.0, 401);

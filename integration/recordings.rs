@@ -757,15 +757,22 @@ async fn a_full_disk_stops_the_recording_not_the_live_stream() {
     // 256 KiB: room for one generation of the fixture (170 KiB), not two.
     let tmpfs = Tmpfs::mount(&dir, "256k");
     let (_child, server, expected) = match &tmpfs {
+        // --min-free-disk 0: the disk really fills (integration/observability.rs tests the
+        // clean stop before it does).
         Some(_) => (
             None,
-            TestServer::with(|c| c.record_dir = dir.clone()).await,
+            TestServer::with(|c| {
+                c.record_dir = dir.clone();
+                c.min_free_disk = 0;
+            })
+            .await,
             "No space left on device",
         ),
         None => {
             // Not root: a child server whose files may not grow past 256 KiB.
             std::fs::create_dir_all(&dir).unwrap();
             let child = Server::spawn(&dir, |command| {
+                command.args(["--min-free-disk", "0"]);
                 use std::os::unix::process::CommandExt;
                 unsafe {
                     command.pre_exec(|| {

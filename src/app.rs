@@ -52,9 +52,13 @@ impl App {
                 max_generation_bytes: config.max_buffer,
             },
         };
-        let recorder = Recorder::open(config.record_dir.clone());
-        let recording = (!config.no_record).then(|| recorder.clone());
         let metrics = Arc::new(Metrics::default());
+        let recorder = Recorder::open_with(
+            config.record_dir.clone(),
+            config.min_free_disk,
+            metrics.clone(),
+        );
+        let recording = (!config.no_record).then(|| recorder.clone());
         let registry = Registry::with_recorder(limits, metrics.clone(), recording);
         let webhooks = Webhooks::start(
             &config.webhooks,

@@ -95,6 +95,11 @@ pub struct Config {
     #[arg(long, env = "BLOBCAST_RECORD_DIR", default_value = "rec")]
     pub record_dir: PathBuf,
 
+    /// Stop recording (cleanly: the file is finalized, the live stream goes on) when the
+    /// --record-dir filesystem has less free space than this.
+    #[arg(long, env = "BLOBCAST_MIN_FREE_DISK", default_value = "1G", value_parser = parse_size)]
+    pub min_free_disk: u64,
+
     /// Do not record streams (what --record-dir holds is still listed and served).
     #[arg(long, env = "BLOBCAST_NO_RECORD")]
     pub no_record: bool,
@@ -331,6 +336,7 @@ mod tests {
     fn recording_flags_parse() {
         let config = Config::local();
         assert_eq!(config.record_dir, PathBuf::from("rec"));
+        assert_eq!(config.min_free_disk, 1 << 30);
         assert!(!config.no_record);
         assert_eq!(config.ingest_timeout_secs, 10);
         let config = Config::parse_from(["blobcast", "--record-dir", "/srv/rec", "--no-record"]);

@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod conn_id;
 pub mod egress;
 pub mod events;
 pub mod http_error;

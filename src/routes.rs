@@ -6,6 +6,7 @@
 use crate::api::{recordings, streams};
 use crate::app::App;
 use crate::auth::{self, Action, Asker, Credentials};
+use crate::conn_id::ConnId;
 use crate::egress::viewer::{self, ChunkSubscription, WatchRequest};
 use crate::http_error::{self, HttpError};
 use crate::ingest::frame::PublisherSocket;
@@ -20,6 +21,7 @@ use crate::stream::registry::{ViewerGuard, ViewerSocket};
 use crate::stream::Refusal;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
@@ -64,6 +66,13 @@ pub fn routes(
         .and(auth::credentials())
         .and(with(app.clone()))
         .and_then(streams::get_stream);
+    let stats = warp::path!("api" / "streams" / String / "stats")
+        .and(warp::get())
+        .and(auth::credentials())
+        .and(with(app.clone()))
+        .and_then(
+            |name, credentials, app| async move { streams::stream_stats(name, credentials, app) },
+        );
     // An admin ends a publish session. Before `ingest`, whose path it would match.
     let kick = warp::path!("api" / "streams" / String / "kick")
         .and(warp::post())
@@ -135,6 +144,8 @@ pub fn routes(
     let sockets = publish.or(watch).unify().boxed();
     let api = streams
         .or(stream)
+        .unify()
+        .or(stats)
         .unify()
         .or(kick)
         .unify()
@@ -208,6 +219,8 @@ async fn publish_upgrade(
     user_agent: Option<String>,
     app: App,
 ) -> Result<Response, Rejection> {
+    let started = Instant::now();
+    let conn = ConnId::next();
     let stream = stream_name(&name)?;
     let socket = match socket.as_str() {
         "blob" => PublisherSocket::Blob,
@@ -238,7 +251,7 @@ async fn publish_upgrade(
     {
         app.registry.metrics().connection_refused();
         let who = format!(
-            "publisher {} on {stream}/{} (session {session})",
+            "publisher {conn} {} on {stream}/{} (session {session})",
             Socket(peer),
             socket.name()
         );
@@ -250,8 +263,12 @@ async fn publish_upgrade(
         session,
         peer,
         name_prefix: query.name_prefix,
+        conn,
     };
-    Ok(ws.answer(config, move |ws| publisher::serve(ws, app, request)))
+    Ok(ws.answer(config, move |ws| {
+        app.registry.metrics().handshake(started.elapsed());
+        publisher::serve(ws, app, request)
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -265,6 +282,8 @@ async fn watch_upgrade(
     user_agent: Option<String>,
     app: App,
 ) -> Result<Response, Rejection> {
+    let started = Instant::now();
+    let conn = ConnId::next();
     let stream = stream_name(&name)?;
     let resume = match (query.gen, query.offset) {
         (Some(generation), Some(offset)) => Some(Resume {
@@ -280,6 +299,8 @@ async fn watch_upgrade(
         peer,
         resume,
         join: query.join,
+        conn,
+        started,
     };
     // No write buffer: the send loop feeds a batch and flushes it, so a buffer would only
     // add a second copy of each frame, kept for the life of the socket.
@@ -302,7 +323,11 @@ async fn watch_upgrade(
         .await
     {
         app.registry.metrics().connection_refused();
-        let who = format!("viewer {} on {}/{socket}", Socket(peer), request.stream);
+        let who = format!(
+            "viewer {conn} {} on {}/{socket}",
+            Socket(peer),
+            request.stream
+        );
         return Ok(ws.answer(config, move |ws| auth::refuse_socket(ws, who, denial)));
     }
     let reply = match socket.as_str() {
@@ -319,6 +344,7 @@ async fn watch_upgrade(
                 .map(|g| g.stream().chunk_cursor(request.resume));
             let sub = ChunkSubscription { guard, cursor };
             ws.answer(config, move |ws| {
+                app.registry.metrics().handshake(started.elapsed());
                 viewer::serve_chunks(ws, app, request, sub)
             })
         }
@@ -328,6 +354,7 @@ async fn watch_upgrade(
                 .attach_viewer(&request.stream, ViewerSocket::Blob);
             watch_in_cluster(&app, &guard).await;
             ws.answer(config, move |ws| {
+                app.registry.metrics().handshake(started.elapsed());
                 viewer::serve_blob(ws, app, request, guard)
             })
         }

@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(queue.len(), QUEUE_EVENTS);
         assert_eq!(queue.front().unwrap().body, Bytes::from("3"));
         assert!(metrics
-            .render(0, 0)
+            .render(0, 0, |_| {})
             .contains("blobcast_webhooks_dropped_total 3"));
     }
 

@@ -1,5 +1,5 @@
 //! Streams, health and metrics: `GET /api/streams`, `GET /api/streams/{stream}`,
-//! `POST /api/streams/{stream}/kick`, `GET /healthz`, `GET /metrics`. In a cluster the
+//! `GET /api/streams/{stream}/stats`, `POST /api/streams/{stream}/kick`, `GET /healthz`, `GET /metrics`. In a cluster the
 //! streams are the whole cluster's: this node's own, and the directory's entries for
 //! those published elsewhere. Each asks `auth` first: with
 //! `--watch-auth token` a reader sees only the streams its token may watch, with
@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::auth::{Credentials, Denial, Scope};
 use crate::cluster::Entry;
 use crate::http_error::{error_response, HttpError};
+use crate::metrics::Metrics;
 use crate::protocol::StreamName;
 use crate::stream::StreamInfo;
 use warp::http::StatusCode;
@@ -76,6 +77,42 @@ pub async fn get_stream(
     .into_response())
 }
 
+/// This node's figures of one stream and a row per viewer socket (at most
+/// `viewers::MAX_ROWS`), under the same rules as `get_stream`.
+pub fn stream_stats(
+    name: String,
+    credentials: Credentials,
+    app: App,
+) -> Result<Response, Rejection> {
+    let name = StreamName::parse(&name).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let scope = match scope(&app, &credentials) {
+        Ok(scope) => scope,
+        Err(denial) => return Ok(denial.response()),
+    };
+    if !scope.allows(name.as_str()) {
+        return Ok(Denial::Forbidden(format!("this token may not watch {name}")).response());
+    }
+    let Some(stream) = app.registry.get(&name) else {
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            "no such stream on this node",
+        ));
+    };
+    let (blob_viewers, chunk_viewers, _, generation_age, _) = stream.figures();
+    let table = stream.viewers();
+    let rows = table.rows();
+    let stats = serde_json::json!({
+        "stream": stream.info(),
+        "blob_viewers": blob_viewers,
+        "chunk_viewers": chunk_viewers,
+        "generation_age_seconds": generation_age.map(|age| age.as_secs_f64()),
+        "viewer_sockets": table.len(),
+        "viewers_truncated": table.len() > rows.len(),
+        "viewers": rows,
+    });
+    Ok(reply::json(&stats).into_response())
+}
+
 /// An admin ends the stream's publish session, with the reason "kicked by admin".
 pub fn kick(name: String, credentials: Credentials, app: App) -> Result<Response, Rejection> {
     let name = StreamName::parse(&name).map_err(|e| HttpError::bad_request(e.to_string()))?;
@@ -139,10 +176,17 @@ pub fn metrics(credentials: Credentials, app: App) -> Response {
     if let Err(denial) = app.auth.may_read_api(&credentials) {
         return denial.response();
     }
-    let (streams, viewers) = app.registry.counts();
-    let mut body = app.registry.metrics().render(streams, viewers);
-    if let Some(cluster) = &app.cluster {
-        cluster.render_metrics(&mut body);
+    let (streams, viewers) = app.registry.refresh_metrics();
+    for (state, count) in app.recorder.count_by_state() {
+        app.registry.metrics().set_recordings(state.as_str(), count);
     }
-    reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response()
+    if !app.config.no_record {
+        app.recorder.free_bytes();
+    }
+    let body = app.registry.metrics().render(streams, viewers, |out| {
+        if let Some(cluster) = &app.cluster {
+            cluster.render_metrics(out);
+        }
+    });
+    reply::with_header(body, "content-type", Metrics::CONTENT_TYPE).into_response()
 }

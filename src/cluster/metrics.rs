@@ -1,105 +1,127 @@
-//! The cluster's counters, appended to `/metrics` in the Prometheus text format.
+//! The cluster's counters, appended to `/metrics` (a `prometheus-client` registry of
+//! their own, rendered after the server's families).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterMetrics {
-    state_changes: AtomicU64,
-    published_messages: AtomicU64,
-    published_bytes: AtomicU64,
-    publish_retries: AtomicU64,
-    log_dropped_frames: AtomicU64,
-    read_messages: AtomicU64,
-    read_bytes: AtomicU64,
-    replicas: AtomicU64,
-    replica_resumes: AtomicU64,
-    replica_snapshots: AtomicU64,
-    replica_refused: AtomicU64,
-    claims_refused: AtomicU64,
+    registry: Registry,
+    connected: Gauge,
+    state_changes: Counter,
+    published_messages: Counter,
+    published_bytes: Counter,
+    publish_retries: Counter,
+    log_dropped_frames: Counter,
+    read_messages: Counter,
+    read_bytes: Counter,
+    replicas: Gauge,
+    replica_resumes: Counter,
+    replica_snapshots: Counter,
+    replica_refused: Counter,
+    claims_refused: Counter,
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> ClusterMetrics {
+        let m = ClusterMetrics {
+            registry: Registry::default(),
+            connected: Gauge::default(),
+            state_changes: Counter::default(),
+            published_messages: Counter::default(),
+            published_bytes: Counter::default(),
+            publish_retries: Counter::default(),
+            log_dropped_frames: Counter::default(),
+            read_messages: Counter::default(),
+            read_bytes: Counter::default(),
+            replicas: Gauge::default(),
+            replica_resumes: Counter::default(),
+            replica_snapshots: Counter::default(),
+            replica_refused: Counter::default(),
+            claims_refused: Counter::default(),
+        };
+        let mut registry = Registry::default();
+        registry.register(
+            "blobcast_nats_connected",
+            "1 while the NATS connection is up",
+            m.connected.clone(),
+        );
+        registry.register(
+            "blobcast_nats_replicas",
+            "Streams this node replicates from NATS for its viewers",
+            m.replicas.clone(),
+        );
+        let counters = [
+            ("blobcast_nats_state_changes", "NATS connection state changes (connected, disconnected, closed)", &m.state_changes),
+            ("blobcast_nats_published_messages", "Messages appended to the JetStream log", &m.published_messages),
+            ("blobcast_nats_published_bytes", "Payload bytes appended to the JetStream log", &m.published_bytes),
+            ("blobcast_nats_publish_retries", "Log appends retried after a failure or timeout", &m.publish_retries),
+            ("blobcast_nats_log_dropped_frames", "Accepted frames not appended: the queue to NATS was full", &m.log_dropped_frames),
+            ("blobcast_nats_read_messages", "Log messages read by this node's replicas", &m.read_messages),
+            ("blobcast_nats_read_bytes", "Payload bytes read from NATS by this node's replicas", &m.read_bytes),
+            ("blobcast_nats_replica_resumes", "Replica consumers made again from their last applied sequence", &m.replica_resumes),
+            ("blobcast_nats_replica_snapshots", "Replicas that started over from the current generation (the log no longer had their position)", &m.replica_snapshots),
+            ("blobcast_nats_replica_refused_frames", "Log frames a replica's buffer refused (a gap: it waits for the next generation)", &m.replica_refused),
+            ("blobcast_nats_claims_refused", "Publisher sessions refused because another node's session holds the stream", &m.claims_refused),
+        ];
+        for (name, help, counter) in counters {
+            // Counters are rendered with the `_total` suffix: the names stay as they were.
+            registry.register(name, help, counter.clone());
+        }
+        ClusterMetrics { registry, ..m }
+    }
 }
 
 impl ClusterMetrics {
     pub fn state_change(&self) {
-        self.state_changes.fetch_add(1, Relaxed);
+        self.state_changes.inc();
     }
 
     pub fn published(&self, bytes: usize) {
-        self.published_messages.fetch_add(1, Relaxed);
-        self.published_bytes.fetch_add(bytes as u64, Relaxed);
+        self.published_messages.inc();
+        self.published_bytes.inc_by(bytes as u64);
     }
 
     pub fn publish_retry(&self) {
-        self.publish_retries.fetch_add(1, Relaxed);
+        self.publish_retries.inc();
     }
 
     pub fn log_dropped(&self) {
-        self.log_dropped_frames.fetch_add(1, Relaxed);
+        self.log_dropped_frames.inc();
     }
 
     pub fn read(&self, bytes: usize) {
-        self.read_messages.fetch_add(1, Relaxed);
-        self.read_bytes.fetch_add(bytes as u64, Relaxed);
+        self.read_messages.inc();
+        self.read_bytes.inc_by(bytes as u64);
     }
 
     pub fn replica_started(&self) {
-        self.replicas.fetch_add(1, Relaxed);
+        self.replicas.inc();
     }
 
     pub fn replica_stopped(&self) {
-        self.replicas.fetch_sub(1, Relaxed);
+        self.replicas.dec();
     }
 
     pub fn replica_resumed(&self) {
-        self.replica_resumes.fetch_add(1, Relaxed);
+        self.replica_resumes.inc();
     }
 
     pub fn replica_snapshot(&self) {
-        self.replica_snapshots.fetch_add(1, Relaxed);
+        self.replica_snapshots.inc();
     }
 
     pub fn replica_refused(&self) {
-        self.replica_refused.fetch_add(1, Relaxed);
+        self.replica_refused.inc();
     }
 
     pub fn claim_refused(&self) {
-        self.claims_refused.fetch_add(1, Relaxed);
+        self.claims_refused.inc();
     }
 
     pub fn render(&self, connected: bool, out: &mut String) {
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        let counters = [
-            ("blobcast_nats_state_changes_total", "NATS connection state changes (connected, disconnected, closed).", &self.state_changes),
-            ("blobcast_nats_published_messages_total", "Messages appended to the JetStream log.", &self.published_messages),
-            ("blobcast_nats_published_bytes_total", "Payload bytes appended to the JetStream log.", &self.published_bytes),
-            ("blobcast_nats_publish_retries_total", "Log appends retried after a failure or timeout.", &self.publish_retries),
-            ("blobcast_nats_log_dropped_frames_total", "Accepted frames not appended: the queue to NATS was full.", &self.log_dropped_frames),
-            ("blobcast_nats_read_messages_total", "Log messages read by this node's replicas.", &self.read_messages),
-            ("blobcast_nats_read_bytes_total", "Payload bytes read from NATS by this node's replicas.", &self.read_bytes),
-            ("blobcast_nats_replica_resumes_total", "Replica consumers made again from their last applied sequence.", &self.replica_resumes),
-            ("blobcast_nats_replica_snapshots_total", "Replicas that started over from the current generation (the log no longer had their position).", &self.replica_snapshots),
-            ("blobcast_nats_replica_refused_frames_total", "Log frames a replica's buffer refused (a gap: it waits for the next generation).", &self.replica_refused),
-            ("blobcast_nats_claims_refused_total", "Publisher sessions refused because another node's session holds the stream.", &self.claims_refused),
-        ];
-        metric(
-            "blobcast_nats_connected",
-            "gauge",
-            "1 while the NATS connection is up.",
-            u64::from(connected),
-        );
-        metric(
-            "blobcast_nats_replicas",
-            "gauge",
-            "Streams this node replicates from NATS for its viewers.",
-            self.replicas.load(Relaxed),
-        );
-        for (name, help, value) in counters {
-            metric(name, "counter", help, value.load(Relaxed));
-        }
+        self.connected.set(i64::from(connected));
+        crate::metrics::Metrics::render_registry(&self.registry, out);
     }
 }

@@ -5,6 +5,7 @@
 //! the snapshot and each new generation's blob, and `end`.
 
 use crate::app::App;
+use crate::conn_id::ConnId;
 use crate::net::upgrade::WebSocket;
 use crate::net::ws::{
     answer_close, binary_fragments, close_with, Closing, Receiver, Sender, Socket,
@@ -12,12 +13,13 @@ use crate::net::ws::{
 use crate::protocol::{close, Join, OutFrame, StreamName, ViewerControl};
 use crate::stream::buffer::{ChunkCursor, Lagging, Resume};
 use crate::stream::registry::ViewerGuard;
+use crate::stream::viewers::ViewerSlot;
 use crate::stream::{Refusal, Snapshot, Status, Stream};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -33,6 +35,9 @@ pub struct WatchRequest {
     pub peer: Option<SocketAddr>,
     pub resume: Option<Resume>,
     pub join: Join,
+    pub conn: ConnId,
+    /// When the upgrade request arrived: join times count from here.
+    pub started: Instant,
 }
 
 /// Why a viewer's loop ended.
@@ -45,7 +50,8 @@ enum Ended {
 
 pub async fn serve_chunks(ws: WebSocket, app: App, request: WatchRequest, sub: ChunkSubscription) {
     let who = format!(
-        "viewer {} on {}/chunk",
+        "viewer {} {} on {}/chunk",
+        request.conn,
         Socket(request.peer),
         request.stream
     );
@@ -58,13 +64,25 @@ pub async fn serve_chunks(ws: WebSocket, app: App, request: WatchRequest, sub: C
     let stream = guard.stream().clone();
     let mut cursor = sub.cursor.expect("a cursor comes with every guard");
     let mut departure = Departure::watch(rx);
-    let ended = send_chunks(&app, &stream, &mut cursor, &mut tx, &mut departure).await;
-    finish(&who, &mut tx, ended).await;
+    let slot = stream
+        .viewers()
+        .register(request.conn, request.peer, "chunk");
+    let ended = send_chunks(
+        &app,
+        (&who, &slot),
+        &stream,
+        &mut cursor,
+        &mut tx,
+        &mut departure,
+    )
+    .await;
+    finish(&app, &who, &mut tx, ended).await;
     drop(guard);
 }
 
 async fn send_chunks(
     app: &App,
+    (who, slot): (&str, &ViewerSlot),
     stream: &Stream,
     cursor: &mut ChunkCursor,
     tx: &mut Sender,
@@ -81,13 +99,19 @@ async fn send_chunks(
     loop {
         media.borrow_and_update();
         batch.clear();
-        if let Err(Lagging { behind }) = stream.read_chunks(cursor, max_lag, &mut batch) {
-            app.registry.metrics().viewer_lagged();
-            return Ended::Closing(Closing::new(
-                close::TOO_SLOW,
-                format!("fell {behind} bytes behind the live edge (limit {max_lag}); reconnect"),
-            ));
-        }
+        let arrived = match stream.read_chunks(cursor, max_lag, &mut batch) {
+            Ok(arrived) => arrived,
+            Err(Lagging { behind }) => {
+                app.registry.metrics().viewer_lagged(stream.name().as_str());
+                log::debug!("{who} lagged {behind} bytes behind the live edge");
+                return Ended::Closing(Closing::new(
+                    close::TOO_SLOW,
+                    format!(
+                        "fell {behind} bytes behind the live edge (limit {max_lag}); reconnect"
+                    ),
+                ));
+            }
+        };
         if epoch != Some(cursor.epoch()) {
             // A new publish session, whose generation numbers may repeat the old one's:
             // the viewer keeps these frames apart until its blob socket's hello.
@@ -99,8 +123,19 @@ async fn send_chunks(
             }
             epoch = Some(cursor.epoch());
         }
+        if !batch.is_empty() {
+            // What the viewer was owed as this write began: its lag behind the live edge.
+            let owed: usize = batch.iter().map(OutFrame::len).sum();
+            app.registry.metrics().viewer_lag(owed as u64);
+            slot.lagging(owed as u64);
+            log::debug!("{who} sending {} frames, {owed} bytes", batch.len());
+        }
         if let Err(ended) = send_frames(app, tx, &batch).await {
             return ended;
+        }
+        slot.sent(batch.iter().map(|f| f.len() as u64).sum());
+        if let Some(arrived) = arrived {
+            app.registry.metrics().fanout_latency(arrived.elapsed());
         }
         tokio::select! {
             changed = media.changed() => if changed.is_err() { return Ended::ByViewer },
@@ -117,7 +152,12 @@ pub async fn serve_blob(
     request: WatchRequest,
     guard: Result<ViewerGuard, Refusal>,
 ) {
-    let who = format!("viewer {} on {}/blob", Socket(request.peer), request.stream);
+    let who = format!(
+        "viewer {} {} on {}/blob",
+        request.conn,
+        Socket(request.peer),
+        request.stream
+    );
     let (mut tx, rx) = ws.split();
     let guard = match guard {
         Ok(guard) => guard,
@@ -126,13 +166,24 @@ pub async fn serve_blob(
     log::info!("{who} connected");
     let stream = guard.stream().clone();
     let mut departure = Departure::watch(rx);
-    let ended = send_blobs(&app, &stream, &request, &mut tx, &mut departure).await;
-    finish(&who, &mut tx, ended).await;
+    let mode = join_label(request.join, request.resume.is_some());
+    let slot = stream.viewers().register(request.conn, request.peer, mode);
+    let ended = send_blobs(
+        &app,
+        (&who, &slot),
+        &stream,
+        &request,
+        &mut tx,
+        &mut departure,
+    )
+    .await;
+    finish(&app, &who, &mut tx, ended).await;
     drop(guard);
 }
 
 async fn send_blobs(
     app: &App,
+    (who, slot): (&str, &ViewerSlot),
     stream: &Arc<Stream>,
     request: &WatchRequest,
     tx: &mut Sender,
@@ -174,6 +225,14 @@ async fn send_blobs(
     if let Err(ended) = send_control(app, tx, &hello).await {
         return ended;
     }
+    let join_mode = join_label(snapshot.join, snapshot.resumed);
+    log::debug!(
+        "{who} joins {join_mode}: generation {:?}, {} frames",
+        snapshot.generation,
+        snapshot.frames.len()
+    );
+    // Counted once, when the first decodable bytes (a generation's blob) have gone out.
+    let mut joining = Some(request.started);
     // Sent, then let go at once: a viewer that stays must not pin its join generation.
     let (frames, pin) = (snapshot.frames, snapshot.pin);
     let gone_by = |status: &watch::Receiver<Status>| {
@@ -183,7 +242,8 @@ async fn send_blobs(
         if gone_by(&status) {
             // Two newer generations have started while this viewer took its snapshot: it
             // would pin a generation nobody else needs, for as long as it dawdles.
-            app.registry.metrics().viewer_lagged();
+            app.registry.metrics().viewer_lagged(stream.name().as_str());
+            log::debug!("{who} lagged: two generations started during its snapshot");
             return Ended::Closing(Closing::new(
                 close::TOO_SLOW,
                 "did not take its snapshot before two newer generations started; reconnect",
@@ -191,6 +251,10 @@ async fn send_blobs(
         }
         if let Err(ended) = send_frames(app, tx, std::slice::from_ref(frame)).await {
             return ended;
+        }
+        slot.sent(frame.len() as u64);
+        if let Some(started) = joining.take() {
+            app.registry.metrics().joined(join_mode, started.elapsed());
         }
     }
     drop((frames, pin));
@@ -230,8 +294,15 @@ async fn send_blobs(
                 if let Err(ended) = send_control(app, tx, &hello).await {
                     return ended;
                 }
+                let blob_len = blob.len() as u64;
                 if let Err(ended) = send_frames(app, tx, &[OutFrame::Whole(blob)]).await {
                     return ended;
+                }
+                log::debug!("{who} sent generation {generation}'s blob");
+                slot.sent(blob_len);
+                if let Some(started) = joining.take() {
+                    // Joined a stream that was not live yet: it starts at the blob.
+                    app.registry.metrics().joined("start", started.elapsed());
                 }
                 sent_generation = Some((epoch, generation));
             }
@@ -272,7 +343,7 @@ async fn within_send_timeout(
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Ended::ByViewer),
         Err(_) => {
-            app.registry.metrics().viewer_lagged();
+            app.registry.metrics().viewer_write_timed_out();
             Err(Ended::Closing(Closing::new(
                 close::TOO_SLOW,
                 format!("did not accept a write within {:?}", app.send_timeout()),
@@ -357,19 +428,30 @@ fn shutting_down() -> Ended {
 async fn refuse(app: &App, who: &str, tx: &mut Sender, refusal: &Refusal) {
     app.registry.metrics().connection_refused();
     let closing = Closing::refusal(refusal);
+    app.registry.metrics().refused_with(closing.code);
     log::info!("{who} refused: {}", closing.reason);
     close_with(tx, closing).await;
 }
 
-async fn finish(who: &str, tx: &mut Sender, ended: Ended) {
+async fn finish(app: &App, who: &str, tx: &mut Sender, ended: Ended) {
     match ended {
         Ended::ByViewer => {
             log::info!("{who} disconnected");
             answer_close(tx).await;
         }
         Ended::Closing(closing) => {
+            app.registry.metrics().refused_with(closing.code);
             log::info!("{who} closed: {} {}", closing.code, closing.reason);
             close_with(tx, closing).await;
         }
+    }
+}
+
+/// The join mode's name in metrics and logs.
+fn join_label(join: Join, resumed: bool) -> &'static str {
+    match (join, resumed) {
+        (_, true) => "resume",
+        (Join::Start, false) => "start",
+        (Join::Live, false) => "live",
     }
 }

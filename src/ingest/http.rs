@@ -299,7 +299,8 @@ where
                 RefusedKind::Stopped => StatusCode::CONFLICT,
             };
             log::info!(
-                "HTTP publisher on {stream_name} (session {session}) refused: {}",
+                "HTTP publisher {} on {stream_name} (session {session}) refused: {}",
+                app.http_publishers.conn_of(&stream_name),
                 refused.reason
             );
             refuse(status, &refused.reason)
@@ -334,8 +335,9 @@ fn stop(app: &App, name: &StreamName, session: &str) -> Response {
             if let Some(stream) = stream {
                 stream.end();
             }
+            let conn = app.http_publishers.conn_of(name);
             app.http_publishers.release(name, None);
-            log::info!("HTTP publisher on {name} (session {session}) stopped");
+            log::info!("HTTP publisher {conn} on {name} (session {session}) stopped");
             reply::json(&serde_json::json!({ "stopped": true })).into_response()
         }
     }

@@ -2,6 +2,7 @@
 //! close ends its session, so a session holds its stream from its first POST until it
 //! stops or stays silent for `--ingest-timeout-secs`.
 
+use crate::conn_id::ConnId;
 use crate::protocol::StreamName;
 use crate::shutdown::Shutdown;
 use crate::stream::registry::PublisherGuard;
@@ -18,6 +19,8 @@ struct HttpSession {
     token: u64,
     last_post: Instant,
     guard: PublisherGuard,
+    /// In every log line about this session.
+    conn: ConnId,
 }
 
 /// The HTTP publisher sessions holding streams, by stream.
@@ -58,6 +61,7 @@ impl HttpPublishers {
         let guard = self.registry.attach_publisher(name, session)?;
         let stream = guard.stream().clone();
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let conn = ConnId::next();
         sessions.insert(
             name.clone(),
             HttpSession {
@@ -65,11 +69,20 @@ impl HttpPublishers {
                 token,
                 last_post: Instant::now(),
                 guard,
+                conn,
             },
         );
-        log::info!("HTTP publisher on {name} (session {session}) started");
+        log::info!("HTTP publisher {conn} on {name} (session {session}) started");
         tokio::spawn(self.clone().reap(name.clone(), token));
         Ok(stream)
+    }
+
+    /// The connection id of the HTTP session holding `name`, for log lines ("-": none).
+    pub fn conn_of(&self, name: &StreamName) -> String {
+        self.sessions
+            .lock()
+            .get(name)
+            .map_or_else(|| "-".to_owned(), |held| held.conn.to_string())
     }
 
     /// Whether `name` is held over HTTP, and if so whether by `session`.
@@ -103,6 +116,7 @@ impl HttpPublishers {
 
     /// Ends an HTTP publisher session once it has been idle for the timeout.
     async fn reap(self: Arc<Self>, name: StreamName, token: u64) {
+        let conn = self.conn_of(&name);
         let mut shutdown = self.shutdown.clone();
         while let Some(deadline) = self.deadline(&name, token) {
             tokio::select! {
@@ -117,7 +131,7 @@ impl HttpPublishers {
                 .is_some_and(|deadline| deadline <= Instant::now());
             if idle && self.release(&name, Some(token)) {
                 log::info!(
-                    "HTTP publisher on {name} gone: no POST for {:?}",
+                    "HTTP publisher {conn} on {name} gone: no POST for {:?}",
                     self.timeout
                 );
                 return;

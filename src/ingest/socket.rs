@@ -5,6 +5,7 @@
 
 use super::frame::{accept_frame, PublisherSocket};
 use crate::app::App;
+use crate::conn_id::ConnId;
 use crate::net::upgrade::WebSocket;
 use crate::net::ws::{answer_close, close_with, Closing, Socket};
 use crate::protocol::{close, PublisherControl, StreamName};
@@ -23,12 +24,14 @@ pub struct PublishRequest {
     pub peer: Option<SocketAddr>,
     /// `?name_prefix=` on the blob socket: the start of the recording's file name.
     pub name_prefix: Option<String>,
+    pub conn: ConnId,
 }
 
 pub async fn serve(ws: WebSocket, app: App, request: PublishRequest) {
     let (mut tx, mut rx) = ws.split();
     let who = format!(
-        "publisher {} on {}/{} (session {})",
+        "publisher {} {} on {}/{} (session {})",
+        request.conn,
         Socket(request.peer),
         request.stream,
         request.socket.name(),

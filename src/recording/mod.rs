@@ -5,6 +5,7 @@
 //! writing in `writer`, crash recovery in `recover`, names in `names`, the link between
 //! a dropped session and the next one in `sessions`; its HTTP face is `api::recordings`.
 
+mod disk;
 mod ebml;
 pub mod names;
 mod recover;
@@ -13,6 +14,7 @@ pub mod splice;
 mod writer;
 
 use crate::events::{Event, Events};
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -126,6 +128,8 @@ pub struct Recorder {
     active: watch::Sender<usize>,
     /// Recordings finishing or failing.
     events: Events,
+    /// `--min-free-disk`, and the recording metrics.
+    disk: disk::DiskWatch,
 }
 
 /// Counts one writer or recovery task as alive until dropped.
@@ -141,7 +145,14 @@ impl Recorder {
     /// Reads the catalog from `dir` (which need not exist yet) and starts finalizing, in
     /// the background, every file a crash left open.
     pub fn open(dir: PathBuf) -> Arc<Recorder> {
+        Recorder::open_with(dir, 0, Arc::new(Metrics::new()))
+    }
+
+    /// As `open`, stopping recordings when free space falls under `min_free` bytes and
+    /// counting them in `metrics`.
+    pub fn open_with(dir: PathBuf, min_free: u64, metrics: Arc<Metrics>) -> Arc<Recorder> {
         let recorder = Arc::new(Recorder {
+            disk: disk::DiskWatch::new(dir.clone(), min_free, metrics),
             dir,
             entries: Mutex::new(BTreeMap::new()),
             recent: sessions::Recent::default(),
@@ -157,6 +168,27 @@ impl Recorder {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Free bytes on the record directory's filesystem (also set in its gauge).
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.disk.free()
+    }
+
+    /// How many recordings the catalog holds in each state, for `/metrics`.
+    pub fn count_by_state(&self) -> [(State, usize); 4] {
+        let mut counts = [
+            (State::Recording, 0),
+            (State::Finished, 0),
+            (State::Interrupted, 0),
+            (State::Failed, 0),
+        ];
+        for entry in self.entries.lock().values() {
+            if let Some(count) = counts.iter_mut().find(|(s, _)| *s == entry.info.state) {
+                count.1 += 1;
+            }
+        }
+        counts
     }
 
     /// Every sidecar and every `.webm` without one; returns the ids to recover.
@@ -222,7 +254,7 @@ impl Recorder {
     ) -> Option<Session> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = mpsc::channel(writer::QUEUE_FRAMES);
-        let shared = Arc::new(writer::Shared::default());
+        let shared = Arc::new(writer::Shared::new(self.disk.metrics().clone()));
         let subject = writer::Subject {
             stream: stream.to_owned(),
             prefix: names::sanitize_prefix(prefix),

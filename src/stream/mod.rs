@@ -2,9 +2,11 @@
 //! viewers, and who is attached to it. `registry` owns the set of streams.
 
 pub mod buffer;
+pub mod clock;
 pub mod index;
 pub mod registry;
 pub mod tap;
+pub mod viewers;
 
 use crate::metrics::Metrics;
 use crate::protocol::{Join, OutFrame, StreamName};
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
 pub use registry::{Refusal, Registry};
@@ -136,6 +138,10 @@ pub struct Stream {
     tap: Mutex<Option<Arc<dyn Tap>>>,
     /// False while a cluster replica feeds the stream: the publisher's node records it.
     records: AtomicBool,
+    /// Set inside the buffer lock, so a viewer's read and its arrival time agree.
+    clock: clock::StreamClock,
+    /// Each viewer socket's figures, for the stats API.
+    viewers: Arc<viewers::ViewerTable>,
 }
 
 /// A snapshot of one stream for `/api/streams`.
@@ -222,6 +228,8 @@ impl Stream {
             publisher_sockets: Mutex::default(),
             tap: Mutex::new(None),
             records: AtomicBool::new(true),
+            clock: clock::StreamClock::default(),
+            viewers: Arc::default(),
         }
     }
 
@@ -318,6 +326,7 @@ impl Stream {
         {
             let mut buffer = self.buffer.lock();
             buffer.stop();
+            self.clock.ended();
             self.recording.lock().end();
             if let Some(tap) = &*self.tap.lock() {
                 tap.ended();
@@ -375,6 +384,11 @@ impl Stream {
             } else {
                 buffer.accept_chunk(frame)?
             };
+            match accepted {
+                Accepted::NewGeneration { .. } => self.clock.frame_arrived(true),
+                Accepted::Appended => self.clock.frame_arrived(false),
+                Accepted::Held | Accepted::Dropped => {}
+            }
             if let Some((tap, frame)) = tapped.filter(|_| accepted != Accepted::Dropped) {
                 tap.accepted(&frame, is_blob, accepted);
             }
@@ -488,13 +502,33 @@ impl Stream {
         self.buffer.lock().cursor(resume)
     }
 
+    /// Reads what `cursor` is owed into `out`; with it, when the newest frame read
+    /// arrived (for the fan-out latency: the batch's other frames are older still).
     pub fn read_chunks(
         &self,
         cursor: &mut ChunkCursor,
         max_behind: u64,
         out: &mut Vec<OutFrame>,
-    ) -> Result<(), Lagging> {
-        self.buffer.lock().read_chunks(cursor, max_behind, out)
+    ) -> Result<Option<Instant>, Lagging> {
+        let buffer = self.buffer.lock();
+        buffer.read_chunks(cursor, max_behind, out)?;
+        Ok(self.clock.last_arrival().filter(|_| !out.is_empty()))
+    }
+
+    /// The stats slots of this stream's viewer sockets.
+    pub fn viewers(&self) -> &Arc<viewers::ViewerTable> {
+        &self.viewers
+    }
+
+    /// The figures `/metrics` shows for this stream.
+    pub fn figures(&self) -> (usize, usize, f64, Option<Duration>, u64) {
+        let buffered = self.buffer.lock().len();
+        let (blob, chunk) = {
+            let presence = self.presence.lock();
+            (presence.blob_viewers, presence.chunk_viewers)
+        };
+        let rate = self.ingest.lock().bits_per_second();
+        (blob, chunk, rate, self.clock.generation_age(), buffered)
     }
 
     pub fn info(&self) -> StreamInfo {

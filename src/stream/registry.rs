@@ -4,7 +4,7 @@
 
 use super::{PublisherSession, Stream, StreamInfo};
 use crate::events::{Event, Events};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamFigures};
 use crate::protocol::StreamName;
 use crate::recording::Recorder;
 use crate::stream::buffer::BufferLimits;
@@ -103,6 +103,33 @@ impl Registry {
         infos
     }
 
+    /// Drops `name` and its metric series.
+    fn remove(&self, streams: &mut HashMap<StreamName, Arc<Stream>>, name: &StreamName) {
+        streams.remove(name);
+        self.metrics.forget_stream(name.as_str());
+    }
+
+    /// Sets every stream's gauges, under the lock that removals take (so a stream's
+    /// series cannot come back after it went away), and returns (streams, viewers).
+    pub fn refresh_metrics(&self) -> (usize, usize) {
+        let streams = self.streams.lock();
+        let mut viewers = 0;
+        for (name, stream) in streams.iter() {
+            let (blob_viewers, chunk_viewers, rate, generation_age, buffered_bytes) =
+                stream.figures();
+            viewers += chunk_viewers;
+            self.metrics.set_stream(&StreamFigures {
+                stream: name.as_str(),
+                blob_viewers,
+                chunk_viewers,
+                ingest_bits_per_second: rate,
+                generation_age,
+                buffered_bytes,
+            });
+        }
+        (streams.len(), viewers)
+    }
+
     /// (streams, viewers) for the metrics page.
     pub fn counts(&self) -> (usize, usize) {
         let streams = self.streams.lock();
@@ -165,7 +192,7 @@ impl Registry {
                 let idle = presence.is_idle();
                 drop(presence);
                 if idle {
-                    streams.remove(name);
+                    self.remove(&mut streams, name);
                 }
                 return Err(Refusal::PublisherBusy);
             }
@@ -205,7 +232,7 @@ impl Registry {
             let idle = presence.is_idle();
             drop(presence);
             if idle {
-                streams.remove(name);
+                self.remove(&mut streams, name);
             }
             return Err(Refusal::TooManyViewers(self.limits.max_viewers));
         }
@@ -236,7 +263,7 @@ impl Registry {
         let mut presence = stream.presence.lock();
         detach(&mut presence);
         if presence.is_idle() {
-            streams.remove(stream.name());
+            self.remove(&mut streams, stream.name());
         }
     }
 

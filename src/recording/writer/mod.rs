@@ -12,6 +12,7 @@ mod output;
 
 use super::splice::SpliceError;
 use super::{names, Recorder, State};
+use crate::metrics::Metrics;
 use crate::protocol::{FrameHeader, HEADER_LEN};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -40,9 +41,24 @@ pub(super) struct Shared {
     /// The catalog entry of the file being written, from its claim to its finalizing:
     /// what to mark failed if the writer is lost to a panic.
     open_entry: Mutex<Option<String>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Shared {
+    pub fn new(metrics: Arc<Metrics>) -> Shared {
+        Shared {
+            metrics: Some(metrics),
+            ..Shared::default()
+        }
+    }
+
+    /// Frames waiting for the writer grew (or, negative, shrank) by `bytes`.
+    fn queued(&self, bytes: i64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.recording_queue(bytes);
+        }
+    }
+
     /// Stops the recording with `why`, unless it already stopped.
     pub fn fail(&self, why: String) {
         let mut failure = self.failure.lock();
@@ -81,6 +97,9 @@ impl Session {
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,
             }
         };
+        if !full {
+            self.shared.queued(len as i64);
+        }
         if full {
             self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.shared.fail(format!(
@@ -215,6 +234,15 @@ struct Writer {
 
 impl Writer {
     fn frames(&mut self, frames: Vec<Bytes>) {
+        let batch: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        self.shared.queued(-(batch as i64));
+        if !self.stopped {
+            if let Some(why) = self.recorder.disk.refuses(batch) {
+                self.recorder.disk.metrics().recording_stopped_low_disk();
+                self.stop(State::Failed, Some(why));
+            }
+        }
+        let written_before = self.out.as_ref().map_or(0, |o| o.disk.good);
         for frame in frames {
             self.shared
                 .queued_bytes
@@ -235,6 +263,8 @@ impl Writer {
             return;
         }
         if let Some(out) = &mut self.out {
+            let written = out.disk.good.saturating_sub(written_before);
+            self.recorder.disk.metrics().recording_written(written);
             if out.last_sync.elapsed() >= SYNC_EVERY {
                 out.last_sync = Instant::now();
                 let disk = &mut out.disk;
@@ -401,6 +431,10 @@ impl Writer {
     fn stop(&mut self, state: State, why: Option<String>) {
         if let Some(why) = &why {
             log::error!("recording of {} stopped: {why}", self.subject.stream);
+            self.recorder
+                .disk
+                .metrics()
+                .recording_failed(failure_reason(why));
             self.shared.fail(why.clone());
         }
         self.finalize(state, why);
@@ -490,6 +524,19 @@ impl Writer {
             state.as_str(),
             error.map(|e| format!(" ({e})")).unwrap_or_default()
         );
+    }
+}
+
+/// The `reason` label of `blobcast_recording_failures_total` for a stop's message.
+fn failure_reason(why: &str) -> &'static str {
+    if why.contains("--min-free-disk") {
+        "low_disk"
+    } else if why.contains("too slow") {
+        "disk_too_slow"
+    } else if why.starts_with("cannot ") || why.contains("No space") {
+        "io"
+    } else {
+        "media"
     }
 }
 
