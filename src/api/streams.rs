@@ -22,6 +22,17 @@ fn scope(app: &App, credentials: &Credentials) -> Result<Scope, Denial> {
     app.auth.watch_scope(credentials)
 }
 
+/// Whether this reader may see `name` (`get_stream` and `stream_stats` alike).
+fn may_see(app: &App, credentials: &Credentials, name: &StreamName) -> Result<(), Denial> {
+    if scope(app, credentials)?.allows(name.as_str()) {
+        Ok(())
+    } else {
+        Err(Denial::Forbidden(format!(
+            "this token may not watch {name}"
+        )))
+    }
+}
+
 pub async fn list_streams(credentials: Credentials, app: App) -> Response {
     let scope = match scope(&app, &credentials) {
         Ok(scope) => scope,
@@ -54,12 +65,8 @@ pub async fn get_stream(
     app: App,
 ) -> Result<Response, Rejection> {
     let name = StreamName::parse(&name).map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let scope = match scope(&app, &credentials) {
-        Ok(scope) => scope,
-        Err(denial) => return Ok(denial.response()),
-    };
-    if !scope.allows(name.as_str()) {
-        return Ok(Denial::Forbidden(format!("this token may not watch {name}")).response());
+    if let Err(denial) = may_see(&app, &credentials, &name) {
+        return Ok(denial.response());
     }
     let local = app.registry.get(&name).map(|stream| stream.info());
     let Some(cluster) = &app.cluster else {
@@ -85,12 +92,8 @@ pub fn stream_stats(
     app: App,
 ) -> Result<Response, Rejection> {
     let name = StreamName::parse(&name).map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let scope = match scope(&app, &credentials) {
-        Ok(scope) => scope,
-        Err(denial) => return Ok(denial.response()),
-    };
-    if !scope.allows(name.as_str()) {
-        return Ok(Denial::Forbidden(format!("this token may not watch {name}")).response());
+    if let Err(denial) = may_see(&app, &credentials, &name) {
+        return Ok(denial.response());
     }
     let Some(stream) = app.registry.get(&name) else {
         return Ok(error_response(

@@ -1,6 +1,8 @@
 //! The scanner's tests: hand-built streams, hostile headers, every split point, and the
-//! ffmpeg fixture checked against mkvinfo.
+//! ffmpeg fixture checked against mkvinfo. Test code only: `mod.rs` declares it under
+//! `#[cfg(test)]`, and the attribute below says so to line counters too.
 
+#[cfg(test)]
 use super::*;
 use crate::webm::ebml::id;
 use crate::webm::testutil::*;
