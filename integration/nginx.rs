@@ -7,12 +7,12 @@
 
 mod common;
 
+use common::logs::{capture_logs, logged};
 use common::*;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, Once};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const MIME: &str = "video/webm;codecs=vp8,opus";
@@ -23,43 +23,6 @@ const UPSTREAM_LINE: &str = "    server 127.0.0.1:8000;\n";
 const LISTEN_LINE: &str = "    listen 80;\n";
 const ACCESS_LOG_LINE: &str =
     "    access_log /var/log/nginx/blobcast.access.log blobcast_redacted;\n";
-
-/// Every log line of the server, so the test can see which client address it logged.
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.target().starts_with("blobcast")
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            LINES.lock().unwrap().push(record.args().to_string());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&Capture).expect("no other logger yet");
-        log::set_max_level(log::LevelFilter::Debug);
-    });
-}
-
-fn logged(needle: &str) -> Vec<String> {
-    LINES
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|line| line.contains(needle))
-        .cloned()
-        .collect()
-}
 
 fn find_nginx() -> Option<PathBuf> {
     let known = |p: &Path| p.is_file().then(|| p.to_path_buf());

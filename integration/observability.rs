@@ -4,39 +4,12 @@
 
 mod common;
 
+use common::logs::{capture_logs, LINES};
 use common::*;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 const MIME: &str = "video/webm;codecs=vp8,opus";
-
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.target().starts_with("blobcast")
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            LINES.lock().unwrap().push(record.args().to_string());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-/// Every test of this binary calls it first, so the capture is the process's logger.
-fn capture_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&Capture).expect("no other logger yet");
-        log::set_max_level(log::LevelFilter::Debug);
-    });
-}
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod logs;
+
 use blobcast::protocol::{FrameHeader, HEADER_LEN};
 use blobcast::Config;
 use bytes::Bytes;
