@@ -32,6 +32,7 @@ pub mod sink;
 pub mod stream;
 pub mod webhook;
 pub mod webm;
+pub mod ws_head;
 
 pub use config::Config;
 pub use net::server::{run, serve, ServerError};

@@ -1,6 +1,7 @@
 //! The wire protocol v1 (docs/protocol.md): the 16-byte frame header, stream names,
 //! the JSON control messages and the close codes.
 
+use crate::ws_head::WsHead;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -92,36 +93,50 @@ impl FrameHeader {
 }
 
 /// A binary frame as a viewer is sent it: one WebSocket message whose bytes are the
-/// concatenation of its parts. Nearly always the publisher's own frame, shared. A frame
-/// cut out of buffered ones (a resume from the middle of a frame, a live join's init
-/// segment and keyframe cluster) is a fresh 16-byte header followed by slices of the
+/// concatenation of its parts, with its WebSocket header encoded once. Nearly always the
+/// publisher's own frame, shared, with the header the buffer encoded when it stored it.
+/// A frame cut out of buffered ones (a resume from the middle of a frame, a live join's
+/// init segment and keyframe cluster) is a fresh 16-byte header followed by slices of the
 /// buffered payloads, so cutting copies no media, and no joiner costs a copy under the
 /// stream's lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutFrame {
     /// A publisher frame, header included, exactly as it was accepted.
-    Whole(Bytes),
+    Whole(WsHead, Bytes),
     /// A header of our own, then payload slices: `parts[0]` is the 16-byte header.
-    Cut(Vec<Bytes>),
+    Cut(WsHead, Vec<Bytes>),
 }
 
 impl OutFrame {
+    /// A publisher frame whose WebSocket header is encoded now.
+    pub fn whole(bytes: Bytes) -> OutFrame {
+        OutFrame::Whole(WsHead::binary(bytes.len()), bytes)
+    }
+
     pub fn cut(header: FrameHeader, payload: impl IntoIterator<Item = Bytes>) -> OutFrame {
         let mut head = BytesMut::with_capacity(HEADER_LEN);
         header.put(&mut head);
         let mut parts = vec![head.freeze()];
         parts.extend(payload.into_iter().filter(|p| !p.is_empty()));
-        OutFrame::Cut(parts)
+        let len = parts.iter().map(Bytes::len).sum();
+        OutFrame::Cut(WsHead::binary(len), parts)
     }
 
     pub fn parts(&self) -> &[Bytes] {
         match self {
-            OutFrame::Whole(bytes) => std::slice::from_ref(bytes),
-            OutFrame::Cut(parts) => parts,
+            OutFrame::Whole(_, bytes) => std::slice::from_ref(bytes),
+            OutFrame::Cut(_, parts) => parts,
         }
     }
 
-    /// Bytes on the wire, header included.
+    /// The WebSocket header that goes before the parts on the wire.
+    pub fn ws_head(&self) -> &WsHead {
+        match self {
+            OutFrame::Whole(head, _) | OutFrame::Cut(head, _) => head,
+        }
+    }
+
+    /// Bytes of the message, header included (not the WebSocket header).
     pub fn len(&self) -> usize {
         self.parts().iter().map(Bytes::len).sum()
     }
@@ -133,8 +148,8 @@ impl OutFrame {
     /// The message as one contiguous copy: what the viewer receives, for tests.
     pub fn to_bytes(&self) -> Bytes {
         match self {
-            OutFrame::Whole(bytes) => bytes.clone(),
-            OutFrame::Cut(parts) => parts.concat().into(),
+            OutFrame::Whole(_, bytes) => bytes.clone(),
+            OutFrame::Cut(_, parts) => parts.concat().into(),
         }
     }
 }
@@ -231,6 +246,13 @@ pub enum ViewerControl {
     Epoch {
         epoch: u64,
     },
+    /// On the chunk socket of a viewer that joined at the live edge and then fell too
+    /// far behind: the frames that follow start at `offset` of `generation`, at its
+    /// newest keyframe-led cluster, skipping what lay between.
+    Jump {
+        generation: u64,
+        offset: u64,
+    },
 }
 
 impl ViewerControl {
@@ -272,7 +294,7 @@ mod tests {
         assert_eq!(cut.parts().len(), 3, "empty slices are left out");
         // The payload parts point into the buffered bytes: nothing was copied.
         assert_eq!(cut.parts()[1].as_ptr(), media[3..].as_ptr());
-        let whole = OutFrame::Whole(header.frame(b"x"));
+        let whole = OutFrame::whole(header.frame(b"x"));
         assert_eq!(whole.parts().len(), 1);
         assert_eq!(whole.to_bytes(), header.frame(b"x"));
     }

@@ -343,9 +343,9 @@ async fn watch_upgrade(
                 .ok()
                 .map(|g| g.stream().chunk_cursor(request.resume));
             let sub = ChunkSubscription { guard, cursor };
-            ws.answer(config, move |ws| {
+            ws.answer_raw(move |io| {
                 app.registry.metrics().handshake(started.elapsed());
-                viewer::serve_chunks(ws, app, request, sub)
+                viewer::serve_chunks(io, app, request, sub)
             })
         }
         "blob" => {
@@ -353,9 +353,9 @@ async fn watch_upgrade(
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Blob);
             watch_in_cluster(&app, &guard).await;
-            ws.answer(config, move |ws| {
+            ws.answer_raw(move |io| {
                 app.registry.metrics().handshake(started.elapsed());
-                viewer::serve_blob(ws, app, request, guard)
+                viewer::serve_blob(io, app, request, guard)
             })
         }
         _ => return Err(warp::reject::not_found()),

@@ -144,6 +144,24 @@ export async function unitTests(root, test) {
     assert.equal(plain.length, 200);
   });
 
+  test('unit: reassembly follows the server when it moves a lagging viewer to a keyframe cluster', () => {
+    const jumps = [];
+    const r = new Reassembler({ onJump: (g, from, to) => jumps.push([g, from, to]) });
+    assert.equal(r.push(frame(4, 0, 200), true), 'start');
+    assert.equal(r.push(frame(4, 200, 300), false), 'appended');
+    // {"type":"jump"} on the chunk socket, then frames from the keyframe cluster on.
+    r.skipTo(null, 4, 900);
+    assert.deepEqual(jumps, [[4, 300, 900]]);
+    assert.equal(r.push(frame(4, 900, 1000), false), 'appended');
+    assert.equal(r.length, 1000);
+    // A jump into a generation whose blob has not come yet waits for it.
+    r.skipTo(null, 5, 700);
+    assert.equal(r.push(frame(5, 700, 800), false), 'held');
+    assert.equal(r.push(frame(5, 0, 300), true), 'start');
+    assert.deepEqual(jumps.at(-1), [5, 300, 700]);
+    assert.equal(r.length, 800, 'the held frame at the jump is taken');
+  });
+
   // A real WebM cut the way MediaRecorder cuts it: anywhere.
   const dir = mkdtempSync(join(tmpdir(), 'blobcast-unit-'));
   try {

@@ -146,6 +146,9 @@ export class MsePlayer {
     // The media now continues from a later moment: earlier arrivals no longer say how
     // late media comes.
     this.arrivals = [];
+    // And playback is to go on there (a viewer moved ahead mid-play): the controller
+    // makes its join seek again, one target lag behind the newest media.
+    this.viewer.seekedToEdge = false;
   }
 
   /**

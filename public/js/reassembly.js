@@ -44,6 +44,8 @@ export class Reassembler {
     /** "epoch/generation" -> { epoch, generation, frames } waiting for that generation's blob. */
     this.future = new Map();
     this.liveJoin = null;
+    /** A {"type":"jump"} for a generation whose blob has not come yet. */
+    this.pendingSkip = null;
     this.jumps = [];
     /** What is held of the current generation skips from its init to the live edge. */
     this.joinedAtLiveEdge = false;
@@ -166,6 +168,28 @@ export class Reassembler {
     return result;
   }
 
+  /**
+   * The server moved this viewer, which fell too far behind, to a newer keyframe
+   * cluster: the chunk socket's frames go on at `offset` of `generation`
+   * ({"type":"jump"}). Taken now if that generation is held, else when its blob starts it.
+   */
+  skipTo(epoch, generation, offset) {
+    if (this.holds(epoch ?? null, generation)) this.applySkip(generation, offset);
+    else this.pendingSkip = { epoch: epoch ?? null, generation, offset };
+  }
+
+  applySkip(generation, offset) {
+    if (offset <= this.length) return 'dropped';
+    const from = this.length;
+    this.length = offset;
+    this.joinedAtLiveEdge = true;
+    this.ahead = this.ahead.filter((f) => f.offset + f.payload.byteLength > offset);
+    this.jumps.push({ generation, from, to: offset });
+    this.handlers.onJump?.(generation, from, offset);
+    this.drainAhead();
+    return 'jump';
+  }
+
   start(frame) {
     this.generation = frame.generation;
     this.epoch = frame.epoch ?? null;
@@ -180,6 +204,9 @@ export class Reassembler {
     this.length = frame.payload.byteLength;
     this.pieces.push({ offset: 0, bytes: frame.payload });
     this.handlers.onStart?.(frame.generation, frame.payload);
+    const skip = this.pendingSkip;
+    this.pendingSkip = null;
+    if (skip && this.holds(skip.epoch, skip.generation)) this.applySkip(skip.generation, skip.offset);
     // Chunks of this generation that came before its blob (of this epoch, or not told).
     const waiting = [];
     for (const [key, entry] of [...this.future]) {

@@ -64,7 +64,10 @@ export class ViewerConnection {
     this.chunkEpochTold = false;
     // The chunk socket first: the server records our position before answering its
     // upgrade, so the blob socket's snapshot and these chunks meet without a gap.
-    const chunk = new WebSocket(socketUrl(`/ws/watch/${this.stream}/chunk`, params));
+    // join=live on the chunk socket: this player starts at keyframes, so the server may
+    // move it to the newest keyframe cluster if it falls behind instead of cutting it off.
+    const chunkParams = this.joinLive ? { ...params, join: 'live' } : params;
+    const chunk = new WebSocket(socketUrl(`/ws/watch/${this.stream}/chunk`, chunkParams));
     chunk.binaryType = 'arraybuffer';
     this.chunk = chunk;
     this.lastByteAt = Date.now();
@@ -130,7 +133,10 @@ export class ViewerConnection {
     }
   }
 
-  /** Text on the chunk socket: {"type":"epoch"} before the frames of a new session. */
+  /**
+   * Text on the chunk socket: {"type":"epoch"} before the frames of a new session, and
+   * {"type":"jump"} when the server moved this lagging viewer to a newer keyframe cluster.
+   */
   chunkControl(text) {
     let msg;
     try {
@@ -141,6 +147,8 @@ export class ViewerConnection {
     if (msg.type === 'epoch' && msg.epoch !== undefined && msg.epoch !== null) {
       this.chunkEpoch = msg.epoch;
       this.chunkEpochTold = true;
+    } else if (msg.type === 'jump') {
+      this.reassembler.skipTo(this.chunkEpoch, msg.generation, msg.offset);
     }
   }
 

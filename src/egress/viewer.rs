@@ -1,28 +1,27 @@
-//! A viewer's two sockets. The chunk socket sends every frame appended after the viewer
-//! subscribed, reading straight from the shared `Buffer` with its own cursor, so a
-//! viewer has no queue of its own: falling too far behind the live edge, or taking too
-//! long to accept a write, disconnects it with a reason. The blob socket sends the hello,
-//! the snapshot and each new generation's blob, and `end`.
+//! A viewer's two sockets, each served by one task. The chunk socket sends every frame
+//! appended after the viewer subscribed, reading straight from the shared `Buffer` with
+//! its own cursor, so a viewer has no queue of its own: one that falls too far behind
+//! the live edge is moved to the newest keyframe cluster if it joined at the live edge,
+//! else (or if even that is too far) disconnected with a reason, as is one that takes
+//! too long to accept a write. The blob socket sends the hello, the snapshot and each
+//! new generation's blob, and `end`. Both write through `socket::ViewerSocket`.
 
+use super::socket::{Heard, ViewerSocket, WriteFailed};
 use crate::app::App;
 use crate::conn_id::ConnId;
-use crate::net::upgrade::WebSocket;
-use crate::net::ws::{
-    answer_close, binary_fragments, close_with, Closing, Receiver, Sender, Socket,
-};
+use crate::net::upgrade::RawSocket;
+use crate::net::ws::{Closing, Socket};
 use crate::protocol::{close, Join, OutFrame, StreamName, ViewerControl};
 use crate::stream::buffer::{ChunkCursor, Lagging, Resume};
 use crate::stream::registry::ViewerGuard;
 use crate::stream::viewers::ViewerSlot;
 use crate::stream::{Refusal, Snapshot, Status, Stream};
-use futures_util::{SinkExt, StreamExt};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+type Viewer = ViewerSocket<RawSocket>;
 
 /// The chunk socket's subscription, taken before the upgrade is answered.
 pub struct ChunkSubscription {
@@ -42,41 +41,44 @@ pub struct WatchRequest {
 
 /// Why a viewer's loop ended.
 enum Ended {
-    /// The viewer closed or vanished.
-    ByViewer,
+    /// The connection broke or ended without a close frame.
+    Gone,
+    /// The viewer sent its close frame (with this code): it is answered.
+    ClosedByViewer(Option<u16>),
     /// We close it, with this code and reason.
     Closing(Closing),
 }
 
-pub async fn serve_chunks(ws: WebSocket, app: App, request: WatchRequest, sub: ChunkSubscription) {
+pub async fn serve_chunks(io: RawSocket, app: App, request: WatchRequest, sub: ChunkSubscription) {
     let who = format!(
         "viewer {} {} on {}/chunk",
         request.conn,
         Socket(request.peer),
         request.stream
     );
-    let (mut tx, rx) = ws.split();
+    let mut socket = ViewerSocket::new(io);
     let guard = match sub.guard {
         Ok(guard) => guard,
-        Err(refusal) => return refuse(&app, &who, &mut tx, &refusal).await,
+        Err(refusal) => return refuse(&app, &who, socket, &refusal).await,
     };
     log::info!("{who} connected");
     let stream = guard.stream().clone();
     let mut cursor = sub.cursor.expect("a cursor comes with every guard");
-    let mut departure = Departure::watch(rx);
     let slot = stream
         .viewers()
         .register(request.conn, request.peer, "chunk");
+    // A viewer that asked for the live edge plays from keyframes, so it may be moved to
+    // a newer one; one that plays whole files (blob mode) may not.
+    let may_jump = request.join == Join::Live;
     let ended = send_chunks(
         &app,
         (&who, &slot),
         &stream,
-        &mut cursor,
-        &mut tx,
-        &mut departure,
+        (&mut cursor, may_jump),
+        &mut socket,
     )
     .await;
-    finish(&app, &who, &mut tx, ended).await;
+    finish(&app, &who, socket, ended).await;
     drop(guard);
 }
 
@@ -84,23 +86,22 @@ async fn send_chunks(
     app: &App,
     (who, slot): (&str, &ViewerSlot),
     stream: &Stream,
-    cursor: &mut ChunkCursor,
-    tx: &mut Sender,
-    departure: &mut Departure,
+    (cursor, may_jump): (&mut ChunkCursor, bool),
+    socket: &mut Viewer,
 ) -> Ended {
     let max_lag = app.config.max_viewer_lag;
     let mut shutdown = app.shutdown.clone();
     let mut media = stream.watch_media();
+    let mut liveness = Liveness::new();
     let mut batch = Vec::new();
     // The first message names the session of the frames that follow, and so does the
     // first message after every change of session.
     let mut epoch = None;
-    let mut ping = pinger();
     loop {
         media.borrow_and_update();
         batch.clear();
-        let arrived = match stream.read_chunks(cursor, max_lag, &mut batch) {
-            Ok(arrived) => arrived,
+        let read = match stream.read_chunks(cursor, max_lag, may_jump, &mut batch) {
+            Ok(read) => read,
             Err(Lagging { behind }) => {
                 app.registry.metrics().viewer_lagged(stream.name().as_str());
                 log::debug!("{who} lagged {behind} bytes behind the live edge");
@@ -118,10 +119,27 @@ async fn send_chunks(
             let control = ViewerControl::Epoch {
                 epoch: cursor.epoch(),
             };
-            if let Err(ended) = send_control(app, tx, &control).await {
+            if let Err(ended) = send_control(app, socket, &control).await {
                 return ended;
             }
             epoch = Some(cursor.epoch());
+        }
+        if let Some(jump) = read.jumped {
+            app.registry
+                .metrics()
+                .viewer_moved_to_keyframe(stream.name().as_str());
+            log::debug!(
+                "{who} fell behind: moved to generation {} offset {}",
+                jump.generation,
+                jump.offset
+            );
+            let control = ViewerControl::Jump {
+                generation: jump.generation,
+                offset: jump.offset,
+            };
+            if let Err(ended) = send_control(app, socket, &control).await {
+                return ended;
+            }
         }
         if !batch.is_empty() {
             // What the viewer was owed as this write began: its lag behind the live edge.
@@ -130,24 +148,31 @@ async fn send_chunks(
             slot.lagging(owed as u64);
             log::debug!("{who} sending {} frames, {owed} bytes", batch.len());
         }
-        if let Err(ended) = send_frames(app, tx, &batch).await {
+        if let Err(ended) = send_frames(app, socket, &batch).await {
             return ended;
         }
         slot.sent(batch.iter().map(|f| f.len() as u64).sum());
-        if let Some(arrived) = arrived {
+        if let Some(arrived) = read.arrived {
             app.registry.metrics().fanout_latency(arrived.elapsed());
         }
-        tokio::select! {
-            changed = media.changed() => if changed.is_err() { return Ended::ByViewer },
-            ended = departure.wait() => return ended,
-            _ = ping.tick() => if let Err(ended) = send_ping(app, tx).await { return ended },
+        let deadline = liveness.deadline(socket);
+        let woke = tokio::select! {
+            changed = media.changed() => match changed {
+                Ok(()) => Woke::Changed,
+                Err(_) => return Ended::Gone,
+            },
+            heard = socket.hear() => Woke::Heard(heard),
+            () = tokio::time::sleep_until(deadline) => Woke::Due,
             _ = shutdown.recv() => return shutting_down(),
+        };
+        if let Err(ended) = woke.handle(app, socket, &mut liveness).await {
+            return ended;
         }
     }
 }
 
 pub async fn serve_blob(
-    ws: WebSocket,
+    io: RawSocket,
     app: App,
     request: WatchRequest,
     guard: Result<ViewerGuard, Refusal>,
@@ -158,26 +183,17 @@ pub async fn serve_blob(
         Socket(request.peer),
         request.stream
     );
-    let (mut tx, rx) = ws.split();
+    let mut socket = ViewerSocket::new(io);
     let guard = match guard {
         Ok(guard) => guard,
-        Err(refusal) => return refuse(&app, &who, &mut tx, &refusal).await,
+        Err(refusal) => return refuse(&app, &who, socket, &refusal).await,
     };
     log::info!("{who} connected");
     let stream = guard.stream().clone();
-    let mut departure = Departure::watch(rx);
     let mode = join_label(request.join, request.resume.is_some());
     let slot = stream.viewers().register(request.conn, request.peer, mode);
-    let ended = send_blobs(
-        &app,
-        (&who, &slot),
-        &stream,
-        &request,
-        &mut tx,
-        &mut departure,
-    )
-    .await;
-    finish(&app, &who, &mut tx, ended).await;
+    let ended = send_blobs(&app, (&who, &slot), &stream, &request, &mut socket).await;
+    finish(&app, &who, socket, ended).await;
     drop(guard);
 }
 
@@ -186,8 +202,7 @@ async fn send_blobs(
     (who, slot): (&str, &ViewerSlot),
     stream: &Arc<Stream>,
     request: &WatchRequest,
-    tx: &mut Sender,
-    departure: &mut Departure,
+    socket: &mut Viewer,
 ) -> Ended {
     let mut shutdown = app.shutdown.clone();
     let mut status = stream.watch_status();
@@ -222,7 +237,7 @@ async fn send_blobs(
         join: snapshot.join,
         resumed: snapshot.resumed,
     };
-    if let Err(ended) = send_control(app, tx, &hello).await {
+    if let Err(ended) = send_control(app, socket, &hello).await {
         return ended;
     }
     let join_mode = join_label(snapshot.join, snapshot.resumed);
@@ -249,7 +264,7 @@ async fn send_blobs(
                 "did not take its snapshot before two newer generations started; reconnect",
             ));
         }
-        if let Err(ended) = send_frames(app, tx, std::slice::from_ref(frame)).await {
+        if let Err(ended) = send_frames(app, socket, std::slice::from_ref(frame)).await {
             return ended;
         }
         slot.sent(frame.len() as u64);
@@ -259,21 +274,26 @@ async fn send_blobs(
     }
     drop((frames, pin));
 
-    let mut ping = pinger();
+    let mut liveness = Liveness::new();
     loop {
-        tokio::select! {
-            changed = status.changed() => if changed.is_err() { return Ended::ByViewer },
-            ended = departure.wait() => return ended,
-            _ = ping.tick() => {
-                if let Err(ended) = send_ping(app, tx).await {
-                    return ended;
-                }
-                continue;
-            }
+        let deadline = liveness.deadline(socket);
+        let woke = tokio::select! {
+            changed = status.changed() => match changed {
+                Ok(()) => Woke::Changed,
+                Err(_) => return Ended::Gone,
+            },
+            heard = socket.hear() => Woke::Heard(heard),
+            () = tokio::time::sleep_until(deadline) => Woke::Due,
             _ = shutdown.recv() => {
-                let _ = send_control(app, tx, &ViewerControl::End).await;
+                let _ = send_control(app, socket, &ViewerControl::End).await;
                 return shutting_down();
             }
+        };
+        if !matches!(woke, Woke::Changed) {
+            if let Err(ended) = woke.handle(app, socket, &mut liveness).await {
+                return ended;
+            }
+            continue;
         }
         let live = status.borrow_and_update().live;
         if live {
@@ -291,11 +311,11 @@ async fn send_blobs(
                     join: Join::Start,
                     resumed: false,
                 };
-                if let Err(ended) = send_control(app, tx, &hello).await {
+                if let Err(ended) = send_control(app, socket, &hello).await {
                     return ended;
                 }
                 let blob_len = blob.len() as u64;
-                if let Err(ended) = send_frames(app, tx, &[OutFrame::Whole(blob)]).await {
+                if let Err(ended) = send_frames(app, socket, std::slice::from_ref(&blob)).await {
                     return ended;
                 }
                 log::debug!("{who} sent generation {generation}'s blob");
@@ -308,7 +328,7 @@ async fn send_blobs(
             }
             was_live = true;
         } else if was_live {
-            if let Err(ended) = send_control(app, tx, &ViewerControl::End).await {
+            if let Err(ended) = send_control(app, socket, &ViewerControl::End).await {
                 return ended;
             }
             sent_generation = None;
@@ -317,89 +337,73 @@ async fn send_blobs(
     }
 }
 
-/// Writes `frames` as one batch. The send timeout bounds each write, not the batch: a
-/// joiner on a slow link may take its time over a big snapshot as long as it keeps
-/// reading, and a viewer that stops reading is cut off after one timeout.
-async fn send_frames(app: &App, tx: &mut Sender, frames: &[OutFrame]) -> Result<(), Ended> {
+/// Writes `frames` as one batch, in as few system calls as the socket takes them.
+async fn send_frames(app: &App, socket: &mut Viewer, frames: &[OutFrame]) -> Result<(), Ended> {
     if frames.is_empty() {
         return Ok(());
     }
-    for frame in frames {
-        for fragment in binary_fragments(frame) {
-            within_send_timeout(app, tx.feed(fragment)).await?;
-        }
-    }
-    within_send_timeout(app, tx.flush()).await?;
+    socket
+        .send(frames, app.send_timeout())
+        .await
+        .map_err(|failed| write_failed(app, failed))?;
     let bytes: usize = frames.iter().map(OutFrame::len).sum();
     app.registry.metrics().bytes_out(bytes as u64);
     Ok(())
 }
 
-async fn within_send_timeout(
+async fn send_control(
     app: &App,
-    write: impl Future<Output = Result<(), WsError>>,
+    socket: &mut Viewer,
+    control: &ViewerControl,
 ) -> Result<(), Ended> {
-    match tokio::time::timeout(app.send_timeout(), write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Ended::ByViewer),
-        Err(_) => {
+    socket
+        .send_text(&control.to_json(), app.send_timeout())
+        .await
+        .map_err(|failed| write_failed(app, failed))
+}
+
+fn write_failed(app: &App, failed: WriteFailed) -> Ended {
+    match failed {
+        WriteFailed::Gone => Ended::Gone,
+        WriteFailed::TimedOut => {
             app.registry.metrics().viewer_write_timed_out();
-            Err(Ended::Closing(Closing::new(
+            Ended::Closing(Closing::new(
                 close::TOO_SLOW,
                 format!("did not accept a write within {:?}", app.send_timeout()),
-            )))
+            ))
         }
     }
 }
 
-async fn send_control(app: &App, tx: &mut Sender, control: &ViewerControl) -> Result<(), Ended> {
-    let write = tx.send(Message::text(control.to_json()));
-    match tokio::time::timeout(app.send_timeout(), write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(Ended::ByViewer),
-    }
+/// What woke a viewer's task.
+enum Woke {
+    /// The stream changed: there is something to send.
+    Changed,
+    /// The viewer sent something.
+    Heard(Heard),
+    /// A ping is due, or the viewer has been silent too long.
+    Due,
 }
 
-/// The read half of a viewer's socket, read in a task of its own. The send loop could
-/// poll the read inside its `select!`, but then every chunk sent would poll the socket
-/// once more, and each tungstenite read attempt resets its read buffer: at 1000 viewers
-/// that was a third of the server's CPU. Here the read runs only when the socket wakes it.
-struct Departure(JoinHandle<Ended>);
-
-impl Departure {
-    fn watch(rx: Receiver) -> Departure {
-        Departure(tokio::spawn(viewer_gone(rx)))
-    }
-
-    /// Resolves when the viewer has closed or broken its socket. Cancel-safe.
-    async fn wait(&mut self) -> Ended {
-        (&mut self.0).await.unwrap_or(Ended::ByViewer)
-    }
-}
-
-impl Drop for Departure {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Resolves when the viewer closes or breaks its socket, or answers none of our pings
-/// for `VIEWER_SILENCE`; anything it sends is ignored.
-async fn viewer_gone(mut rx: Receiver) -> Ended {
-    loop {
-        let Ok(message) = tokio::time::timeout(VIEWER_SILENCE, rx.next()).await else {
-            return Ended::Closing(Closing::new(
-                close::TOO_SLOW,
-                format!("answered no ping for {VIEWER_SILENCE:?}"),
-            ));
-        };
-        match message {
-            None => return Ended::ByViewer,
-            Some(Ok(message)) if message.is_close() => return Ended::ByViewer,
-            Some(Ok(_)) => continue,
-            Some(Err(err)) => {
-                return Closing::read_error(&err).map_or(Ended::ByViewer, Ended::Closing)
-            }
+impl Woke {
+    /// Answers what the viewer sent and keeps the connection alive; `Changed` is the
+    /// caller's to act on.
+    async fn handle(
+        self,
+        app: &App,
+        socket: &mut Viewer,
+        liveness: &mut Liveness,
+    ) -> Result<(), Ended> {
+        match self {
+            Woke::Changed => Ok(()),
+            // Pongs and anything else are signs of life; a ping is answered.
+            Woke::Heard(Heard::Something) => socket
+                .answer_pings(app.send_timeout())
+                .await
+                .map_err(|failed| write_failed(app, failed)),
+            Woke::Heard(Heard::Closed(code)) => Err(Ended::ClosedByViewer(code)),
+            Woke::Heard(Heard::Broken(closing)) => Err(Ended::Closing(closing)),
+            Woke::Due => liveness.tick(app, socket).await,
         }
     }
 }
@@ -410,39 +414,65 @@ async fn viewer_gone(mut rx: Receiver) -> Ended {
 const VIEWER_PING_EVERY: Duration = Duration::from_secs(10);
 const VIEWER_SILENCE: Duration = Duration::from_secs(35);
 
-fn pinger() -> tokio::time::Interval {
-    let mut ping = tokio::time::interval(VIEWER_PING_EVERY);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.reset();
-    ping
+/// When the next ping is due.
+struct Liveness {
+    next_ping: tokio::time::Instant,
 }
 
-async fn send_ping(app: &App, tx: &mut Sender) -> Result<(), Ended> {
-    within_send_timeout(app, tx.send(Message::Ping(Default::default()))).await
+impl Liveness {
+    fn new() -> Liveness {
+        Liveness {
+            next_ping: tokio::time::Instant::now() + VIEWER_PING_EVERY,
+        }
+    }
+
+    /// When to wake for a ping, or to give up on a silent viewer.
+    fn deadline(&self, socket: &Viewer) -> tokio::time::Instant {
+        let silent_at = tokio::time::Instant::from_std(socket.last_heard() + VIEWER_SILENCE);
+        self.next_ping.min(silent_at)
+    }
+
+    async fn tick(&mut self, app: &App, socket: &mut Viewer) -> Result<(), Ended> {
+        if socket.last_heard().elapsed() >= VIEWER_SILENCE {
+            return Err(Ended::Closing(Closing::new(
+                close::TOO_SLOW,
+                format!("answered no ping for {VIEWER_SILENCE:?}"),
+            )));
+        }
+        if tokio::time::Instant::now() >= self.next_ping {
+            socket
+                .ping(app.send_timeout())
+                .await
+                .map_err(|failed| write_failed(app, failed))?;
+            self.next_ping = tokio::time::Instant::now() + VIEWER_PING_EVERY;
+        }
+        Ok(())
+    }
 }
 
 fn shutting_down() -> Ended {
     Ended::Closing(Closing::new(close::GOING_AWAY, "server shutting down"))
 }
 
-async fn refuse(app: &App, who: &str, tx: &mut Sender, refusal: &Refusal) {
+async fn refuse(app: &App, who: &str, socket: Viewer, refusal: &Refusal) {
     app.registry.metrics().connection_refused();
     let closing = Closing::refusal(refusal);
     app.registry.metrics().refused_with(closing.code);
     log::info!("{who} refused: {}", closing.reason);
-    close_with(tx, closing).await;
+    socket.close_with(closing).await;
 }
 
-async fn finish(app: &App, who: &str, tx: &mut Sender, ended: Ended) {
+async fn finish(app: &App, who: &str, socket: Viewer, ended: Ended) {
     match ended {
-        Ended::ByViewer => {
+        Ended::Gone => log::info!("{who} disconnected"),
+        Ended::ClosedByViewer(code) => {
             log::info!("{who} disconnected");
-            answer_close(tx).await;
+            socket.answer_close(code).await;
         }
         Ended::Closing(closing) => {
             app.registry.metrics().refused_with(closing.code);
             log::info!("{who} closed: {} {}", closing.code, closing.reason);
-            close_with(tx, closing).await;
+            socket.close_with(closing).await;
         }
     }
 }

@@ -79,6 +79,7 @@ pub struct Metrics {
     frames_in: Counter,
     frames_dropped: Counter,
     viewers_lagged: Counter,
+    viewers_moved_to_keyframe: Counter,
     connections_refused: Counter,
     refusals: Family<CodeLabel, Counter>,
     streams: Gauge,
@@ -99,6 +100,7 @@ pub struct Metrics {
     stream_generation_age: Family<StreamLabel, FloatGauge>,
     stream_buffered_bytes: Family<StreamLabel, Gauge>,
     stream_viewers_lagged: Family<StreamLabel, Counter>,
+    stream_viewers_moved_to_keyframe: Family<StreamLabel, Counter>,
     fanout_latency: Histogram,
     join_time: Family<JoinLabel, Histogram>,
     viewer_lag: Histogram,
@@ -132,6 +134,7 @@ impl Metrics {
             frames_in: Counter::default(),
             frames_dropped: Counter::default(),
             viewers_lagged: Counter::default(),
+            viewers_moved_to_keyframe: Counter::default(),
             connections_refused: Counter::default(),
             refusals: Family::default(),
             streams: Gauge::default(),
@@ -148,6 +151,7 @@ impl Metrics {
             stream_generation_age: Family::default(),
             stream_buffered_bytes: Family::default(),
             stream_viewers_lagged: Family::default(),
+            stream_viewers_moved_to_keyframe: Family::default(),
             fanout_latency: seconds_histogram(),
             join_time: Family::new_with_constructor(seconds_histogram),
             // 1 KiB to 32 MiB.
@@ -213,6 +217,11 @@ impl Metrics {
             self.viewers_lagged.clone(),
         );
         r.register(
+            "blobcast_viewers_moved_to_keyframe",
+            "Viewers that fell behind and were moved to the newest keyframe cluster instead of being cut",
+            self.viewers_moved_to_keyframe.clone(),
+        );
+        r.register(
             "blobcast_connections_refused",
             "Sockets closed for bad input or a limit",
             self.connections_refused.clone(),
@@ -270,8 +279,13 @@ impl Metrics {
         );
         r.register(
             "blobcast_stream_viewers_lagged",
-            "A stream's viewers disconnected or moved for falling behind",
+            "A stream's viewers disconnected for falling behind",
             self.stream_viewers_lagged.clone(),
+        );
+        r.register(
+            "blobcast_stream_viewers_moved_to_keyframe",
+            "A stream's viewers moved to the newest keyframe cluster for falling behind",
+            self.stream_viewers_moved_to_keyframe.clone(),
         );
         r.register(
             "blobcast_fanout_latency_seconds",
@@ -354,6 +368,16 @@ impl Metrics {
     pub fn viewer_lagged(&self, stream: &str) {
         self.viewers_lagged.inc();
         self.stream_viewers_lagged
+            .get_or_create(&StreamLabel {
+                stream: stream.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A viewer that fell behind was moved to the newest keyframe cluster.
+    pub fn viewer_moved_to_keyframe(&self, stream: &str) {
+        self.viewers_moved_to_keyframe.inc();
+        self.stream_viewers_moved_to_keyframe
             .get_or_create(&StreamLabel {
                 stream: stream.to_owned(),
             })
@@ -499,6 +523,7 @@ impl Metrics {
         self.stream_generation_age.remove(&label);
         self.stream_buffered_bytes.remove(&label);
         self.stream_viewers_lagged.remove(&label);
+        self.stream_viewers_moved_to_keyframe.remove(&label);
     }
 
     /// The exposition: the server-wide gauges the stream registry knows, every family,

@@ -133,12 +133,27 @@ fn is_nonce(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
+/// An upgraded connection, before any WebSocket code is put over it.
+pub type RawSocket = TokioIo<hyper::upgrade::Upgraded>;
+
 impl Upgrade {
     /// Answers 101 Switching Protocols and, once hyper hands over the connection, runs
-    /// `serve` on the WebSocket in a task of its own.
+    /// `serve` on the WebSocket (tungstenite, with `config`) in a task of its own.
     pub fn answer<F, S>(self, config: WebSocketConfig, serve: S) -> Response
     where
         S: FnOnce(WebSocket) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.answer_raw(move |io| async move {
+            serve(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await).await
+        })
+    }
+
+    /// As `answer`, but `serve` speaks WebSocket on the upgraded connection itself (the
+    /// viewers' write path, `egress::socket`).
+    pub fn answer_raw<F, S>(self, serve: S) -> Response
+    where
+        S: FnOnce(RawSocket) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let Upgrade {
@@ -149,11 +164,7 @@ impl Upgrade {
         tokio::spawn(on_upgrade.then(move |upgraded| async move {
             let _slot = slot;
             match upgraded {
-                Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    serve(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
-                        .await
-                }
+                Ok(upgraded) => serve(TokioIo::new(upgraded)).await,
                 // The client went away between the request and the switch.
                 Err(err) => log::debug!("WebSocket upgrade failed: {err}"),
             }

@@ -1,18 +1,16 @@
 //! What every socket handler shares: closing with a code and a reason, and naming the
-//! peer in log lines.
+//! peer in log lines. (Viewers' sockets write their own frames: `egress::socket`.)
 
 use super::upgrade::WebSocket;
-use crate::protocol::{close, OutFrame};
+use crate::protocol::close;
 use crate::stream::Refusal;
-use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::SinkExt;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -21,11 +19,6 @@ const MAX_REASON_BYTES: usize = 123;
 
 /// How long a close handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The largest WebSocket frame we write to a viewer. tungstenite copies each frame into
-/// a per-socket buffer that keeps its largest size for the life of the socket, so sending
-/// a 300 KiB chunk as one frame would leave 300 KiB resident per viewer socket.
-pub const MAX_FRAGMENT: usize = 32 * 1024;
 
 pub type Sender = SplitSink<WebSocket, Message>;
 pub type Receiver = SplitStream<WebSocket>;
@@ -73,41 +66,6 @@ impl Closing {
     }
 }
 
-/// `frame` as one binary WebSocket message in frames of at most [`MAX_FRAGMENT`]
-/// payload bytes (RFC 6455 §5.4): the receiving browser or client sees the same single
-/// message. Each WebSocket frame is a slice of the shared parts, never a copy.
-pub fn binary_fragments(frame: &OutFrame) -> impl Iterator<Item = Message> + '_ {
-    let mut pieces = frame
-        .parts()
-        .iter()
-        .flat_map(|part| {
-            (0..part.len())
-                .step_by(MAX_FRAGMENT)
-                .map(move |start| part.slice(start..(start + MAX_FRAGMENT).min(part.len())))
-        })
-        .peekable();
-    let mut first = true;
-    std::iter::from_fn(move || {
-        let payload = match pieces.next() {
-            Some(piece) => piece,
-            // An empty message is still one (final, empty) frame.
-            None if first => Bytes::new(),
-            None => return None,
-        };
-        let opcode = if std::mem::take(&mut first) {
-            Data::Binary
-        } else {
-            Data::Continue
-        };
-        let last = pieces.peek().is_none();
-        Some(Message::Frame(Frame::message(
-            payload,
-            OpCode::Data(opcode),
-            last,
-        )))
-    })
-}
-
 /// Once the peer has sent its close frame: sends the reply tungstenite queued for it, so
 /// the peer sees a clean close with its own code rather than a dropped connection.
 pub async fn answer_close(tx: &mut Sender) {
@@ -142,61 +100,6 @@ impl fmt::Display for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The WebSocket frames of `frame`, checked for opcodes, finality and size.
-    fn fragments_of(frame: &OutFrame) -> Vec<Bytes> {
-        let frames: Vec<Frame> = binary_fragments(frame)
-            .map(|m| match m {
-                Message::Frame(frame) => frame,
-                other => panic!("not a frame: {other:?}"),
-            })
-            .collect();
-        assert!(!frames.is_empty());
-        for (i, f) in frames.iter().enumerate() {
-            let first = if i == 0 { Data::Binary } else { Data::Continue };
-            assert_eq!(f.header().opcode, OpCode::Data(first), "frame {i}");
-            assert_eq!(f.header().is_final, i + 1 == frames.len(), "frame {i}");
-            assert!(f.payload().len() <= MAX_FRAGMENT);
-        }
-        frames
-            .into_iter()
-            .map(|f| Bytes::copy_from_slice(f.payload()))
-            .collect()
-    }
-
-    #[test]
-    fn fragments_carry_the_message_in_order_and_only_the_last_is_final() {
-        for len in [
-            0,
-            1,
-            MAX_FRAGMENT - 1,
-            MAX_FRAGMENT,
-            MAX_FRAGMENT + 1,
-            3 * MAX_FRAGMENT + 7,
-        ] {
-            let message = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<u8>>());
-            let pieces = fragments_of(&OutFrame::Whole(message.clone()));
-            assert_eq!(pieces.len(), len.div_ceil(MAX_FRAGMENT).max(1), "len {len}");
-            assert_eq!(pieces.concat(), message, "len {len}");
-        }
-    }
-
-    #[test]
-    fn a_cut_frame_goes_out_as_one_message_of_its_parts() {
-        let media = Bytes::from((0..3 * MAX_FRAGMENT).map(|i| i as u8).collect::<Vec<u8>>());
-        let header = crate::protocol::FrameHeader {
-            generation: 2,
-            offset: 9,
-        };
-        let cut = OutFrame::cut(
-            header,
-            [media.slice(9..MAX_FRAGMENT + 12), media.slice(100..105)],
-        );
-        let pieces = fragments_of(&cut);
-        // Header, then the first slice in two frames, then the small one.
-        assert_eq!(pieces.len(), 4);
-        assert_eq!(pieces.concat(), cut.to_bytes());
-    }
 
     #[test]
     fn long_reasons_are_cut_at_a_character_boundary() {

@@ -6,11 +6,13 @@
 //! viewer is sent is the very `Bytes` the publisher sent, shared, never copied; a frame
 //! cut for a resume or a live join is a new header over slices of those same bytes.
 
+pub use super::generation::GenerationPin;
+use super::generation::{Frame, Generation};
 use super::index::{MediaIndex, MediaNotices};
 use crate::protocol::{FrameHeader, OutFrame, HEADER_LEN};
 use crate::webm::StreamInfo;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Chunks that may wait for their generation's blob (the two publisher sockets race).
@@ -55,100 +57,6 @@ pub enum Accepted {
     Dropped,
 }
 
-#[derive(Debug, Clone)]
-struct Frame {
-    offset: u64,
-    bytes: Bytes,
-}
-
-impl Frame {
-    fn end(&self) -> u64 {
-        self.offset + (self.bytes.len() - HEADER_LEN) as u64
-    }
-}
-
-#[derive(Debug)]
-struct Generation {
-    id: u64,
-    frames: Vec<Frame>,
-    len: u64,
-    index: MediaIndex,
-    pin: Arc<GenerationPin>,
-}
-
-/// Counts a generation's bytes in the buffered-bytes gauge for as long as anything
-/// holds it: the buffer, or a viewer still sending the snapshot it took. When the
-/// last holder lets go, so does the gauge.
-#[derive(Debug)]
-pub struct GenerationPin {
-    bytes: AtomicU64,
-    gauge: Arc<AtomicU64>,
-}
-
-impl GenerationPin {
-    fn new(gauge: Arc<AtomicU64>) -> Arc<GenerationPin> {
-        Arc::new(GenerationPin {
-            bytes: AtomicU64::new(0),
-            gauge,
-        })
-    }
-
-    fn grow(&self, bytes: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.gauge.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-impl Drop for GenerationPin {
-    fn drop(&mut self) {
-        self.gauge
-            .fetch_sub(*self.bytes.get_mut(), Ordering::Relaxed);
-    }
-}
-
-impl Generation {
-    fn push(&mut self, frame: Frame, end: u64) -> super::index::Learned {
-        let learned = self.index.feed(&frame.bytes[HEADER_LEN..]);
-        self.pin.grow(end - self.len);
-        self.frames.push(frame);
-        self.len = end;
-        learned
-    }
-
-    /// Media bytes `0..end`, which lie in the first frames, as slices of them.
-    fn head(&self, end: u64) -> impl Iterator<Item = Bytes> + '_ {
-        self.frames
-            .iter()
-            .take_while(move |frame| frame.offset < end)
-            .map(move |frame| {
-                let stop = HEADER_LEN + (end.min(frame.end()) - frame.offset) as usize;
-                frame.bytes.slice(HEADER_LEN..stop)
-            })
-    }
-
-    /// Appends the frames from media offset `from` on, cutting the first one if `from`
-    /// falls inside it.
-    fn frames_from(&self, from: u64, out: &mut Vec<OutFrame>) {
-        let first = self.frames.partition_point(|f| f.end() <= from);
-        for frame in &self.frames[first..] {
-            if frame.offset < from {
-                let skip = HEADER_LEN + (from - frame.offset) as usize;
-                let header = FrameHeader {
-                    generation: self.id,
-                    offset: from,
-                };
-                out.push(OutFrame::cut(header, [frame.bytes.slice(skip..)]));
-            } else {
-                out.push(OutFrame::Whole(frame.bytes.clone()));
-            }
-        }
-    }
-
-    fn blob_end(&self) -> u64 {
-        self.frames[0].end()
-    }
-}
-
 /// Where a viewer's chunk socket is: the next media byte it is owed, in which publish
 /// session (its epoch: two sessions may both number a generation 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +92,13 @@ pub fn session_epoch(stream: &str, session: &str) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     (hash & ((1 << 53) - 1)).max(1)
+}
+
+/// A lagging chunk viewer was moved ahead: it carries on at `offset` of `generation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jump {
+    pub generation: u64,
+    pub offset: u64,
 }
 
 /// A chunk viewer is this many bytes behind the live edge, past its bound.
@@ -371,13 +286,7 @@ impl Buffer {
             index: MediaIndex::new(),
             pin: GenerationPin::new(self.gauge.clone()),
         };
-        let learned = generation.push(
-            Frame {
-                offset: 0,
-                bytes: frame,
-            },
-            len,
-        );
+        let learned = generation.push(Frame::new(0, frame), len);
         self.current = Some(generation);
         self.learned(learned);
 
@@ -458,13 +367,7 @@ impl Buffer {
                 limit,
             });
         }
-        let learned = current.push(
-            Frame {
-                offset: header.offset,
-                bytes: frame,
-            },
-            end,
-        );
+        let learned = current.push(Frame::new(header.offset, frame), end);
         self.learned(learned);
         Ok(Accepted::Appended)
     }
@@ -481,13 +384,7 @@ impl Buffer {
         if header.offset != previous.len || end > self.limits.max_generation_bytes {
             return Accepted::Dropped;
         }
-        previous.push(
-            Frame {
-                offset: header.offset,
-                bytes: frame,
-            },
-            end,
-        );
+        previous.push(Frame::new(header.offset, frame), end);
         Accepted::Appended
     }
 
@@ -503,7 +400,15 @@ impl Buffer {
         Accepted::Held
     }
 
-    /// The current generation's frames for a joining viewer: cheap clones of shared bytes.
+    /// The current generation's frames for a joining viewer, as they go out.
+    pub fn snapshot_frames(&self) -> Vec<OutFrame> {
+        self.current
+            .as_ref()
+            .map(|g| g.frames.iter().map(Frame::out).collect())
+            .unwrap_or_default()
+    }
+
+    /// The current generation's frames: cheap clones of shared bytes.
     pub fn snapshot(&self) -> Vec<Bytes> {
         self.current
             .as_ref()
@@ -533,10 +438,8 @@ impl Buffer {
     }
 
     /// The blob of the current generation, for blob viewers following a restart.
-    pub fn current_blob(&self) -> Option<(u64, Bytes)> {
-        self.current
-            .as_ref()
-            .map(|g| (g.id, g.frames[0].bytes.clone()))
+    pub fn current_blob(&self) -> Option<(u64, OutFrame)> {
+        self.current.as_ref().map(|g| (g.id, g.frames[0].out()))
     }
 
     /// Whether a viewer holding a generation up to an offset can carry on from there:
@@ -578,16 +481,20 @@ impl Buffer {
         }
     }
 
-    /// Moves `cursor` to the live edge, pushing the frames it passes onto `out`. Refuses
-    /// (pushing nothing) when the viewer is more than `max_behind` bytes behind.
+    /// Moves `cursor` to the live edge, pushing the frames it passes onto `out`. A viewer
+    /// more than `max_behind` bytes behind is, if it `may_jump` (it plays from a keyframe,
+    /// not a whole file), moved to the newest keyframe-led cluster or fragment of the
+    /// current generation when that leaves it within bounds; else refused (pushing
+    /// nothing).
     pub fn read_chunks(
         &self,
         cursor: &mut ChunkCursor,
         max_behind: u64,
+        may_jump: bool,
         out: &mut Vec<OutFrame>,
-    ) -> Result<(), Lagging> {
+    ) -> Result<Option<Jump>, Lagging> {
         let Some(current) = &self.current else {
-            return Ok(());
+            return Ok(None);
         };
         if cursor.epoch != self.epoch {
             // Another publish session: nothing this viewer was owed exists any more, and
@@ -612,13 +519,28 @@ impl Buffer {
             None => current.len - current.blob_end(),
         };
         if behind > max_behind {
-            return Err(Lagging { behind });
+            return match self.jump_target(cursor, max_behind).filter(|_| may_jump) {
+                Some(to) => {
+                    *cursor = ChunkCursor {
+                        epoch: self.epoch,
+                        generation: Some(current.id),
+                        offset: to,
+                    };
+                    current.frames_from(to, out);
+                    cursor.offset = current.len;
+                    Ok(Some(Jump {
+                        generation: current.id,
+                        offset: to,
+                    }))
+                }
+                None => Err(Lagging { behind }),
+            };
         }
         if let Some(previous) = in_previous {
             previous.frames_from(cursor.offset, out);
             cursor.offset = previous.len;
             if !moving_on {
-                return Ok(());
+                return Ok(None);
             }
         }
         if cursor.generation != Some(current.id) {
@@ -631,7 +553,24 @@ impl Buffer {
         }
         current.frames_from(cursor.offset, out);
         cursor.offset = current.len;
-        Ok(())
+        Ok(None)
+    }
+
+    /// Where a lagging viewer at `cursor` could carry on within `max_behind` of the live
+    /// edge: the newest keyframe-led cluster of the current generation, if it is ahead
+    /// of the viewer (past the blob, which a viewer new to the generation is sent on its
+    /// blob socket).
+    fn jump_target(&self, cursor: &ChunkCursor, max_behind: u64) -> Option<u64> {
+        let current = self.current.as_ref()?;
+        let (_, keyframe) = current.index.live_start()?;
+        let floor = match cursor.generation {
+            Some(g) if g == current.id => cursor.offset,
+            _ => current.blob_end(),
+        };
+        let to = keyframe.max(floor);
+        (to > floor || cursor.generation != Some(current.id))
+            .then_some(to)
+            .filter(|&to| current.len - to <= max_behind)
     }
 }
 
@@ -664,7 +603,9 @@ mod tests {
 
     fn read(buffer: &Buffer, cursor: &mut ChunkCursor) -> Vec<Bytes> {
         let mut out = Vec::new();
-        buffer.read_chunks(cursor, u64::MAX, &mut out).unwrap();
+        buffer
+            .read_chunks(cursor, u64::MAX, false, &mut out)
+            .unwrap();
         out.iter().map(OutFrame::to_bytes).collect()
     }
 
@@ -834,11 +775,11 @@ mod tests {
         b.accept_chunk(frame(1, 4, &[0; 100])).unwrap();
         let mut out = Vec::new();
         assert_eq!(
-            b.read_chunks(&mut cursor, 99, &mut out),
+            b.read_chunks(&mut cursor, 99, false, &mut out),
             Err(Lagging { behind: 100 })
         );
         assert!(out.is_empty());
-        assert!(b.read_chunks(&mut cursor, 100, &mut out).is_ok());
+        assert!(b.read_chunks(&mut cursor, 100, false, &mut out).is_ok());
     }
 
     #[test]
@@ -880,6 +821,58 @@ mod tests {
         assert_eq!(payloads(&frames[1..]), &CHROME[jump as usize..]);
         assert!(b.media_info().unwrap().video.is_some());
         assert!(b.take_notice().is_none());
+    }
+
+    #[test]
+    fn a_lagging_viewer_that_may_jump_carries_on_at_the_newest_keyframe_cluster() {
+        const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+        let mut b = Buffer::new(BufferLimits {
+            max_generation_bytes: 1 << 20,
+        });
+        b.accept_blob(frame(3, 0, &CHROME[..4000])).unwrap();
+        let mut cursor = b.cursor(None);
+        let mut offset = 4000;
+        for piece in CHROME[4000..].chunks(5000) {
+            b.accept_chunk(frame(3, offset, piece)).unwrap();
+            offset += piece.len() as u64;
+        }
+        let (_, keyframe) = b.current.as_ref().unwrap().index.live_start().unwrap();
+        let tail = CHROME.len() as u64 - keyframe;
+        let behind = CHROME.len() as u64 - 4000;
+        assert!(
+            tail < behind,
+            "the newest keyframe cluster is past the cursor"
+        );
+
+        // A blob-mode viewer may not skip: it is refused, as before.
+        let mut out = Vec::new();
+        let mut stuck = cursor;
+        assert_eq!(
+            b.read_chunks(&mut stuck, tail, false, &mut out),
+            Err(Lagging { behind })
+        );
+        // Nor may one for which even the newest keyframe cluster is too far behind.
+        assert_eq!(
+            b.read_chunks(&mut stuck, tail - 1, true, &mut out),
+            Err(Lagging { behind })
+        );
+        assert!(out.is_empty());
+        // A live-edge viewer is moved to the cluster, at its true offset.
+        let jumped = b.read_chunks(&mut cursor, tail, true, &mut out).unwrap();
+        assert_eq!(
+            jumped,
+            Some(Jump {
+                generation: 3,
+                offset: keyframe
+            })
+        );
+        let frames: Vec<Bytes> = out.iter().map(OutFrame::to_bytes).collect();
+        assert_eq!(FrameHeader::parse(&frames[0]).unwrap().offset, keyframe);
+        assert_eq!(payloads(&frames), &CHROME[keyframe as usize..]);
+        // And carries on from the live edge like anyone else.
+        out.clear();
+        assert_eq!(b.read_chunks(&mut cursor, tail, true, &mut out), Ok(None));
+        assert!(out.is_empty());
     }
 
     #[test]

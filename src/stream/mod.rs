@@ -3,6 +3,7 @@
 
 pub mod buffer;
 pub mod clock;
+mod generation;
 pub mod index;
 pub mod registry;
 pub mod tap;
@@ -188,6 +189,15 @@ impl From<&crate::webm::StreamInfo> for MediaInfo {
 
 /// What a joining blob viewer is sent first.
 #[derive(Debug)]
+/// What a chunk viewer's read brought besides frames.
+pub struct ChunksRead {
+    /// When the newest frame read arrived (for the fan-out latency: the batch's other
+    /// frames are older still).
+    pub arrived: Option<Instant>,
+    /// The viewer lagged and was moved ahead.
+    pub jumped: Option<buffer::Jump>,
+}
+
 pub struct Snapshot {
     /// Holds the generation in the buffered-bytes gauge while the frames are sent.
     pub pin: Option<Arc<GenerationPin>>,
@@ -486,13 +496,13 @@ impl Stream {
                 generation,
                 join: Join::Start,
                 resumed: false,
-                frames: buffer.snapshot().into_iter().map(OutFrame::Whole).collect(),
+                frames: buffer.snapshot_frames(),
             },
         }
     }
 
     /// The current generation's epoch, number and blob.
-    pub fn current_blob(&self) -> Option<(u64, u64, Bytes)> {
+    pub fn current_blob(&self) -> Option<(u64, u64, OutFrame)> {
         let buffer = self.buffer.lock();
         let (generation, blob) = buffer.current_blob()?;
         Some((buffer.epoch(), generation, blob))
@@ -502,17 +512,21 @@ impl Stream {
         self.buffer.lock().cursor(resume)
     }
 
-    /// Reads what `cursor` is owed into `out`; with it, when the newest frame read
-    /// arrived (for the fan-out latency: the batch's other frames are older still).
+    /// Reads what `cursor` is owed into `out` (moving a lagging viewer that `may_jump`
+    /// to the newest keyframe cluster, see `Buffer::read_chunks`).
     pub fn read_chunks(
         &self,
         cursor: &mut ChunkCursor,
         max_behind: u64,
+        may_jump: bool,
         out: &mut Vec<OutFrame>,
-    ) -> Result<Option<Instant>, Lagging> {
+    ) -> Result<ChunksRead, Lagging> {
         let buffer = self.buffer.lock();
-        buffer.read_chunks(cursor, max_behind, out)?;
-        Ok(self.clock.last_arrival().filter(|_| !out.is_empty()))
+        let jumped = buffer.read_chunks(cursor, max_behind, may_jump, out)?;
+        Ok(ChunksRead {
+            arrived: self.clock.last_arrival().filter(|_| !out.is_empty()),
+            jumped,
+        })
     }
 
     /// The stats slots of this stream's viewer sockets.
