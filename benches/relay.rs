@@ -17,11 +17,21 @@
 //!   the end of the window; VmHWM) and CPU time (/proc/PID/stat), and this process's CPU
 //!   time, since on a small machine the clients compete with the server for the cores.
 //!
+//! In the same invocation it measures the loopback ceiling: iperf3 sending over 127.0.0.1
+//! with 1 and 100 streams (`ceiling.rs`), and reports the server's core-seconds per GB
+//! delivered as a ratio to the iperf3 sender's.
+//!
 //! Options (after `--`): `--viewers 10,100,1000`, `--seconds 20`, `--kbps 2000`,
 //! `--chunk-ms 250`, `--client-threads N` (default: the number of CPUs),
 //! `--connect-concurrency 64`, `--warmup-secs 4`, `--client-read-buffer BYTES`,
 //! `--dump FILE` (appends one line per latency sample: viewers, viewer, ms into the window
-//! when sent, latency in µs).
+//! when sent, latency in µs), `--tls` (the server on wss with a self-signed certificate,
+//! `tls.rs`), `--ceiling-secs 5` (each iperf3 run; 0 skips the ceiling).
+
+#[path = "relay/ceiling.rs"]
+mod ceiling;
+#[path = "relay/tls.rs"]
+mod tls;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -47,6 +57,20 @@ const BLOB_BYTES: usize = 4096;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
+/// The client side of `--tls`: set once, before any connection.
+static TLS: OnceLock<tls::Tls> = OnceLock::new();
+
+/// A WebSocket to the server, over TLS when the bench runs with `--tls`.
+async fn connect_ws(
+    url: String,
+    config: Option<WebSocketConfig>,
+    nodelay: bool,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let connector = TLS.get().map(|t| t.connector.clone());
+    tokio_tungstenite::connect_async_tls_with_config(url, config, nodelay, connector)
+        .await
+        .map(|(ws, _)| ws)
+}
 
 /// Nanoseconds since the epoch shared by the publisher and the viewers.
 fn now_ns() -> u64 {
@@ -64,6 +88,8 @@ struct Options {
     warmup_secs: f64,
     client_read_buffer: usize,
     dump: Option<String>,
+    tls: bool,
+    ceiling_secs: u64,
 }
 
 impl Options {
@@ -78,6 +104,8 @@ impl Options {
             warmup_secs: 4.0,
             client_read_buffer: 16 * 1024,
             dump: None,
+            tls: false,
+            ceiling_secs: 5,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -116,6 +144,10 @@ impl Options {
                         .expect("--client-read-buffer")
                 }
                 "--dump" => o.dump = Some(value("--dump")),
+                "--tls" => o.tls = true,
+                "--ceiling-secs" => {
+                    o.ceiling_secs = value("--ceiling-secs").parse().expect("--ceiling-secs")
+                }
                 // cargo bench passes --bench; a name filter makes no sense here.
                 "--bench" => {}
                 other => eprintln!("relay bench: ignoring argument {other:?}"),
@@ -139,7 +171,15 @@ struct Server {
 
 impl Server {
     fn start(max_viewers: usize) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blobcast"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_blobcast"));
+        if let Some(tls) = TLS.get() {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(["--max-viewers", &max_viewers.to_string()])
             .arg("--public-dir")
@@ -179,7 +219,10 @@ impl Server {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{}", self.port, path)
+        match TLS.get() {
+            Some(_) => format!("wss://localhost:{}{}", self.port, path),
+            None => format!("ws://127.0.0.1:{}{}", self.port, path),
+        }
     }
 
     /// SIGTERM, then SIGKILL if it does not stop within 10 s.
@@ -338,14 +381,16 @@ fn spawn_publisher(
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let base = format!("ws://127.0.0.1:{server_port}/ws/publish/{STREAM}");
+                let base = match TLS.get() {
+                    Some(_) => format!("wss://localhost:{server_port}/ws/publish/{STREAM}"),
+                    None => format!("ws://127.0.0.1:{server_port}/ws/publish/{STREAM}"),
+                };
                 let open = |which: &str| {
                     let url = format!("{base}/{which}?session=bench");
                     async move {
-                        tokio_tungstenite::connect_async_with_config(url.clone(), None, true)
+                        connect_ws(url.clone(), None, true)
                             .await
                             .unwrap_or_else(|e| panic!("publisher {url}: {e}"))
-                            .0
                     }
                 };
                 let mut blob = open("blob").await;
@@ -496,11 +541,7 @@ async fn viewer(shared: Arc<ViewerShared>) -> ViewerReport {
     // Chunk socket first, then blob socket (docs/protocol.md).
     let connect = |url: String| {
         let config = shared.config;
-        async move {
-            tokio_tungstenite::connect_async_with_config(url, Some(config), false)
-                .await
-                .map(|(ws, _)| ws)
-        }
+        async move { connect_ws(url, Some(config), false).await }
     };
     let mut chunk: Ws = match connect(shared.chunk_url.clone()).await {
         Ok(ws) => ws,
@@ -626,6 +667,8 @@ struct Row {
     per_viewer_mbps: f64,
     min_viewer_mbps: f64,
     server_cpu_pct: f64,
+    /// Server CPU over the window per GB delivered to viewers in it.
+    server_core_s_per_gb: f64,
     client_cpu_pct: f64,
     other_cpu_pct: f64,
     rss_before: u64,
@@ -808,6 +851,7 @@ fn run(n: usize, options: &Options, rt: &tokio::runtime::Runtime) -> Row {
         per_viewer_mbps: mbps(bytes) / n.max(1) as f64,
         min_viewer_mbps: mbps(if reports.is_empty() { 0 } else { min_bytes }),
         server_cpu_pct: server_cpu / wall * 100.0,
+        server_core_s_per_gb: server_cpu / (bytes as f64 / 1e9),
         client_cpu_pct: client_cpu / wall * 100.0,
         other_cpu_pct: other_cpu / wall * 100.0,
         rss_before,
@@ -850,6 +894,47 @@ fn per_viewer_kib(after: u64, before: u64, buffer_growth: u64, n: usize) -> f64 
     (after as f64 - before as f64 - buffer_growth as f64) / 1024.0 / n.max(1) as f64
 }
 
+/// The server's core-seconds per GB delivered, next to the loopback ceiling of this run.
+fn print_efficiency(rows: &[Row], ceilings: &[Result<ceiling::Ceiling, String>]) {
+    println!("Loopback ceiling (iperf3 over 127.0.0.1, measured in this run)");
+    println!("| iperf3 streams | Gbit/s | sender core-s/GB | receiver core-s/GB |");
+    println!("| ---: | ---: | ---: | ---: |");
+    let mut senders = Vec::new();
+    for ceiling in ceilings {
+        match ceiling {
+            Ok(c) => {
+                println!(
+                    "| {} | {:.1} | {:.3} | {:.3} |",
+                    c.streams, c.gbit_s, c.sender_core_s_per_gb, c.receiver_core_s_per_gb
+                );
+                senders.push((c.streams, c.sender_core_s_per_gb));
+            }
+            Err(e) => println!("| — | not measured: {e} | | |"),
+        }
+    }
+    println!();
+    println!("Server efficiency: core-seconds (user + system) per GB delivered to viewers, and its ratio to the iperf3 sender's");
+    let heads: Vec<String> = senders
+        .iter()
+        .map(|(streams, _)| format!("÷ iperf3 -P {streams}"))
+        .collect();
+    println!("| viewers | server core-s/GB | {} |", heads.join(" | "));
+    println!("| ---: | ---: |{}", " ---: |".repeat(heads.len()));
+    for r in rows {
+        let ratios: Vec<String> = senders
+            .iter()
+            .map(|(_, floor)| format!("{:.2}", r.server_core_s_per_gb / floor))
+            .collect();
+        println!(
+            "| {} | {:.3} | {} |",
+            r.viewers,
+            r.server_core_s_per_gb,
+            ratios.join(" | ")
+        );
+    }
+    println!();
+}
+
 fn main() {
     let options = Options::parse();
     EPOCH.get_or_init(Instant::now);
@@ -860,6 +945,21 @@ fn main() {
             "relay bench: RLIMIT_NOFILE is {nofile}, {needed} descriptors are needed; expect refused connections"
         );
     }
+    if options.tls {
+        let _ = TLS.set(tls::self_signed());
+    }
+    // The ceiling first, before any relay run warms the machine.
+    let ceilings: Vec<Result<ceiling::Ceiling, String>> = if options.ceiling_secs == 0 {
+        Vec::new()
+    } else {
+        [1, 100]
+            .iter()
+            .map(|&streams| {
+                eprintln!("relay bench: loopback ceiling, iperf3 -P {streams} ...");
+                ceiling::measure(streams, options.ceiling_secs)
+            })
+            .collect()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.client_threads)
         .enable_all()
@@ -879,6 +979,14 @@ fn main() {
     println!(
         "client: this process, tokio multi-thread runtime with {} workers (+1 publisher thread); RLIMIT_NOFILE {nofile}",
         options.client_threads
+    );
+    println!(
+        "transport: {}",
+        if options.tls {
+            "wss (TLS 1.3, rustls with ring, self-signed certificate)"
+        } else {
+            "ws (plain TCP)"
+        }
     );
     println!();
 
@@ -942,6 +1050,7 @@ fn main() {
         );
     }
     println!();
+    print_efficiency(&rows, &ceilings);
     println!(
         "KiB/viewer = (server VmRSS - VmRSS before the viewers - media sent in between x buffer RSS per media byte) / viewers;\nbuffer RSS per media byte = server RSS growth per byte published during the viewer-less warm-up (the buffer keeps the whole generation)."
     );

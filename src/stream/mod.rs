@@ -16,7 +16,7 @@ use buffer::{
     Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, GenerationPin, Lagging, Resume,
 };
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -116,7 +116,9 @@ impl RateMeter {
 
 pub struct Stream {
     name: StreamName,
-    buffer: Mutex<Buffer>,
+    /// Written by the publisher's frames; read by every viewer at once (a read lock: the
+    /// viewers woken by one chunk do not queue behind each other).
+    buffer: RwLock<Buffer>,
     /// Bumped on every change to the media; chunk viewers wait on it.
     media_changed: watch::Sender<u64>,
     status: watch::Sender<Status>,
@@ -225,7 +227,7 @@ impl Stream {
         };
         Stream {
             name,
-            buffer: Mutex::new(buffer),
+            buffer: RwLock::new(buffer),
             media_changed: watch::Sender::new(0),
             status: watch::Sender::new(status),
             presence: Mutex::new(Presence::default()),
@@ -250,7 +252,7 @@ impl Stream {
 
     /// Copies this stream's publisher input to `tap` from now on (None: stop).
     pub fn set_tap(&self, tap: Option<Arc<dyn Tap>>) {
-        let _buffer = self.buffer.lock();
+        let _buffer = self.buffer.write();
         *self.tap.lock() = tap;
     }
 
@@ -272,7 +274,7 @@ impl Stream {
 
     pub fn start(&self, mime: String) {
         {
-            let mut buffer = self.buffer.lock();
+            let mut buffer = self.buffer.write();
             buffer.set_mime(mime.clone());
             if let Some(tap) = &*self.tap.lock() {
                 tap.started(&mime);
@@ -288,7 +290,7 @@ impl Stream {
     /// The publisher's stop: the session ends once the buffer holds the generation and
     /// length it names (at once, without them).
     pub fn stop(&self, at: Option<(u64, u64)>) {
-        let now = self.buffer.lock().request_stop(at);
+        let now = self.buffer.write().request_stop(at);
         if now {
             self.end();
         }
@@ -334,7 +336,7 @@ impl Stream {
             .lock()
             .get_or_insert_with(|| "publisher stopped".into());
         {
-            let mut buffer = self.buffer.lock();
+            let mut buffer = self.buffer.write();
             buffer.stop();
             self.clock.ended();
             self.recording.lock().end();
@@ -356,7 +358,7 @@ impl Stream {
         *self.end_reason.lock() = None;
         self.kicked.send_replace(false);
         {
-            let mut buffer = self.buffer.lock();
+            let mut buffer = self.buffer.write();
             buffer.reset_session(buffer::session_epoch(self.name.as_str(), session));
             self.recording.lock().reset();
             // Hellos name the new session from now on, live or not yet.
@@ -381,7 +383,7 @@ impl Stream {
     fn accept(&self, frame: Bytes, is_blob: bool) -> Result<Accepted, FrameError> {
         let len = frame.len() as u64;
         let (accepted, epoch, generations_started, generation, mime, notice, stop) = {
-            let mut buffer = self.buffer.lock();
+            let mut buffer = self.buffer.write();
             let records = self.records.load(Ordering::Relaxed);
             let recorded = self
                 .recorder
@@ -460,7 +462,7 @@ impl Stream {
     /// Frames a joining blob viewer needs, unless it already holds them (`resume`).
     /// A live join falls back to the whole generation until a keyframe cluster is known.
     pub fn snapshot(&self, resume: Option<Resume>, join: Join) -> Snapshot {
-        let buffer = self.buffer.lock();
+        let buffer = self.buffer.read();
         let epoch = buffer.epoch();
         let taken_at = buffer.generations_started();
         let generation = buffer.generation();
@@ -503,13 +505,13 @@ impl Stream {
 
     /// The current generation's epoch, number and blob.
     pub fn current_blob(&self) -> Option<(u64, u64, OutFrame)> {
-        let buffer = self.buffer.lock();
+        let buffer = self.buffer.read();
         let (generation, blob) = buffer.current_blob()?;
         Some((buffer.epoch(), generation, blob))
     }
 
     pub fn chunk_cursor(&self, resume: Option<Resume>) -> ChunkCursor {
-        self.buffer.lock().cursor(resume)
+        self.buffer.read().cursor(resume)
     }
 
     /// Reads what `cursor` is owed into `out` (moving a lagging viewer that `may_jump`
@@ -521,7 +523,7 @@ impl Stream {
         may_jump: bool,
         out: &mut Vec<OutFrame>,
     ) -> Result<ChunksRead, Lagging> {
-        let buffer = self.buffer.lock();
+        let buffer = self.buffer.read();
         let jumped = buffer.read_chunks(cursor, max_behind, may_jump, out)?;
         Ok(ChunksRead {
             arrived: self.clock.last_arrival().filter(|_| !out.is_empty()),
@@ -536,7 +538,7 @@ impl Stream {
 
     /// The figures `/metrics` shows for this stream.
     pub fn figures(&self) -> (usize, usize, f64, Option<Duration>, u64) {
-        let buffered = self.buffer.lock().len();
+        let buffered = self.buffer.read().len();
         let (blob, chunk) = {
             let presence = self.presence.lock();
             (presence.blob_viewers, presence.chunk_viewers)
@@ -547,7 +549,7 @@ impl Stream {
 
     pub fn info(&self) -> StreamInfo {
         let (generation, buffered_bytes, mime, media) = {
-            let b = self.buffer.lock();
+            let b = self.buffer.read();
             let media = b.media_info().map(MediaInfo::from);
             (b.generation(), b.len(), b.mime().map(str::to_owned), media)
         };
