@@ -52,7 +52,7 @@ pub struct Config {
     pub max_streams: usize,
 
     /// Viewers per stream.
-    #[arg(long, env = "BLOBCAST_MAX_VIEWERS", default_value_t = 2000)]
+    #[arg(long, env = "BLOBCAST_MAX_VIEWERS", default_value_t = 10_000)]
     pub max_viewers: usize,
 
     /// Seconds a viewer socket may take to accept one write before it is dropped as dead.
@@ -114,7 +114,8 @@ pub struct Config {
     pub publisher_timeout_secs: u64,
 
     /// Open connections at most (WebSockets included); past it, new ones are refused.
-    #[arg(long, env = "BLOBCAST_MAX_CONNECTIONS", default_value_t = 10_000)]
+    /// Lowered at start to what the open-file limit allows. Each viewer holds two.
+    #[arg(long, env = "BLOBCAST_MAX_CONNECTIONS", default_value_t = 25_000)]
     pub max_connections: usize,
 
     /// Open connections from one client IP at most (loopback and --trusted-proxy

@@ -9,8 +9,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let config = Config::parse();
-    raise_open_file_limit();
+    let mut config = Config::parse();
+    let open_files = raise_open_file_limit();
+    fit_connections_to(open_files, &mut config);
     if let Some(Command::Token(args)) = &config.command {
         return print_token(args);
     }
@@ -50,9 +51,32 @@ fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Descriptors kept for what is not a connection: the listener, recordings, logs.
+const SPARE_FILES: u64 = 64;
+
+/// `--max-connections` past the open-file limit would fail at accept with EMFILE, in a
+/// loop; lowered to fit, the limit refuses cleanly and says so.
+fn fit_connections_to(open_files: Option<u64>, config: &mut Config) {
+    let Some(open_files) = open_files else {
+        return;
+    };
+    let fits = open_files.saturating_sub(SPARE_FILES) as usize;
+    if config.max_connections > fits {
+        log::info!(
+            "--max-connections lowered from {} to {fits}: the open-file limit is {open_files} \
+             (raise the hard limit, e.g. LimitNOFILE= in systemd, to serve more)",
+            config.max_connections
+        );
+        config.max_connections = fits;
+    }
+}
+
 /// Every viewer holds two sockets: the soft limit distributions ship (often 1024)
-/// would refuse the 512th viewer. The hard limit is ours to take.
-fn raise_open_file_limit() {
+/// would refuse the 512th viewer. The hard limit is ours to take. Returns the limit in
+/// force.
+fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(not(unix))]
+    return None;
     #[cfg(unix)]
     {
         let mut limit = libc::rlimit {
@@ -61,19 +85,22 @@ fn raise_open_file_limit() {
         };
         // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
         unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0
-                || limit.rlim_cur >= limit.rlim_max
-            {
-                return;
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur >= limit.rlim_max {
+                return Some(limit.rlim_cur as u64);
             }
             let before = limit.rlim_cur;
             limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                log::info!(
-                    "raised the open-file limit from {before} to {}",
-                    limit.rlim_max
-                );
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Some(before as u64);
             }
+            log::info!(
+                "raised the open-file limit from {before} to {}",
+                limit.rlim_max
+            );
+            Some(limit.rlim_max as u64)
         }
     }
 }
