@@ -53,6 +53,8 @@ const STREAM: &str = "bench";
 const GENERATION: u64 = 1;
 /// Size of the generation's first piece (the "WebM header" of a real recorder).
 const BLOB_BYTES: usize = 4096;
+/// How long all the viewers may take to connect and take their snapshots.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long viewers may take to receive the tail after the window ends.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -737,7 +739,7 @@ fn run(n: usize, options: &Options, rt: &tokio::runtime::Runtime) -> Row {
     let connect_start = Instant::now();
     let tasks: Vec<_> = (0..n).map(|_| rt.spawn(viewer(shared.clone()))).collect();
     let connected = rt.block_on(async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         loop {
             let notified = shared.ready_changed.notified();
             if shared.ready.load(Ordering::SeqCst) >= n {
@@ -751,7 +753,7 @@ fn run(n: usize, options: &Options, rt: &tokio::runtime::Runtime) -> Row {
     let connect_secs = connect_start.elapsed().as_secs_f64();
     if !connected {
         eprintln!(
-            "relay bench: only {} of {n} viewers connected within 120 s",
+            "relay bench: only {} of {n} viewers connected within {CONNECT_TIMEOUT:?}",
             shared.ready.load(Ordering::SeqCst)
         );
     }
