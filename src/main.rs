@@ -89,18 +89,18 @@ fn raise_open_file_limit() -> Option<u64> {
                 return None;
             }
             if limit.rlim_cur >= limit.rlim_max {
-                return Some(limit.rlim_cur as u64);
+                return Some(limit.rlim_cur);
             }
             let before = limit.rlim_cur;
             limit.rlim_cur = limit.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Some(before as u64);
+                return Some(before);
             }
             log::info!(
                 "raised the open-file limit from {before} to {}",
                 limit.rlim_max
             );
-            Some(limit.rlim_max as u64)
+            Some(limit.rlim_max)
         }
     }
 }
