@@ -1,0 +1,238 @@
+//! The two halves of the output past the head: each fragment written with its `moof`
+//! rewritten in place (sequence number, decode times, base data offsets), and the finish
+//! step that patches the durations the head holds and appends the `mfra` index.
+
+use super::boxes::{self, boxed, Field};
+use super::{moof, Generation, Splicer, Written, MAX_FRAGMENTS};
+use crate::mp4::TrackFragment;
+use crate::recording::splice::{Finish, Piece, SpliceError};
+use crate::sink::Sink;
+use bytes::Bytes;
+use std::ops::Range;
+
+/// A decode time a `traf` gets in the file.
+struct Moved {
+    track: usize,
+    tfdt: Field,
+    value: u64,
+    end: u64,
+    base_data_offset: Option<(usize, u64)>,
+    number: u32,
+    sync: bool,
+}
+
+impl Splicer {
+    /// Writes one fragment: `moof` (input range) rewritten, then the input up to `end`
+    /// (its `mdat`) as it came.
+    pub(super) fn write_fragment(
+        &mut self,
+        g: &mut Generation,
+        moof: Range<u64>,
+        runs: &[TrackFragment],
+        end: u64,
+        out: &mut dyn Sink<Piece>,
+    ) -> Result<(), SpliceError> {
+        if self.written.len() >= MAX_FRAGMENTS {
+            self.break_generation(
+                g,
+                format!(
+                    "the file holds {MAX_FRAGMENTS} fragments, as many as one may; \
+                     the rest of this generation is not recorded"
+                ),
+            );
+            return Ok(());
+        }
+        let mut copy = g.copy(moof.clone());
+        let out_offset = self.out_len;
+        let moved = match self.moved(g, &copy, moof.start, out_offset, runs) {
+            Ok(moved) => moved?,
+            Err(why) => {
+                let at = moof.start;
+                self.break_generation(g, format!("the fragment at byte {at}: {why}"));
+                return Ok(());
+            }
+        };
+        let fragment_sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.checked_add(1).unwrap_or(1);
+        if let Some(at) = moved.1 {
+            boxes::write(&mut copy, at, 4, u64::from(fragment_sequence));
+        }
+        let mut ends = Vec::with_capacity(moved.0.len());
+        for m in moved.0 {
+            boxes::write(&mut copy, m.tfdt.at as usize, m.tfdt.width.into(), m.value);
+            if let Some((at, value)) = m.base_data_offset {
+                boxes::write(&mut copy, at, 8, value);
+            }
+            let track = &mut self.tracks[m.track];
+            track.end = track.end.max(m.end);
+            ends.push((m.track, m.end));
+            if m.track == self.cue_track && m.sync {
+                self.tfra.push((m.value, out_offset, m.number));
+            }
+        }
+        let moof_len = copy.len() as u64;
+        self.out_len += moof_len + (end - moof.end);
+        out.put(Piece {
+            bytes: Bytes::from(copy),
+            boundary: moof.end == end,
+        });
+        {
+            let mut parts = g.parts(moof.end..end).peekable();
+            while let Some((bytes, part)) = parts.next() {
+                out.put(Piece {
+                    bytes: bytes.slice(part),
+                    boundary: parts.peek().is_none(),
+                });
+            }
+        }
+        g.consumed = end;
+        self.written.push(Written {
+            end: self.out_len,
+            ends,
+        });
+        Ok(())
+    }
+
+    /// Where each `traf` of a `moof` copy goes on the file's timeline, and where its
+    /// `mfhd` sequence number is. The outer error breaks the generation (a fragment we
+    /// cannot read); the inner one stops the recording (a timeline out of range).
+    #[allow(clippy::type_complexity)]
+    fn moved(
+        &self,
+        g: &mut Generation,
+        copy: &[u8],
+        in_offset: u64,
+        out_offset: u64,
+        runs: &[TrackFragment],
+    ) -> Result<Result<(Vec<Moved>, Option<usize>), SpliceError>, String> {
+        let fragment = moof::parse(copy, |id| {
+            self.tracks
+                .iter()
+                .find(|t| t.id == id)
+                .map_or(0, |t| t.default_duration)
+        })?;
+        let mut moved = Vec::with_capacity(fragment.trafs.len());
+        for traf in &fragment.trafs {
+            let track = self
+                .tracks
+                .iter()
+                .position(|t| t.id == traf.track_id)
+                .ok_or_else(|| format!("track {} is not in the file", traf.track_id))?;
+            let tfdt = traf
+                .tfdt
+                .ok_or_else(|| format!("track {} has no tfdt to retime", traf.track_id))?;
+            let value = boxes::read(copy, tfdt.at as usize, tfdt.width.into());
+            let shift = match g.shifts[track] {
+                Some(shift) => shift,
+                None if g.first => 0,
+                None => i128::from(g.targets[track]) - i128::from(value),
+            };
+            let new = i128::from(value) + shift;
+            if new < 0 {
+                return Err(format!(
+                    "track {}'s decode time goes back before the generation's start",
+                    traf.track_id
+                ));
+            }
+            let limit = if tfdt.width == 4 {
+                i128::from(u32::MAX)
+            } else {
+                i128::from(i64::MAX)
+            };
+            if new + i128::from(traf.duration) > limit {
+                return Ok(Err(SpliceError::Timeline(format!(
+                    "track {}'s decode times leave the range of its {}-byte tfdt; recording stopped",
+                    traf.track_id, tfdt.width
+                ))));
+            }
+            let base_data_offset = match traf.base_data_offset {
+                Some(at) => {
+                    let old = boxes::read(copy, at, 8);
+                    let value = i128::from(old) - i128::from(in_offset) + i128::from(out_offset);
+                    let value = u64::try_from(value)
+                        .map_err(|_| "its base data offset is before the file".to_string())?;
+                    Some((at, value))
+                }
+                None => None,
+            };
+            moved.push(Moved {
+                track,
+                tfdt,
+                value: new as u64,
+                end: (new + i128::from(traf.duration)) as u64,
+                base_data_offset,
+                number: traf.number,
+                sync: runs
+                    .iter()
+                    .any(|r| r.track_id == traf.track_id && r.first_sample_sync == Some(true)),
+            });
+        }
+        // Only now, so that a fragment that breaks the generation decides nothing.
+        for m in &moved {
+            g.shifts[m.track].get_or_insert(
+                i128::from(m.value)
+                    - i128::from(boxes::read(copy, m.tfdt.at as usize, m.tfdt.width.into())),
+            );
+        }
+        Ok(Ok((moved, fragment.sequence)))
+    }
+
+    /// How to make the file seekable, given it holds exactly `out_len` bytes. None when
+    /// no head was ever written.
+    pub fn finish(&self) -> Option<Finish> {
+        self.finish_with(true)
+    }
+
+    /// As [`Splicer::finish`], for a disk with no room left for the `mfra`.
+    pub fn finish_without_cues(&self) -> Option<Finish> {
+        self.finish_with(false)
+    }
+
+    fn finish_with(&self, with_index: bool) -> Option<Finish> {
+        let layout = self.layout?;
+        let movie_duration = self.end_in(layout.movie_timescale);
+        let mut patches = vec![
+            (layout.mvhd.at, layout.mvhd.bytes(movie_duration)),
+            (layout.mehd.at, layout.mehd.bytes(movie_duration)),
+        ];
+        for track in &self.tracks {
+            let in_movie = (u128::from(track.end) * u128::from(layout.movie_timescale))
+                .div_ceil(u128::from(track.timescale)) as u64;
+            patches.push((track.tkhd.at, track.tkhd.bytes(in_movie)));
+            patches.push((track.mdhd.at, track.mdhd.bytes(track.end)));
+        }
+        let mut append = Vec::new();
+        if with_index && !self.tfra.is_empty() {
+            append = self.mfra();
+        }
+        Some(Finish {
+            append_at: self.out_len,
+            append,
+            patches,
+        })
+    }
+
+    /// `mfra`: one `tfra` (version 1, 1-byte traf/trun/sample numbers) and the `mfro`.
+    fn mfra(&self) -> Vec<u8> {
+        let mut tfra = Vec::with_capacity(16 + self.tfra.len() * 19);
+        tfra.extend_from_slice(&[1, 0, 0, 0]);
+        tfra.extend_from_slice(&self.tracks[self.cue_track].id.to_be_bytes());
+        tfra.extend_from_slice(&0u32.to_be_bytes());
+        tfra.extend_from_slice(&(self.tfra.len() as u32).to_be_bytes());
+        for &(time, offset, traf) in &self.tfra {
+            tfra.extend_from_slice(&time.to_be_bytes());
+            tfra.extend_from_slice(&offset.to_be_bytes());
+            // traf number (1-byte field), trun 1, sample 1.
+            tfra.extend_from_slice(&[traf.min(255) as u8, 1, 1]);
+        }
+        let mut body = Vec::with_capacity(tfra.len() + 24);
+        boxed(b"tfra", &tfra, &mut body);
+        let total = 8 + body.len() + 16;
+        let mut mfro = vec![0, 0, 0, 0];
+        mfro.extend_from_slice(&(total as u32).to_be_bytes());
+        boxed(b"mfro", &mfro, &mut body);
+        let mut mfra = Vec::with_capacity(total);
+        boxed(b"mfra", &body, &mut mfra);
+        mfra
+    }
+}
