@@ -718,6 +718,78 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// ffmpeg's fragmented MP4 (`frag_keyframe+empty_moov+default_base_moof`), 3 s.
+    const MP4: &[u8] = include_bytes!("../mp4/testdata/ffmpeg-h264-aac-frag-keyframe.mp4");
+
+    #[tokio::test]
+    async fn a_session_that_turns_from_webm_to_mp4_goes_on_in_an_mp4_file() {
+        let dir = temp_dir("container");
+        let recorder = Recorder::open(dir.clone());
+        let mut slot = Slot::default();
+        slot.record(
+            &recorder,
+            "cam",
+            Some("video/webm"),
+            true,
+            frames(1, &[5000]),
+        );
+        let mp4 = FrameHeader {
+            generation: 2,
+            offset: 0,
+        }
+        .frame(MP4);
+        slot.record(&recorder, "cam", Some("video/webm"), true, vec![mp4]);
+        slot.end();
+        assert!(recorder.drain(Duration::from_secs(10)).await);
+        let list = recorder.list();
+        assert_eq!(list.len(), 2, "{list:#?}");
+        let webm = list.iter().find(|r| r.file.ends_with(".webm")).unwrap();
+        let mp4 = list.iter().find(|r| r.file.ends_with(".mp4")).unwrap();
+        for info in [webm, mp4] {
+            assert_eq!(info.state, State::Finished, "{info:#?}");
+            assert_eq!(info.generations, 1, "{info:#?}");
+        }
+        assert_eq!(
+            mp4.split_reason.as_deref(),
+            Some("the container changed from WebM to MP4")
+        );
+        assert_eq!(mp4.continues.as_deref(), Some(webm.id.as_str()));
+        assert_eq!(
+            mp4.tracks.as_deref(),
+            Some("avc1.42c00c 160x120, mp4a 48000 Hz 2 ch")
+        );
+        assert!((mp4.duration.unwrap() - 3.0213).abs() < 0.01, "{mp4:#?}");
+        let file = std::fs::read(dir.join(&mp4.file)).unwrap();
+        assert_eq!(file.len() as u64, mp4.bytes);
+        assert_eq!(&file[file.len() - 12..file.len() - 8], b"mfro");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_mp4_left_without_a_sidecar_is_found_and_finalized() {
+        let dir = temp_dir("recover-mp4");
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = "noname-phone-20251122T031502Z";
+        // Cut mid-fragment, as a kill -9 cannot leave ours but another writer might.
+        std::fs::write(dir.join(format!("{id}.mp4")), &MP4[..MP4.len() - 1000]).unwrap();
+        let recorder = Recorder::open(dir.clone());
+        assert!(recorder.drain(Duration::from_secs(10)).await);
+        let info = recorder.get(id).unwrap();
+        assert_eq!(info.state, State::Interrupted, "{info:#?}");
+        assert_eq!(info.file, format!("{id}.mp4"));
+        assert_eq!(info.mime.as_deref(), Some("video/mp4"));
+        assert_eq!(
+            info.tracks.as_deref(),
+            Some("avc1.42c00c 160x120, mp4a 48000 Hz 2 ch")
+        );
+        let duration = info.duration.unwrap();
+        assert!(duration > 2.0 && duration < 3.0, "{info:#?}");
+        let file = std::fs::read(dir.join(&info.file)).unwrap();
+        assert_eq!(info.bytes, file.len() as u64);
+        assert_eq!(&file[file.len() - 12..file.len() - 8], b"mfro");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn recovery_fills_in_what_the_file_tells() {
         let dir = temp_dir("recover");

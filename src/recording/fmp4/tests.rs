@@ -341,3 +341,31 @@ fn what_is_not_mp4_cannot_be_recorded_and_a_broken_fragment_ends_its_generation(
     let mut splicer = splicer;
     assert!(splicer.take_notices()[0].contains("too short"));
 }
+
+/// Without `default_base_moof`, ffmpeg's tfhd says where its data is, absolutely.
+const BASE_DATA_OFFSET: &[u8] = include_bytes!("testdata/ffmpeg-h264-base-data-offset.mp4");
+
+/// Each fragment's `moof` offset and its first tfhd's explicit base data offset.
+fn base_data_offsets(data: &[u8]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for event in events(data) {
+        if let Event::Fragment { range, .. } = event {
+            let moof = &data[range.start as usize..range.end as usize];
+            let fragment = moof::parse(moof, |_| 0).unwrap();
+            let at = fragment.trafs[0].base_data_offset.expect("an explicit one");
+            out.push((range.start, boxes::read(moof, at, 8)));
+        }
+    }
+    out
+}
+
+#[test]
+fn an_explicit_base_data_offset_moves_with_its_moof() {
+    let input = base_data_offsets(BASE_DATA_OFFSET);
+    assert!(input.len() >= 2 && input.iter().all(|(moof, base)| moof == base));
+    let (splicer, file, _) = splice(&[cut(BASE_DATA_OFFSET, 3000), cut(BASE_DATA_OFFSET, 500)]);
+    let output = base_data_offsets(&file);
+    assert_eq!(output.len(), 2 * input.len());
+    assert!(output.iter().all(|(moof, base)| moof == base), "{output:?}");
+    assert!(splicer.duration_secs() > 3.9, "{}", splicer.duration_secs());
+}
