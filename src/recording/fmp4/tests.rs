@@ -286,9 +286,7 @@ fn a_new_picture_size_or_timescale_is_incompatible_and_says_so() {
         for (g, data) in [FRAG_KEYFRAME, data].into_iter().enumerate() {
             splicer.begin(g as u64);
             for frame in cut(data, 1000) {
-                if let Err(err) = splicer.push(frame, &mut pieces) {
-                    return Err(err);
-                }
+                splicer.push(frame, &mut pieces)?;
             }
             splicer.end_generation(&mut pieces);
         }
