@@ -214,8 +214,11 @@ impl Movie {
             } else {
                 (start, 4)
             };
-            let size = read(&out, size_at, width) + MEHD_LEN as u64;
-            write(&mut out, size_at, width, size);
+            // A size of 0 ("to the end of its parent") still says so.
+            let size = read(&out, size_at, width);
+            if size != 0 {
+                write(&mut out, size_at, width, size + MEHD_LEN as u64);
+            }
         }
         let moved = |f: Field| {
             if f.at >= at as u64 {

@@ -367,3 +367,71 @@ fn an_explicit_base_data_offset_moves_with_its_moof() {
     assert!(output.iter().all(|(moof, base)| moof == base), "{output:?}");
     assert!(splicer.duration_secs() > 3.9, "{}", splicer.duration_secs());
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever bytes a publisher garbles (sizes, flags, sample counts, decode
+        /// times), the splicer never panics, and what it wrote is whole boxes that the
+        /// scanner reads back, finished or not.
+        #[test]
+        fn garbled_generations_never_panic_and_leave_whole_boxes(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+            cut_size in 1usize..5000,
+            second in any::<bool>(),
+        ) {
+            // The bytes worth garbling: the moov, and each moof and mdat header.
+            let targets: Vec<usize> = events(FRAG_KEYFRAME)
+                .into_iter()
+                .flat_map(|e| match e {
+                    Event::Movie { range, .. } | Event::Fragment { range, .. } => {
+                        range.start as usize..range.end as usize
+                    }
+                    Event::MediaData { offset, .. } => offset as usize..offset as usize + 8,
+                    _ => 0..0,
+                })
+                .collect();
+            let mut garbled = FRAG_KEYFRAME.to_vec();
+            for (at, value) in flips {
+                garbled[*at.get(&targets)] = value;
+            }
+            let mut splicer = Splicer::new();
+            let mut pieces = Vec::new();
+            let generations: Vec<&[u8]> = if second {
+                vec![FRAG_KEYFRAME, &garbled]
+            } else {
+                vec![&garbled, FRAG_KEYFRAME]
+            };
+            for (g, data) in generations.into_iter().enumerate() {
+                splicer.begin(g as u64);
+                for frame in cut(data, cut_size) {
+                    if splicer.push(frame, &mut pieces).is_err() {
+                        break;
+                    }
+                }
+                if splicer.current().is_some() {
+                    splicer.end_generation(&mut pieces);
+                }
+            }
+            let mut file = Vec::new();
+            let mut good = 0;
+            for piece in pieces {
+                file.extend_from_slice(&piece.bytes);
+                if piece.boundary {
+                    good = file.len();
+                }
+            }
+            prop_assert_eq!(good, file.len(), "the output ends at a boundary");
+            if splicer.has_head() {
+                let file = finalize(&splicer, file);
+                let mut events = Vec::new();
+                prop_assert!(Scanner::new().push(&file, &mut events).is_ok());
+                prop_assert!(splicer.duration_secs().is_finite());
+            }
+        }
+    }
+}
