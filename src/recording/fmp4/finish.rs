@@ -111,7 +111,7 @@ impl Splicer {
                 .find(|t| t.id == id)
                 .map_or(0, |t| t.default_duration)
         })?;
-        let mut moved = Vec::with_capacity(fragment.trafs.len());
+        let mut found = Vec::with_capacity(fragment.trafs.len());
         for traf in &fragment.trafs {
             let track = self
                 .tracks
@@ -122,10 +122,29 @@ impl Splicer {
                 .tfdt
                 .ok_or_else(|| format!("track {} has no tfdt to retime", traf.track_id))?;
             let value = boxes::read(copy, tfdt.at as usize, tfdt.width.into());
+            found.push((track, tfdt, value));
+        }
+        // The generation's origin: the earliest start of its first fragment's runs.
+        let origin = g.origin.or_else(|| {
+            found
+                .iter()
+                .map(|&(track, _, value)| (value, self.tracks[track].timescale))
+                .min_by_key(|&(value, timescale)| Ratio(value, timescale))
+        });
+        let mut moved = Vec::with_capacity(fragment.trafs.len());
+        for (traf, (track, tfdt, value)) in fragment.trafs.iter().zip(found) {
             let shift = match g.shifts[track] {
                 Some(shift) => shift,
                 None if g.first => 0,
-                None => i128::from(g.targets[track]) - i128::from(value),
+                None => {
+                    // The generation starts at the file's end; each track keeps its
+                    // offset from the generation's origin (A/V sync within it).
+                    let (origin, origin_scale) = origin.expect("a traf was found");
+                    let scale = self.tracks[track].timescale;
+                    let origin = u128::from(origin) * u128::from(scale) / u128::from(origin_scale);
+                    let offset = (i128::from(value) - origin as i128).max(0);
+                    i128::from(g.targets[track]) + offset - i128::from(value)
+                }
             };
             let new = i128::from(value) + shift;
             if new < 0 {
@@ -168,6 +187,7 @@ impl Splicer {
             });
         }
         // Only now, so that a fragment that breaks the generation decides nothing.
+        g.origin = origin;
         for m in &moved {
             g.shifts[m.track].get_or_insert(
                 i128::from(m.value)
@@ -234,5 +254,21 @@ impl Splicer {
         let mut mfra = Vec::with_capacity(total);
         boxed(b"mfra", &body, &mut mfra);
         mfra
+    }
+}
+
+/// A time as (value, timescale), ordered by the time it is.
+#[derive(PartialEq, Eq)]
+struct Ratio(u64, u32);
+
+impl PartialOrd for Ratio {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ratio {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (u128::from(self.0) * u128::from(other.1)).cmp(&(u128::from(other.0) * u128::from(self.1)))
     }
 }

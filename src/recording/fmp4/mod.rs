@@ -9,8 +9,9 @@
 //! session goes on in a new file (`SpliceError::Incompatible`); its init segment is
 //! dropped. Each fragment (`moof` and its `mdat`) is held until its `mdat` is wholly
 //! received, then goes out as a copy of the `moof`, with its `mfhd` sequence number
-//! continued, each `tfdt` moved onto the file's timeline (each track's first fragment
-//! of a generation starts where the file's longest track ended) and any explicit
+//! continued, each `tfdt` moved onto the file's timeline (the generation starts where
+//! the file's longest track ended, each track keeping its offset from the generation's
+//! earliest decode time) and any explicit
 //! `tfhd` base data offset moved with it, followed by the `mdat` as the received bytes
 //! themselves. So the file on disk always ends at a whole box: a crash leaves an MP4
 //! that plays to its last fragment. Any other top-level box is dropped.
@@ -89,6 +90,8 @@ struct Generation {
     /// that fragment came, what is added to each of its decode times.
     targets: Vec<u64>,
     shifts: Vec<Option<i128>>,
+    /// Its first fragment's earliest decode time, and that track's timescale.
+    origin: Option<(u64, u32)>,
     /// The `moof` waiting for its `mdat`, and the `mdat`'s end once its header came.
     moof: Option<(Range<u64>, Vec<TrackFragment>)>,
     mdat_end: Option<u64>,
@@ -199,6 +202,7 @@ impl Splicer {
             init_done: false,
             shifts: vec![None; targets.len()],
             targets,
+            origin: None,
             moof: None,
             mdat_end: None,
             broken: false,

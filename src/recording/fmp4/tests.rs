@@ -435,3 +435,43 @@ mod hostile {
         }
     }
 }
+
+/// The fixture with every run of `track` starting `by` later (its tfdt moved).
+fn track_later(track: u32, by: u64) -> Vec<u8> {
+    let mut data = FRAG_KEYFRAME.to_vec();
+    for event in events(FRAG_KEYFRAME) {
+        if let Event::Fragment { tracks, .. } = event {
+            for run in tracks.iter().filter(|t| t.track_id == track) {
+                let (value, at, width) = run.base_decode_time.unwrap();
+                boxes::write(&mut data, at as usize, width.into(), value + by);
+            }
+        }
+    }
+    data
+}
+
+#[test]
+fn a_generation_keeps_its_tracks_offset_from_one_another() {
+    // Generation 2's audio (track 2, 48 kHz) starts half a second after its video.
+    let (splicer, file, _) =
+        splice(&[cut(FRAG_KEYFRAME, 4096), cut(&track_later(2, 24_000), 4096)]);
+    let (frags, _) = fragments(&file);
+    let n = fragments(FRAG_KEYFRAME).0.len();
+    let first = |track: u32| {
+        frags[n..]
+            .iter()
+            .find_map(|f| f.1.iter().find(|t| t.0 == track).map(|t| t.1))
+            .unwrap()
+    };
+    let scales = timescales(FRAG_KEYFRAME);
+    let secs = |track: u32| first(track) as f64 / f64::from(scales[track as usize - 1].1);
+    assert!(
+        (secs(2) - secs(1) - 0.5).abs() < 0.001,
+        "{} {}",
+        secs(1),
+        secs(2)
+    );
+    // And the generation starts where the first one ended.
+    assert!((secs(1) - 3.0213).abs() < 0.01, "{}", secs(1));
+    assert!(splicer.duration_secs() > 6.5);
+}
