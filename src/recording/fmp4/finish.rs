@@ -13,8 +13,10 @@ use std::ops::Range;
 /// A decode time a `traf` gets in the file.
 struct Moved {
     track: usize,
-    tfdt: Field,
+    /// None: the run has no tfdt and starts where the track's previous one ended.
+    tfdt: Option<Field>,
     value: u64,
+    shift: i128,
     end: u64,
     base_data_offset: Option<(usize, u64)>,
     number: u32,
@@ -59,7 +61,9 @@ impl Splicer {
         }
         let mut ends = Vec::with_capacity(moved.0.len());
         for m in moved.0 {
-            boxes::write(&mut copy, m.tfdt.at as usize, m.tfdt.width.into(), m.value);
+            if let Some(tfdt) = m.tfdt {
+                boxes::write(&mut copy, tfdt.at as usize, tfdt.width.into(), m.value);
+            }
             if let Some((at, value)) = m.base_data_offset {
                 boxes::write(&mut copy, at, 8, value);
             }
@@ -118,22 +122,25 @@ impl Splicer {
                 .iter()
                 .position(|t| t.id == traf.track_id)
                 .ok_or_else(|| format!("track {} is not in the file", traf.track_id))?;
-            let tfdt = traf
-                .tfdt
-                .ok_or_else(|| format!("track {} has no tfdt to retime", traf.track_id))?;
-            let value = boxes::read(copy, tfdt.at as usize, tfdt.width.into());
-            found.push((track, tfdt, value));
+            // Without a tfdt a run starts where its track's previous run ended: where
+            // the file's track ends, whichever generation it is in.
+            let value = traf.tfdt.map_or(self.tracks[track].end, |tfdt| {
+                boxes::read(copy, tfdt.at as usize, tfdt.width.into())
+            });
+            found.push((track, traf.tfdt, value));
         }
         // The generation's origin: the earliest start of its first fragment's runs.
         let origin = g.origin.or_else(|| {
             found
                 .iter()
+                .filter(|(_, tfdt, _)| tfdt.is_some())
                 .map(|&(track, _, value)| (value, self.tracks[track].timescale))
                 .min_by_key(|&(value, timescale)| Ratio(value, timescale))
         });
         let mut moved = Vec::with_capacity(fragment.trafs.len());
         for (traf, (track, tfdt, value)) in fragment.trafs.iter().zip(found) {
             let shift = match g.shifts[track] {
+                _ if tfdt.is_none() => 0,
                 Some(shift) => shift,
                 None if g.first => 0,
                 None => {
@@ -153,7 +160,8 @@ impl Splicer {
                     traf.track_id
                 ));
             }
-            let limit = if tfdt.width == 4 {
+            let width = tfdt.map_or(8, |t| t.width);
+            let limit = if width == 4 {
                 i128::from(u32::MAX)
             } else {
                 i128::from(i64::MAX)
@@ -161,7 +169,7 @@ impl Splicer {
             if new + i128::from(traf.duration) > limit {
                 return Ok(Err(SpliceError::Timeline(format!(
                     "track {}'s decode times leave the range of its {}-byte tfdt; recording stopped",
-                    traf.track_id, tfdt.width
+                    traf.track_id, width
                 ))));
             }
             let base_data_offset = match traf.base_data_offset {
@@ -178,6 +186,7 @@ impl Splicer {
                 track,
                 tfdt,
                 value: new as u64,
+                shift,
                 end: (new + i128::from(traf.duration)) as u64,
                 base_data_offset,
                 number: traf.number,
@@ -188,11 +197,8 @@ impl Splicer {
         }
         // Only now, so that a fragment that breaks the generation decides nothing.
         g.origin = origin;
-        for m in &moved {
-            g.shifts[m.track].get_or_insert(
-                i128::from(m.value)
-                    - i128::from(boxes::read(copy, m.tfdt.at as usize, m.tfdt.width.into())),
-            );
+        for m in moved.iter().filter(|m| m.tfdt.is_some()) {
+            g.shifts[m.track].get_or_insert(m.shift);
         }
         Ok(Ok((moved, fragment.sequence)))
     }

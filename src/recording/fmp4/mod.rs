@@ -13,8 +13,10 @@
 //! the file's longest track ended, each track keeping its offset from the generation's
 //! earliest decode time) and any explicit
 //! `tfhd` base data offset moved with it, followed by the `mdat` as the received bytes
-//! themselves. So the file on disk always ends at a whole box: a crash leaves an MP4
-//! that plays to its last fragment. Any other top-level box is dropped.
+//! themselves. A run without a `tfdt` is left as it is: it starts, for players as
+//! here, where its track's previous run ended. So the file on disk always ends at a
+//! whole box: a crash leaves an MP4 that plays to its last fragment. Any other
+//! top-level box is dropped.
 //!
 //! Finishing patches the durations in place (`mvhd`, `mehd`, `tkhd`, `mdhd`) and
 //! appends an `mfra`: a `tfra` of the fragments whose video run starts on a sync

@@ -63,7 +63,7 @@ fn fragments(data: &[u8]) -> (Vec<(u32, Vec<(u32, u64)>)>, Vec<Range<usize>>) {
                 sequence.unwrap().0,
                 tracks
                     .iter()
-                    .map(|t| (t.track_id, t.base_decode_time.unwrap().0))
+                    .map(|t| (t.track_id, t.base_decode_time.map_or(0, |b| b.0)))
                     .collect(),
             )),
             Event::MediaData { offset, end } => {
@@ -474,4 +474,36 @@ fn a_generation_keeps_its_tracks_offset_from_one_another() {
     // And the generation starts where the first one ended.
     assert!((secs(1) - 3.0213).abs() < 0.01, "{}", secs(1));
     assert!(splicer.duration_secs() > 6.5);
+}
+
+#[test]
+fn runs_without_a_tfdt_follow_on_where_their_track_ended() {
+    // Every tfdt turned into a `free` box of the same size: only the runs' durations
+    // say where they are.
+    let mut untimed = FRAG_KEYFRAME.to_vec();
+    for event in events(FRAG_KEYFRAME) {
+        if let Event::Fragment { tracks, .. } = event {
+            for run in &tracks {
+                let (_, at, _) = run.base_decode_time.unwrap();
+                // The value follows the box header (8) and version and flags (4).
+                untimed[at as usize - 8..at as usize - 4].copy_from_slice(b"free");
+            }
+        }
+    }
+    let (mut splicer, file, _) = splice(&[
+        cut(&untimed, 4096),
+        cut(FRAG_KEYFRAME, 4096),
+        cut(&untimed, 333),
+    ]);
+    assert!(splicer.take_notices().is_empty());
+    let (frags, _) = fragments(&file);
+    assert_eq!(frags.len(), 3 * fragments(FRAG_KEYFRAME).0.len());
+    assert!(
+        (splicer.duration_secs() - 3.0 * 3.0213).abs() < 0.05,
+        "{}",
+        splicer.duration_secs()
+    );
+    if let Some(path) = std::env::var_os("BLOBCAST_DUMP_UNTIMED") {
+        std::fs::write(path, finalize(&splicer, file)).unwrap();
+    }
 }
