@@ -114,6 +114,11 @@ impl Splicer {
         }
     }
 
+    /// Bytes of output produced so far.
+    pub fn out_len(&self) -> u64 {
+        each!(self, s => s.out_len())
+    }
+
     pub fn has_head(&self) -> bool {
         each!(self, s => s.has_head())
     }

@@ -8,15 +8,14 @@
 //! tracks (ids, handlers, timescales, `stsd`: codec, size, codec settings), else the
 //! session goes on in a new file (`SpliceError::Incompatible`); its init segment is
 //! dropped. Each fragment (`moof` and its `mdat`) is held until its `mdat` is wholly
-//! received, then goes out as a copy of the `moof`, with its `mfhd` sequence number
-//! continued, each `tfdt` moved onto the file's timeline (the generation starts where
-//! the file's longest track ended, each track keeping its offset from the generation's
-//! earliest decode time) and any explicit
-//! `tfhd` base data offset moved with it, followed by the `mdat` as the received bytes
-//! themselves. A run without a `tfdt` is left as it is: it starts, for players as
-//! here, where its track's previous run ended. So the file on disk always ends at a
-//! whole box: a crash leaves an MP4 that plays to its last fragment. Any other
-//! top-level box is dropped.
+//! received, so the file on disk always ends at a whole box (a crash leaves an MP4 that
+//! plays to its last fragment). It then goes out as a copy of the `moof`, with its
+//! `mfhd` sequence number continued, each `tfdt` moved onto the file's timeline (the
+//! generation starts where the file's longest track ended, each track keeping its
+//! offset from the generation's earliest decode time) and any explicit `tfhd` base data
+//! offset moved with it, followed by the `mdat` as the received bytes themselves. A run
+//! without a `tfdt` is left as it is: it starts, for players as here, where its track's
+//! previous run ended. Any other top-level box (`sidx`, `mfra`, `free`...) is dropped.
 //!
 //! Finishing patches the durations in place (`mvhd`, `mehd`, `tkhd`, `mdhd`) and
 //! appends an `mfra`: a `tfra` of the fragments whose video run starts on a sync
