@@ -374,7 +374,11 @@ impl Splicer {
                     "not an MP4 we can record: {why}"
                 )))
             }
-            Err(why) => return Err(SpliceError::Incompatible(format!("its moov: {why}"))),
+            Err(why) => {
+                // As a WebM generation that cannot be read: the file goes on without it.
+                self.break_generation(g, format!("not recorded: {why}"));
+                return Ok(());
+            }
         };
         let description = describe(&tracks);
         if g.first {

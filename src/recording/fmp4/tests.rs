@@ -507,3 +507,38 @@ fn runs_without_a_tfdt_follow_on_where_their_track_ended() {
         std::fs::write(path, finalize(&splicer, file)).unwrap();
     }
 }
+
+#[test]
+fn a_later_generation_whose_moov_cannot_be_read_is_left_out_and_the_file_goes_on() {
+    // Its mvex renamed: not a fragmented MP4 any more.
+    let mut unfragmented = FRAG_KEYFRAME.to_vec();
+    let at = unfragmented.windows(4).position(|w| w == b"mvex").unwrap();
+    unfragmented[at..at + 4].copy_from_slice(b"free");
+    let mut splicer = Splicer::new();
+    let mut pieces = Vec::new();
+    for (g, data) in [FRAG_KEYFRAME, &unfragmented, FRAG_KEYFRAME]
+        .into_iter()
+        .enumerate()
+    {
+        splicer.begin(g as u64 + 1);
+        for frame in cut(data, 4096) {
+            splicer.push(frame, &mut pieces).unwrap();
+        }
+        splicer.end_generation(&mut pieces);
+    }
+    let notices = splicer.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("generation 2") && notices[0].contains("no mvex"),
+        "{notices:?}"
+    );
+    assert!((splicer.duration_secs() - 2.0 * 3.0213).abs() < 0.05);
+    // As the first generation of a file, it cannot be recorded at all.
+    let mut splicer = Splicer::new();
+    splicer.begin(1);
+    let result = splicer.push(Bytes::from(unfragmented), &mut Vec::new());
+    assert!(
+        matches!(result, Err(SpliceError::Unrecordable(ref why)) if why.contains("no mvex")),
+        "{result:?}"
+    );
+}
