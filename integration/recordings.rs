@@ -1206,27 +1206,281 @@ async fn a_cluster_timecode_past_the_timeline_fails_the_recording_not_the_stream
     done(&dir);
 }
 
+/// A fragmented MP4 as ffmpeg writes it with `-movflags
+/// frag_keyframe+empty_moov+default_base_moof` (what Safari's and Chrome's
+/// MediaRecorder write is shaped alike): `secs` seconds of H.264 at `size` and AAC,
+/// each file its own init segment, as every recorder restart sends. Returns its bytes
+/// and the duration ffprobe gives it.
+fn ffmpeg_mp4(dir: &Path, name: &str, secs: f64, size: &str) -> (Vec<u8>, f64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=15:duration={secs}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={secs}"
+        ))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "15"])
+        .args([
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "32k", "-threads", "1",
+        ])
+        .args(["-fflags", "+bitexact", "-map_metadata", "-1"])
+        .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs (apt-get install ffmpeg; .ci/run installs it)");
+    assert!(status.success(), "ffmpeg made {name}");
+    let duration = probe(&path).duration.expect("ffprobe reads it");
+    (std::fs::read(&path).unwrap(), duration)
+}
+
+/// What `ffmpeg_mp4` makes, as the catalog says it (the H.264 level is x264's choice).
+fn assert_mp4_tracks(rec: &Value, size: &str) {
+    let tracks = rec["tracks"].as_str().unwrap_or_default();
+    let (video, audio) = tracks.split_once(", ").unwrap_or_default();
+    assert!(
+        video.starts_with("avc1.") && video.ends_with(size) && audio.starts_with("mp4a 48000 Hz"),
+        "{rec:#}"
+    );
+}
+
+const MP4_MIME: &str = "video/mp4;codecs=avc1.42c00c,mp4a.40.2";
+
+/// Publishes `generations` in one MP4 session on `stream`, each wholly received before
+/// the next starts, and stops.
+async fn publish_mp4(server: &TestServer, stream: &str, generations: &[&[u8]]) -> Publisher {
+    let mut publisher = Publisher::connect(server, stream, "session=s").await;
+    publisher.start(MP4_MIME).await;
+    for (g, media) in generations.iter().enumerate() {
+        let g = g as u64 + 1;
+        publisher.publish_generation(g, &cut(media, 8, g * 7)).await;
+        server
+            .until_api(stream, |s| {
+                s["generation"] == g && s["buffered_bytes"] == media.len()
+            })
+            .await;
+    }
+    publisher
+}
+
 #[tokio::test]
-async fn an_mp4_session_is_relayed_but_listed_as_failed_with_the_reason() {
-    // Not recorded yet (issue 16): the entry says so plainly, and the live stream goes on.
-    const MP4: &[u8] = include_bytes!("../src/mp4/testdata/ffmpeg-h264-aac-frag-keyframe.mp4");
+async fn a_session_of_three_mp4_generations_is_one_seekable_mp4() {
     let dir = scratch_dir("mp4");
+    let media = dir.join("media");
+    let generations = [
+        ffmpeg_mp4(&media, "one.mp4", 2.0, "160x120"),
+        ffmpeg_mp4(&media, "two.mp4", 3.0, "160x120"),
+        ffmpeg_mp4(&media, "three.mp4", 1.6, "160x120"),
+    ];
+    let expected: f64 = generations.iter().map(|g| g.1).sum();
     let server = TestServer::with(|c| c.record_dir = dir.clone()).await;
-    let mut publisher = Publisher::connect(&server, "safari", "session=s").await;
-    publisher.start("video/mp4;codecs=avc1,mp4a").await;
-    publisher.publish_generation(1, &cut(MP4, 4, 9)).await;
-    let list = until_recordings(&server, "the failed entry", |l| {
-        l.len() == 1 && l[0]["state"] == "failed"
+    let bytes: Vec<&[u8]> = generations.iter().map(|g| &g.0[..]).collect();
+    let mut publisher = publish_mp4(&server, "safari", &bytes).await;
+    // Joined live all along: a viewer now gets the third generation.
+    let mut viewer = Viewer::connect(&server, "safari").await;
+    viewer.pump_until_holds(3, bytes[2]).await;
+    publisher.stop().await;
+    let list = until_recordings(&server, "the MP4 recording to finish", |l| {
+        l.len() == 1 && l[0]["state"] != "recording" && !l[0]["duration"].is_null()
     })
     .await;
-    let why = list[0]["error"].as_str().unwrap();
+    let rec = &list[0];
+    assert_eq!(rec["state"], "finished", "{rec:#}");
+    assert!(rec["error"].is_null(), "{rec:#}");
+    assert_eq!(rec["generations"], 3);
+    assert_eq!(rec["mime"], MP4_MIME);
+    assert_mp4_tracks(rec, "160x120");
+    let file = rec["file"].as_str().unwrap();
     assert!(
-        why.contains("MP4 is relayed and joined live, but not recorded yet"),
-        "{why}"
+        file.starts_with("noname-safari-") && file.ends_with("Z.mp4"),
+        "{file}"
     );
-    let mut viewer = Viewer::connect(&server, "safari").await;
-    viewer.pump_until_holds(1, MP4).await;
-    publisher.stop().await;
+    assert_eq!(rec["url"], format!("/recordings/{file}"));
+
+    let path = dir.join(file);
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(rec["bytes"], on_disk.len());
+    assert_eq!(&on_disk[4..8], b"ftyp");
+    assert_eq!(&on_disk[on_disk.len() - 12..on_disk.len() - 8], b"mfro");
+    assert!(contains(&on_disk, b"mehd"), "the moov says the duration");
+    let p = probe(&path);
+    let duration = p.duration.expect("a duration");
+    eprintln!(
+        "ffprobe: duration {duration:.3} s (generations sum to {expected:.3}), {} packets ({} keyframes), errors: {:?}",
+        p.packets.len(),
+        p.packets.iter().filter(|p| p.keyframe).count(),
+        p.errors
+    );
+    assert!(p.errors.is_empty(), "ffprobe complains: {}", p.errors);
+    assert!(
+        (duration - expected).abs() < 0.2,
+        "duration {duration}, expected {expected}"
+    );
+    assert!(
+        (rec["duration"].as_f64().unwrap() - duration).abs() < 0.1,
+        "{rec:#}"
+    );
+    let packets: usize = generations
+        .iter()
+        .map(|g| probe_bytes(&g.0).packets.len())
+        .sum();
+    assert_eq!(p.packets.len(), packets, "every packet of every generation");
+    assert_monotonic(&p);
+    let last_video = p
+        .packets
+        .iter()
+        .filter(|p| p.stream == 0)
+        .map(|p| p.pts)
+        .fold(0.0, f64::max);
+    assert!(
+        last_video > generations[0].1 + generations[1].1,
+        "the third generation follows the second: {last_video}"
+    );
+    assert_eq!(decode_errors(&path, None), "", "decodes cleanly");
+    assert_eq!(decode_errors(&path, Some(4.0)), "", "seeks and decodes");
+
+    // Served as MP4, with byte ranges.
+    let response = reqwest::Client::new()
+        .get(server.http_url(rec["url"].as_str().unwrap()))
+        .header("range", "bytes=0-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.headers()["content-type"], "video/mp4");
+    assert_eq!(&response.bytes().await.unwrap()[4..8], b"ftyp");
+    let webm_name = file.replace(".mp4", ".webm");
+    let (status, _) = server.get_text(&format!("/recordings/{webm_name}")).await;
+    assert_eq!(status, 404, "only the recording's own name");
     drop(server);
+    done(&dir);
+}
+
+#[tokio::test]
+async fn a_new_picture_size_mid_mp4_session_starts_a_new_file_and_says_why() {
+    let dir = scratch_dir("mp4split");
+    let media = dir.join("media");
+    let small = ffmpeg_mp4(&media, "small.mp4", 1.0, "160x120");
+    let large = ffmpeg_mp4(&media, "large.mp4", 1.0, "176x144");
+    let server = TestServer::with(|c| c.record_dir = dir.clone()).await;
+    let mut publisher = publish_mp4(&server, "resize", &[&small.0, &large.0]).await;
+    publisher.stop().await;
+    let list = until_recordings(&server, "two finished files", |l| {
+        l.len() == 2 && l.iter().all(|r| r["state"] == "finished")
+    })
+    .await;
+    let second = list
+        .iter()
+        .find(|r| !r["split_reason"].is_null())
+        .expect("a split");
+    let first = list.iter().find(|r| r["split_reason"].is_null()).unwrap();
+    assert_eq!(second["continues"], first["id"]);
+    let why = second["split_reason"].as_str().unwrap();
+    assert!(why.contains("160x120") && why.contains("176x144"), "{why}");
+    for (rec, size) in [(first, "160x120"), (second, "176x144")] {
+        assert!(rec["file"].as_str().unwrap().ends_with(".mp4"), "{rec:#}");
+        assert!(rec["tracks"].as_str().unwrap().contains(size), "{rec:#}");
+        let path = dir.join(rec["file"].as_str().unwrap());
+        let p = probe(&path);
+        assert!(p.errors.is_empty(), "{rec:#} {p:?}");
+        assert!((p.duration.unwrap() - 1.0).abs() < 0.2, "{rec:#} {p:?}");
+        assert_eq!(decode_errors(&path, None), "");
+    }
+    drop(server);
+    done(&dir);
+}
+
+#[tokio::test]
+async fn kill_9_mid_mp4_session_leaves_whole_fragments_that_the_next_start_finalizes() {
+    let dir = scratch_dir("mp4kill");
+    let media = dir.join("media");
+    let (whole, whole_secs) = ffmpeg_mp4(&media, "one.mp4", 3.0, "160x120");
+    let mut first = Server::spawn(&dir, |_| {});
+    let server = TestServer::at(first.addr);
+    let mut publisher = publish_mp4(&server, "live", &[&whole]).await;
+    // Part of the second generation is out when the server dies: the last fragment
+    // is cut short.
+    let half = whole.len() * 2 / 3;
+    publisher
+        .publish_generation(2, &cut(&whole[..half], 4, 5))
+        .await;
+    server
+        .until_api("live", |s| {
+            s["generation"] == 2 && s["buffered_bytes"] == half
+        })
+        .await;
+    until_recordings(&server, "the second generation on disk", |l| {
+        l.len() == 1 && l[0]["bytes"].as_u64().unwrap() > (whole.len() + half / 2) as u64
+    })
+    .await;
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    drop(publisher);
+
+    let mp4s: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect();
+    assert_eq!(mp4s.len(), 1, "{mp4s:?}");
+    let path = mp4s[0].clone();
+    let left_bytes = std::fs::read(&path).unwrap();
+    // Whole boxes to the last byte.
+    let mut at = 0;
+    while at < left_bytes.len() {
+        let size = u32::from_be_bytes(left_bytes[at..at + 4].try_into().unwrap()) as usize;
+        assert!(
+            size >= 8 && at + size <= left_bytes.len(),
+            "a box cut short at {at}"
+        );
+        at += size;
+    }
+    let left = probe(&path);
+    assert!(
+        left.errors.is_empty(),
+        "as the crash left it: {}",
+        left.errors
+    );
+    assert!(
+        left.packets.len() > probe_bytes(&whole).packets.len(),
+        "more than one generation"
+    );
+    assert_monotonic(&left);
+    assert_eq!(decode_errors(&path, None), "", "plays as the crash left it");
+    let sidecar: Value =
+        serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(sidecar["state"], "recording");
+
+    let second = Server::spawn(&dir, |_| {});
+    let server = TestServer::at(second.addr);
+    let list = until_recordings(&server, "the interrupted recording finalized", |l| {
+        l.len() == 1 && l[0]["state"] == "interrupted" && !l[0]["ended"].is_null()
+    })
+    .await;
+    let rec = &list[0];
+    assert!(rec["error"].is_null(), "{rec:#}");
+    assert_eq!(rec["generations"], 2, "{rec:#}");
+    assert_mp4_tracks(rec, "160x120");
+    let finalized = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &finalized[finalized.len() - 12..finalized.len() - 8],
+        b"mfro"
+    );
+    let p = probe(&path);
+    assert!(p.errors.is_empty(), "finalized: {}", p.errors);
+    let duration = p.duration.expect("a duration after finalizing");
+    assert!(duration > whole_secs, "{duration}");
+    assert!(
+        (duration - rec["duration"].as_f64().unwrap()).abs() < 0.1,
+        "{rec:#}"
+    );
+    assert_eq!(
+        p.packets.len(),
+        left.packets.len(),
+        "nothing lost in finalizing"
+    );
+    assert_eq!(decode_errors(&path, Some(duration / 2.0)), "");
+    drop(second);
     done(&dir);
 }

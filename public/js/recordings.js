@@ -1,6 +1,7 @@
 // The recordings page: what the server keeps on disk (/api/recordings), each playable
 // in a <video> whose seek bar works (the server answers byte ranges, and finished
-// files carry Cues and a Duration), downloadable, and deletable with the publish key.
+// files carry Cues and a Duration, or for MP4 an mfra and a mehd), downloadable, and
+// deletable with the publish key.
 // The list is refreshed every few seconds in place, so keyboard focus stays where it is.
 
 import { formatBytes, formatDuration } from './protocol.js';

@@ -1,5 +1,5 @@
 //! Recordings over HTTP: the catalog (`GET /api/recordings`), each file with byte
-//! ranges (`GET /recordings/{id}.webm`, what a `<video>` seek bar asks for), and
+//! ranges (`GET /recordings/{id}.webm` or `.mp4`, what a `<video>` seek bar asks for), and
 //! `DELETE /api/recordings/{id}`. With `--watch-auth token`, the list shows only the
 //! recordings of streams the token may watch, and a file needs such a token too;
 //! deleting needs an admin token once tokens are configured (else the publish key).
@@ -7,6 +7,7 @@
 use crate::app::App;
 use crate::auth::{Credentials, Denial};
 use crate::http_error::error_response;
+use crate::recording::container::Container;
 use crate::recording::{RecordingError, RecordingInfo};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -39,7 +40,7 @@ pub fn list(credentials: Credentials, app: App) -> Response {
         .filter(|info| scope.allows(&info.stream))
         .map(|info| Listed {
             info,
-            url: format!("/recordings/{}.webm", info.id),
+            url: format!("/recordings/{}", info.file),
         })
         .collect();
     reply::json(&listed).into_response()
@@ -104,7 +105,8 @@ pub fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
     }
 }
 
-/// `GET /recordings/{id}.webm`, with `Range` support.
+/// `GET /recordings/{id}.webm` (or `.mp4`, as the recording's `file` says), with `Range`
+/// support.
 pub async fn file(
     name: String,
     range: Option<String>,
@@ -116,13 +118,18 @@ pub async fn file(
         Ok(scope) => scope,
         Err(denial) => return denial.response(),
     };
+    let Some(container) = Container::of_file(&name) else {
+        return not_found();
+    };
     let Some(id) = name
-        .strip_suffix(".webm")
+        .strip_suffix(container.extension())
+        .and_then(|stem| stem.strip_suffix('.'))
         .filter(|id| crate::recording::names::is_safe_id(id))
     else {
         return not_found();
     };
-    let Some(info) = app.recorder.get(id) else {
+    // The name must be the recording's own: `{id}.webm` or `{id}.mp4`, not both.
+    let Some(info) = app.recorder.get(id).filter(|info| info.file == name) else {
         return not_found();
     };
     if !scope.allows(&info.stream) {
@@ -184,7 +191,10 @@ pub async fn file(
     let mut response = reply::stream(body).into_response();
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(container.mime()),
+    );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

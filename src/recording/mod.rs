@@ -1,12 +1,15 @@
-//! Recordings: every published stream kept on disk as one seekable WebM per publish
-//! session. This module is the catalog — what the record directory holds, one sidecar
-//! JSON per recording (written atomically), rebuilt from the directory at start-up —
-//! and the stream's handle on it ([`Slot`]). The splicing lives in `splice`, the file
-//! writing in `writer`, crash recovery in `recover`, names in `names`, the link between
+//! Recordings: every published stream kept on disk as one seekable file per publish
+//! session, WebM or MP4 as it was published. This module is the catalog — what the
+//! record directory holds, one sidecar JSON per recording (written atomically), rebuilt
+//! from the directory at start-up — and the stream's handle on it ([`Slot`]). The
+//! splicing lives in `splice` (WebM) and `fmp4` (fragmented MP4), behind one face in
+//! `container`; the file writing in `writer`, crash recovery in `recover`, names in `names`, the link between
 //! a dropped session and the next one in `sessions`; its HTTP face is `api::recordings`.
 
+pub mod container;
 mod disk;
 mod ebml;
+mod fmp4;
 pub mod names;
 mod recover;
 mod sessions;
@@ -16,6 +19,7 @@ mod writer;
 use crate::events::{Event, Events};
 use crate::metrics::Metrics;
 use bytes::Bytes;
+use container::Container;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -77,7 +81,7 @@ impl State {
 /// One recording: its sidecar's content and its `/api/recordings` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordingInfo {
-    /// The file name without `.webm`.
+    /// The file name without its extension (`.webm`, `.mp4`).
     pub id: String,
     pub stream: String,
     pub name_prefix: String,
@@ -191,7 +195,7 @@ impl Recorder {
         counts
     }
 
-    /// Every sidecar and every `.webm` without one; returns the ids to recover.
+    /// Every sidecar and every `.webm` or `.mp4` without one; returns the ids to recover.
     fn load(&self) -> Vec<String> {
         let listing = match std::fs::read_dir(&self.dir) {
             Ok(listing) => listing,
@@ -204,7 +208,7 @@ impl Recorder {
                 return Vec::new();
             }
         };
-        let mut webms = Vec::new();
+        let mut media = Vec::new();
         let mut infos = BTreeMap::new();
         for entry in listing.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -219,21 +223,26 @@ impl Recorder {
                     Ok(_) => log::warn!("ignoring {}: its id does not match", name),
                     Err(err) => log::warn!("ignoring {name}: {err}"),
                 }
-            } else if let Some(id) = name.strip_suffix(".webm") {
+            } else if let Some((id, container)) = Container::ALL.into_iter().find_map(|c| {
+                let id = name.strip_suffix(c.extension())?.strip_suffix('.')?;
+                Some((id, c))
+            }) {
                 if names::is_safe_id(id) {
-                    webms.push(id.to_owned());
+                    media.push((id.to_owned(), container));
                 }
             }
         }
-        for id in webms {
+        for (id, container) in media {
             infos
                 .entry(id.clone())
-                .or_insert_with(|| orphan(&self.dir, &id));
+                .or_insert_with(|| orphan(&self.dir, &id, container));
         }
         let mut to_recover = Vec::new();
         let mut entries = self.entries.lock();
         for (id, mut info) in infos {
-            info.file = format!("{id}.webm");
+            // Only `{id}.webm` or `{id}.mp4`: a sidecar names no other file.
+            let container = Container::of_file(&info.file).unwrap_or(Container::WebM);
+            info.file = format!("{id}.{}", container.extension());
             let recovering = info.state == State::Recording;
             if recovering {
                 info.state = State::Interrupted;
@@ -439,9 +448,10 @@ fn read_sidecar(path: &Path) -> Result<RecordingInfo, String> {
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
-/// A `.webm` with no sidecar: the server died right after creating it.
-fn orphan(dir: &Path, id: &str) -> RecordingInfo {
-    let modified = std::fs::metadata(dir.join(format!("{id}.webm")))
+/// A media file with no sidecar: the server died right after creating it.
+fn orphan(dir: &Path, id: &str, container: Container) -> RecordingInfo {
+    let file = format!("{id}.{}", container.extension());
+    let modified = std::fs::metadata(dir.join(&file))
         .and_then(|m| m.modified())
         .unwrap_or(std::time::UNIX_EPOCH);
     // `{prefix}-{stream}-{time}`: prefixes and streams may hold '-', so this is a guess.
@@ -452,7 +462,7 @@ fn orphan(dir: &Path, id: &str) -> RecordingInfo {
         id: id.to_owned(),
         stream,
         name_prefix: prefix,
-        file: format!("{id}.webm"),
+        file,
         mime: None,
         started: names::rfc3339(modified),
         ended: None,
@@ -705,6 +715,78 @@ mod tests {
         assert_eq!(recorder.list(), vec![good_info.clone()]);
         let file = std::fs::read(dir.join(&good_info.file)).unwrap();
         assert_eq!(file.len() as u64, good_info.bytes);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// ffmpeg's fragmented MP4 (`frag_keyframe+empty_moov+default_base_moof`), 3 s.
+    const MP4: &[u8] = include_bytes!("../mp4/testdata/ffmpeg-h264-aac-frag-keyframe.mp4");
+
+    #[tokio::test]
+    async fn a_session_that_turns_from_webm_to_mp4_goes_on_in_an_mp4_file() {
+        let dir = temp_dir("container");
+        let recorder = Recorder::open(dir.clone());
+        let mut slot = Slot::default();
+        slot.record(
+            &recorder,
+            "cam",
+            Some("video/webm"),
+            true,
+            frames(1, &[5000]),
+        );
+        let mp4 = FrameHeader {
+            generation: 2,
+            offset: 0,
+        }
+        .frame(MP4);
+        slot.record(&recorder, "cam", Some("video/webm"), true, vec![mp4]);
+        slot.end();
+        assert!(recorder.drain(Duration::from_secs(10)).await);
+        let list = recorder.list();
+        assert_eq!(list.len(), 2, "{list:#?}");
+        let webm = list.iter().find(|r| r.file.ends_with(".webm")).unwrap();
+        let mp4 = list.iter().find(|r| r.file.ends_with(".mp4")).unwrap();
+        for info in [webm, mp4] {
+            assert_eq!(info.state, State::Finished, "{info:#?}");
+            assert_eq!(info.generations, 1, "{info:#?}");
+        }
+        assert_eq!(
+            mp4.split_reason.as_deref(),
+            Some("the container changed from WebM to MP4")
+        );
+        assert_eq!(mp4.continues.as_deref(), Some(webm.id.as_str()));
+        assert_eq!(
+            mp4.tracks.as_deref(),
+            Some("avc1.42c00c 160x120, mp4a 48000 Hz 2 ch")
+        );
+        assert!((mp4.duration.unwrap() - 3.0213).abs() < 0.01, "{mp4:#?}");
+        let file = std::fs::read(dir.join(&mp4.file)).unwrap();
+        assert_eq!(file.len() as u64, mp4.bytes);
+        assert_eq!(&file[file.len() - 12..file.len() - 8], b"mfro");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_mp4_left_without_a_sidecar_is_found_and_finalized() {
+        let dir = temp_dir("recover-mp4");
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = "noname-phone-20251122T031502Z";
+        // Cut mid-fragment, as a kill -9 cannot leave ours but another writer might.
+        std::fs::write(dir.join(format!("{id}.mp4")), &MP4[..MP4.len() - 1000]).unwrap();
+        let recorder = Recorder::open(dir.clone());
+        assert!(recorder.drain(Duration::from_secs(10)).await);
+        let info = recorder.get(id).unwrap();
+        assert_eq!(info.state, State::Interrupted, "{info:#?}");
+        assert_eq!(info.file, format!("{id}.mp4"));
+        assert_eq!(info.mime.as_deref(), Some("video/mp4"));
+        assert_eq!(
+            info.tracks.as_deref(),
+            Some("avc1.42c00c 160x120, mp4a 48000 Hz 2 ch")
+        );
+        let duration = info.duration.unwrap();
+        assert!(duration > 2.0 && duration < 3.0, "{info:#?}");
+        let file = std::fs::read(dir.join(&info.file)).unwrap();
+        assert_eq!(info.bytes, file.len() as u64);
+        assert_eq!(&file[file.len() - 12..file.len() - 8], b"mfro");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,10 +1,12 @@
 //! Start-up recovery: a recording the server was writing when it died (kill -9, power
-//! loss) is a valid WebM up to its last whole element, but has no Cues or Duration. It
+//! loss) is a valid WebM up to its last whole element (an MP4 up to its last whole
+//! fragment), but has no Cues or Duration (no `mfra` or durations). It
 //! is spliced again into a temporary file, finalized like any other, and renamed over
 //! the original; its sidecar then says `interrupted`, with what the file tells: its
 //! length, duration and tracks. Only the number of generations is not in the file: the
 //! writer's sidecar has it up to the last one begun (a file without a sidecar counts 1).
 
+use super::container::Container;
 use super::names;
 use super::writer::{finish_file, Output};
 use super::{Recorder, RecordingInfo, State};
@@ -38,7 +40,8 @@ pub(super) fn spawn(recorder: &Arc<Recorder>, id: String) {
                 info.ended = Some(names::rfc3339(ended));
                 info.generations = info.generations.max(1);
                 info.tracks = Some(tracks).filter(|t| !t.is_empty()).or(info.tracks);
-                info.mime.get_or_insert_with(|| "video/webm".to_owned());
+                let container = Container::of_file(&info.file).unwrap_or(Container::WebM);
+                info.mime.get_or_insert_with(|| container.mime().to_owned());
                 log::warn!(
                     "recording {id} was left open by a crash; finalized: {duration:.1} s, {bytes} bytes"
                 );
@@ -88,7 +91,8 @@ fn recover(dir: &Path, info: &RecordingInfo) -> Result<Recovered, String> {
     let tmp = dir.join(format!(".{}.recover.tmp", info.id));
     let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let result = (|| {
-        let mut out = Output::new(info.id.clone(), tmp.clone(), file, started);
+        let container = Container::of_file(&info.file).unwrap_or(Container::WebM);
+        let mut out = Output::new(info.id.clone(), tmp.clone(), file, started, container);
         out.splicer().begin(0);
         let mut pieces = Vec::new();
         loop {

@@ -275,14 +275,7 @@ impl Splicer {
         }
         if let Err(err) = scanned {
             if g.first && !g.init_done {
-                let head = g.frames.front().map(|(_, bytes)| &bytes[..]);
-                if head.is_some_and(|head| crate::mp4::sniff(head) != crate::mp4::Sniff::NotMp4) {
-                    return Err(SpliceError::Unrecordable(
-                        "MP4 is relayed and joined live, but not recorded yet: only WebM \
-                         sessions are written to disk"
-                            .into(),
-                    ));
-                }
+                // An MP4 session goes to the MP4 splicer (`container`): this is neither.
                 return Err(SpliceError::Unrecordable(format!(
                     "not a WebM we can record: {err}"
                 )));

@@ -2,6 +2,7 @@
 //! that reconnected), a free name claimed in the catalog, and the file created.
 
 use super::{Output, Writer};
+use crate::recording::container::Container;
 use crate::recording::{names, RecordingInfo, State};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,7 +16,7 @@ impl Writer {
     /// Opens a new file for the session, named after its start, and catalogs it. The
     /// first file of a session that follows closely on the stream's previous session
     /// says that it continues that one's last file (`sessions`).
-    pub(super) fn create(&mut self, split_reason: Option<String>) -> bool {
+    pub(super) fn create(&mut self, split_reason: Option<String>, container: Container) -> bool {
         let started = SystemTime::now();
         let (continues, split_reason) = match split_reason {
             Some(why) => (self.previous_file.clone(), Some(why)),
@@ -52,7 +53,7 @@ impl Writer {
             generations: 0,
             tracks: None,
         };
-        let Some((id, path, opened)) = self.claim_file(info, started) else {
+        let Some((id, path, opened)) = self.claim_file(info, started, container) else {
             let why = format!("no free file name after {NAME_ATTEMPTS} tries");
             log::error!("recording of {} failed: {why}", self.subject.stream);
             self.shared.fail(why);
@@ -87,12 +88,12 @@ impl Writer {
         );
         if let Err(err) = self.recorder.persist(&id) {
             // A sidecar we cannot write is a disk we cannot trust.
-            self.out = Some(Output::new(id, path, file, started));
+            self.out = Some(Output::new(id, path, file, started, container));
             self.stop(State::Failed, Some(err.to_string()));
             return false;
         }
         self.previous_file = Some(id.clone());
-        self.out = Some(Output::new(id, path, file, started));
+        self.out = Some(Output::new(id, path, file, started, container));
         true
     }
 
@@ -103,6 +104,7 @@ impl Writer {
         &self,
         mut info: RecordingInfo,
         started: SystemTime,
+        container: Container,
     ) -> Option<(String, PathBuf, Result<File, String>)> {
         let dir = self.recorder.dir().to_owned();
         let dir_error = std::fs::create_dir_all(&dir)
@@ -111,7 +113,7 @@ impl Writer {
         for n in 1..=NAME_ATTEMPTS {
             let id = names::stem(&self.subject.prefix, &self.subject.stream, started, n);
             info.id.clone_from(&id);
-            info.file = format!("{id}.webm");
+            info.file = format!("{id}.{}", container.extension());
             let path = dir.join(&info.file);
             if !self.recorder.claim(info.clone()) {
                 continue;

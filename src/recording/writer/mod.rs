@@ -1,7 +1,7 @@
 //! One recording's writer task: takes the stream's accepted frames, in order, from a
 //! bounded channel, puts each generation in its place (a late tail of the previous one
 //! first, a newer one held until the older is done), splices them into the file through
-//! [`Splicer`], and finalizes the file when the publish session ends. File I/O runs on
+//! the splicer of its container (WebM or MP4), and finalizes the file when the publish session ends. File I/O runs on
 //! the blocking pool, one batch at a time, never on the publisher's task or under a lock.
 //!
 //! Here: the stream's end of the queue and the task that orders generations. Opening
@@ -10,6 +10,7 @@
 mod create;
 mod output;
 
+use super::container::Container;
 use super::splice::SpliceError;
 use super::{names, Recorder, State};
 use crate::metrics::Metrics;
@@ -329,7 +330,9 @@ impl Writer {
             return;
         };
         frames.sort_by_key(|(offset, _)| *offset);
-        if !self.open_generation(g) {
+        let head = frames.first().filter(|(offset, _)| *offset == 0);
+        let container = head.and_then(|(_, payload)| Container::of_head(payload));
+        if !self.open_generation(g, container) {
             return;
         }
         for (offset, payload) in frames {
@@ -347,10 +350,31 @@ impl Writer {
         self.notices();
     }
 
-    fn open_generation(&mut self, g: u64) -> bool {
+    /// Opens generation `g` in the open file, or a new one when there is none or the
+    /// generation's `container` (None: its head has not come) is not the file's.
+    fn open_generation(&mut self, g: u64, container: Option<Container>) -> bool {
         self.newest = Some(g);
-        if self.out.is_none() && !self.create(None) {
-            return false;
+        let current = self.out.as_ref().map(|o| o.splicer.container());
+        if let (Some(current), Some(container)) = (current, container) {
+            if current != container {
+                let why = format!(
+                    "the container changed from {} to {}",
+                    current.name(),
+                    container.name()
+                );
+                log::info!("recording of {}: new file: {why}", self.subject.stream);
+                self.finalize(State::Finished, None);
+                if !self.create(Some(why), container) {
+                    return false;
+                }
+            }
+        }
+        if self.out.is_none() {
+            let container =
+                container.unwrap_or_else(|| Container::of_mime(self.subject.mime.as_deref()));
+            if !self.create(None, container) {
+                return false;
+            }
         }
         let out = self.out.as_mut().expect("created above");
         out.splicer.begin(g);
@@ -401,9 +425,13 @@ impl Writer {
         let Some((g, frames)) = out.splicer.take_generation() else {
             return;
         };
+        let container = frames
+            .first()
+            .and_then(|head| Container::of_head(head))
+            .unwrap_or(out.splicer.container());
         log::info!("recording of {}: new file: {why}", self.subject.stream);
         self.finalize(State::Finished, None);
-        if !self.create(Some(why)) {
+        if !self.create(Some(why), container) {
             return;
         }
         let out = self.out.as_mut().expect("created above");

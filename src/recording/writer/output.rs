@@ -1,8 +1,9 @@
 //! The file being written: pieces appended as the splicer makes them, the last element
-//! boundary reached, the first I/O error kept, and the finish that makes it seekable.
+//! (or box) boundary reached, the first I/O error kept, and the finish that makes it seekable.
 //! Crash recovery (`recover`) finishes a file through the same code.
 
-use crate::recording::splice::{Piece, Splicer};
+use crate::recording::container::{Container, Splicer};
+use crate::recording::splice::Piece;
 use crate::sink::Sink;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -49,10 +50,16 @@ impl Sink<Piece> for Disk {
 }
 
 impl Output {
-    pub(crate) fn new(id: String, path: PathBuf, file: File, started: SystemTime) -> Output {
+    pub(crate) fn new(
+        id: String,
+        path: PathBuf,
+        file: File,
+        started: SystemTime,
+        container: Container,
+    ) -> Output {
         Output {
             id,
-            splicer: Splicer::new(started),
+            splicer: Splicer::new(container, started),
             disk: Disk {
                 path,
                 file,
