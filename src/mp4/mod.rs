@@ -57,10 +57,15 @@ pub struct Limits {
     pub max_tracks: usize,
 }
 
+impl Limits {
+    /// `max_buffered_box` by default.
+    pub const DEFAULT_MAX_BUFFERED_BOX: usize = 1 << 20;
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_buffered_box: 1 << 20,
+            max_buffered_box: Limits::DEFAULT_MAX_BUFFERED_BOX,
             max_depth: 12,
             max_tracks: 16,
         }

@@ -44,6 +44,10 @@ pub(super) const MAX_FRAGMENTS: usize = 1 << 19;
 /// allows a stream by default. A fragment is a second or so of media, a few MB at most.
 pub(super) const MAX_FRAGMENT_BYTES: u64 = 64 << 20;
 
+/// How far back from the last byte received a `moof` the scanner is still reading may
+/// start: the largest it buffers, and a 64-bit box header.
+const MOOF_LOOKBACK: u64 = crate::mp4::Limits::DEFAULT_MAX_BUFFERED_BOX as u64 + 16;
+
 /// A track of the file, from the first generation's `moov`.
 #[derive(Debug, Clone)]
 struct FileTrack {
@@ -275,7 +279,30 @@ impl Splicer {
             self.break_generation(g, format!("MP4 error, rest of it not recorded: {err}"));
             return Ok(());
         }
-        self.flush(g, out)
+        self.flush(g, out)?;
+        self.bound(g);
+        Ok(())
+    }
+
+    /// Lets go of received bytes no fragment can need: boxes other than `moof` and
+    /// `mdat` are skipped, but only the scanner knows where a `moof` it is still
+    /// reading starts, at most `MOOF_LOOKBACK` back. Between a `moof` and its `mdat`,
+    /// other boxes count towards the fragment's limit.
+    fn bound(&mut self, g: &mut Generation) {
+        if !g.init_done || g.broken {
+            return;
+        }
+        match (&g.moof, g.mdat_end) {
+            (None, _) => g.consumed = g.consumed.max(g.received.saturating_sub(MOOF_LOOKBACK)),
+            (Some((moof, _)), None) if g.received - moof.start > MAX_FRAGMENT_BYTES => {
+                let at = moof.start;
+                self.break_generation(
+                    g,
+                    format!("the fragment at byte {at} has no mdat in its first {MAX_FRAGMENT_BYTES} bytes"),
+                );
+            }
+            _ => {}
+        }
     }
 
     fn break_generation(&mut self, g: &mut Generation, why: String) {
@@ -327,6 +354,8 @@ impl Splicer {
             Event::MediaData { offset, end } => {
                 self.flush(g, out)?;
                 let Some((moof, _)) = &g.moof else {
+                    // An mdat of no fragment: nothing of it is needed.
+                    g.consumed = g.consumed.max(end.unwrap_or(0));
                     if end.is_none() {
                         // Nothing after it can be a box: no more fragments.
                         self.break_generation(

@@ -542,3 +542,48 @@ fn a_later_generation_whose_moov_cannot_be_read_is_left_out_and_the_file_goes_on
         "{result:?}"
     );
 }
+
+/// Bytes the open generation holds.
+fn held(splicer: &Splicer) -> usize {
+    let g = splicer.generation.as_ref().unwrap();
+    g.frames.iter().map(|(_, b)| b.len()).sum()
+}
+
+#[test]
+fn boxes_between_fragments_are_not_held_in_memory() {
+    // 8 MiB of `free` box, and an mdat of no fragment, among the fixture's fragments.
+    let first_moof = events(FRAG_KEYFRAME)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Fragment { range, .. } => Some(range.start as usize),
+            _ => None,
+        })
+        .unwrap();
+    let mut padded = FRAG_KEYFRAME[..first_moof].to_vec();
+    for fourcc in [b"free", b"mdat"] {
+        let len = 8 << 20;
+        padded.extend_from_slice(&(len as u32).to_be_bytes());
+        padded.extend_from_slice(fourcc);
+        padded.resize(padded.len() + len - 8, 0);
+    }
+    padded.extend_from_slice(&FRAG_KEYFRAME[first_moof..]);
+    let mut splicer = Splicer::new();
+    let mut pieces = Vec::new();
+    splicer.begin(1);
+    let mut most = 0;
+    for frame in cut(&padded, 64 * 1024) {
+        splicer.push(frame, &mut pieces).unwrap();
+        most = most.max(held(&splicer));
+    }
+    assert!(
+        most <= MOOF_LOOKBACK as usize + 64 * 1024,
+        "held {most} bytes"
+    );
+    splicer.end_generation(&mut pieces);
+    let file: Vec<u8> = pieces.iter().flat_map(|p| p.bytes.to_vec()).collect();
+    assert_eq!(fragments(&file).0.len(), fragments(FRAG_KEYFRAME).0.len());
+    assert!(
+        file.len() < FRAG_KEYFRAME.len() + 100,
+        "the padding is dropped"
+    );
+}
