@@ -2,9 +2,9 @@
 //! publisher on one and viewers on the others, every byte intact across recorder
 //! restarts; a node killed with SIGKILL and its viewers resuming on another with
 //! nothing downloaded twice; the publisher's node killed and its session carrying on
-//! elsewhere; NATS stopped and started again; one publisher session per stream
-//! cluster-wide. Without nats-server the tests fail under CI (`CI` set) and are
-//! skipped, loudly, elsewhere.
+//! elsewhere, its recording there linked to the file on the node it left; NATS stopped
+//! and started again; one publisher session per stream cluster-wide. Without
+//! nats-server the tests fail under CI (`CI` set) and are skipped, loudly, elsewhere.
 
 mod common;
 
@@ -175,9 +175,14 @@ struct ChildNode {
 
 impl ChildNode {
     async fn spawn(nats: &Nats, name: &str) -> ChildNode {
+        ChildNode::spawn_with(nats, name, &["--no-record"]).await
+    }
+
+    async fn spawn_with(nats: &Nats, name: &str, args: &[&str]) -> ChildNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_blobcast"))
-            .args(["--listen", "127.0.0.1:0", "--no-record", "--nats"])
+            .args(["--listen", "127.0.0.1:0", "--nats"])
             .arg(nats.url())
+            .args(args)
             .args(["--node-name", name])
             .env_remove("BLOBCAST_PUBLISH_KEY")
             .env_remove("BLOBCAST_NATS")
@@ -511,6 +516,108 @@ async fn a_publisher_whose_node_dies_goes_on_from_another_and_viewers_follow() {
     node3
         .until_api("cam", |s| s["node"] == "node-2" && s["live"] == true)
         .await;
+}
+
+/// The recordings a node lists, once `done` holds for them.
+async fn until_recordings(
+    server: &TestServer,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, list) = server.get_json("/api/recordings").await;
+        let list = list.as_array().cloned().unwrap_or_default();
+        if status == 200 && done(&list) {
+            return list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {what}: {status} {list:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Until the directory entry of `stream` names `recording` as its node's file.
+async fn until_directory_names(nats: &Nats, stream: &str, recording: &str) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let bucket = blobcast::cluster::connection::DIRECTORY_BUCKET;
+    let store = js.get_key_value(bucket).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let entry = blobcast::cluster::directory::read(&store, stream)
+            .await
+            .unwrap();
+        if entry
+            .as_ref()
+            .is_some_and(|(e, _)| e.recording.as_deref() == Some(recording))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the directory never named {recording}: {entry:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_goes_on_on_the_node_a_session_moves_to_and_says_which_file_it_continues() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let record_dir = scratch_dir("rec-node-1");
+    let node1_args = ["--record-dir", record_dir.to_str().unwrap()];
+    let mut node1 = ChildNode::spawn_with(&nats, "node-1", &node1_args).await;
+    let node2 = node(&nats, "node-2").await;
+    let pieces = chrome_pieces();
+    let mut publisher = Publisher::connect(&node1.server, "cam", "session=moved").await;
+    publisher.start(MIME).await;
+    publisher.publish_generation(1, &pieces).await;
+    let listed = until_recordings(&node1.server, "recording on node 1", |list| {
+        list.len() == 1 && list[0]["state"] == "recording" && list[0]["bytes"].as_u64() > Some(0)
+    })
+    .await;
+    let old = listed[0]["id"].as_str().unwrap().to_owned();
+    until_directory_names(&nats, "cam", &old).await;
+
+    node1.kill();
+    let mut publisher = Publisher::connect(&node2, "cam", "session=moved").await;
+    publisher.start(MIME).await;
+    publisher.send_blob(2, &pieces[0]).await;
+    // The blob is in before the chunk socket's `stop` can end the session.
+    node2
+        .until_api("cam", |s| s["generation"] == 2 && s["node"] == "node-2")
+        .await;
+    for piece in &pieces[1..] {
+        publisher.send_chunk(piece).await;
+    }
+    publisher.stop().await;
+    let listed = until_recordings(&node2, "finished on node 2", |list| {
+        list.len() == 1 && list[0]["state"] == "finished"
+    })
+    .await;
+    let new = &listed[0];
+    assert_eq!(new["continues"], old.as_str(), "{new:#}");
+    assert_eq!(new["continues_node"], "node-1", "{new:#}");
+    assert_eq!(
+        new["split_reason"], "the publisher moved from node-1 to node-2",
+        "{new:#}"
+    );
+
+    // Node 1, started again on its record folder, finalizes the file the link names.
+    let node1 = ChildNode::spawn_with(&nats, "node-1", &node1_args).await;
+    let listed = until_recordings(&node1.server, "finalized on node 1", |list| {
+        list.len() == 1 && list[0]["state"] == "interrupted"
+    })
+    .await;
+    assert_eq!(listed[0]["id"], old.as_str());
+    assert!(listed[0]["continues_node"].is_null(), "{:#}", listed[0]);
+    drop(node1);
+    let _ = std::fs::remove_dir_all(&record_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,10 @@ pub struct Entry {
     pub session: String,
     /// Unix seconds when the session began publishing here.
     pub since: u64,
+    /// The id of the file `node` is recording the session into (in its own record
+    /// folder): a node the session moves to says its new file continues this one.
+    #[serde(default)]
+    pub recording: Option<String>,
     pub ingest_bits_per_second: u64,
 }
 
@@ -54,6 +58,7 @@ impl Entry {
             session: session.to_owned(),
             since: unix_now(),
             ingest_bits_per_second: 0,
+            recording: None,
         }
     }
 }
@@ -94,26 +99,33 @@ pub async fn read(store: &kv::Store, key: &str) -> Result<Option<(Entry, u64)>, 
 /// Writes `entry` for `key` if this node may: nobody holds it, or it is held by the
 /// same session (a publisher that moved here) or by this node. Compare-and-set on the
 /// revision read, so of two nodes racing for the same stream exactly one wins. Returns
-/// the new revision.
-pub async fn claim(store: &kv::Store, key: &str, entry: &Entry) -> Result<u64, DirectoryError> {
+/// the new revision, and the entry it replaced (if there was a live one).
+pub async fn claim(
+    store: &kv::Store,
+    key: &str,
+    entry: &Entry,
+) -> Result<(u64, Option<Entry>), DirectoryError> {
     let value: bytes::Bytes = serde_json::to_vec(entry).expect("entries serialize").into();
     for _ in 0..3 {
-        let written = match read(store, key).await? {
+        let (written, replaced) = match read(store, key).await? {
             Some((held, _)) if held.session != entry.session && held.node != entry.node => {
                 return Err(DirectoryError::Busy {
                     node: held.node,
                     session: held.session,
                 })
             }
-            Some((_, revision)) => store.update(key, value.clone(), revision).await.ok(),
+            Some((held, revision)) => (
+                store.update(key, value.clone(), revision).await.ok(),
+                Some(held),
+            ),
             None => match store.create(key, value.clone()).await {
-                Ok(revision) => Some(revision),
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                Ok(revision) => (Some(revision), None),
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => (None, None),
                 Err(err) => return Err(nats(err)),
             },
         };
         if let Some(revision) = written {
-            return Ok(revision);
+            return Ok((revision, replaced));
         }
         // Someone wrote in between: read again and decide again.
     }
@@ -136,7 +148,9 @@ pub async fn refresh(
             return Ok(revision);
         }
     }
-    claim(store, key, entry).await
+    claim(store, key, entry)
+        .await
+        .map(|(revision, _replaced)| revision)
 }
 
 /// Removes our entry (the session ended here), unless someone else's replaced it.
@@ -173,6 +187,7 @@ mod tests {
     fn entries_round_trip_as_json() {
         let mut entry = Entry::fresh("cam", "node-1", "s1");
         entry.generation = Some(9);
+        entry.recording = Some("show-cam-20251122T031500Z".into());
         entry.generation_seq = Some(120);
         entry.keyframe = Some(Keyframe {
             seq: 130,
@@ -180,5 +195,13 @@ mod tests {
         });
         let text = serde_json::to_string(&entry).unwrap();
         assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), entry);
+    }
+
+    #[test]
+    fn an_entry_from_a_node_that_records_nothing_reads() {
+        let mut entry = serde_json::to_value(Entry::fresh("cam", "node-1", "s1")).unwrap();
+        entry.as_object_mut().unwrap().remove("recording");
+        let read: Entry = serde_json::from_value(entry).unwrap();
+        assert_eq!(read.recording, None);
     }
 }

@@ -36,10 +36,13 @@ use tokio::sync::watch;
 pub use directory::Entry;
 
 /// A publisher session's hold on the directory entry of its stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Claim {
     revision: u64,
     session_seq: u64,
+    /// The same session was publishing from another node, recording into this file
+    /// there: (node, recording id).
+    moved_from: Option<(String, String)>,
 }
 
 /// How long a publisher's claim waits for NATS before it is let in on this node alone.
@@ -160,10 +163,17 @@ impl Cluster {
                 .await
                 .map_err(|e| directory::DirectoryError::Nats(e.to_string()))?;
             entry.session_seq = Some(end.state.last_sequence + 1);
-            let revision = directory::claim(&nats.directory, name.as_str(), &entry).await?;
+            let (revision, replaced) =
+                directory::claim(&nats.directory, name.as_str(), &entry).await?;
+            // The session's node died (or the publisher moved before it noticed): the
+            // entry it leaves says which file the session was being recorded into.
+            let moved_from = replaced
+                .filter(|held| held.session == session && held.node != self.node)
+                .and_then(|held| Some((held.node, held.recording?)));
             Ok(Claim {
                 revision,
                 session_seq: end.state.last_sequence + 1,
+                moved_from,
             })
         };
         match claimed.await {
@@ -183,9 +193,18 @@ impl Cluster {
         }
     }
 
-    /// After a publisher session attached to `stream` here: copy it to the log.
+    /// After a publisher session attached to `stream` here: copy it to the log, and
+    /// if it moved here from another node, link its recording here to the file there.
     pub fn publish(self: &Arc<Self>, stream: &Arc<Stream>, session: &str, claim: Option<Claim>) {
         stream.set_records(true);
+        if let Some((node, file)) = claim.as_ref().and_then(|c| c.moved_from.as_ref()) {
+            log::info!(
+                "cluster: session {session} of {} moved here from {node}, where it was recorded to {file}",
+                stream.name()
+            );
+            let reason = format!("the publisher moved from {node} to {}", self.node);
+            stream.continue_recording(node, file, reason);
+        }
         let mut publications = self.publications.lock();
         match publications.get(stream.name()) {
             Some(publication) if Arc::ptr_eq(&publication.stream, stream) => {

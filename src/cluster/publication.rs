@@ -2,7 +2,8 @@
 //! `start`, kept frame and `stop` to a bounded queue, in the buffer's order; one task
 //! per stream appends them to JetStream one by one (each acknowledged before the next,
 //! so the log keeps that order), purges generations older than the previous one, and
-//! refreshes the stream's directory entry on a heartbeat.
+//! refreshes the stream's directory entry on a heartbeat (and when the file it records
+//! the stream into changes, which the entry names).
 //!
 //! While NATS is away the task retries the same message (the same `Nats-Msg-Id`, so a
 //! retry that had in fact been stored is not stored twice) and the queue fills; local
@@ -183,8 +184,8 @@ impl Publication {
             queued: queued.clone(),
             stream: stream.clone(),
             session: session.clone(),
-            revision: Mutex::new(claim.map(|c| c.revision)),
-            session_seq: Mutex::new(claim.map(|c| c.session_seq)),
+            revision: Mutex::new(claim.as_ref().map(|c| c.revision)),
+            session_seq: Mutex::new(claim.as_ref().map(|c| c.session_seq)),
             owned: AtomicBool::new(true),
         });
         stream.set_tap(Some(Arc::new(Feed {
@@ -225,6 +226,9 @@ impl Publication {
         // The session's end is noticed soon, so that another session may take over.
         let mut check = tokio::time::interval(Duration::from_millis(100));
         let mut ending = false;
+        // The recording file the entry names: a new one is said at once, so that a node
+        // the session moves to links its file to the newest one here.
+        let mut advertised = None;
         loop {
             tokio::select! {
                 item = items.recv() => match item {
@@ -239,7 +243,14 @@ impl Publication {
                     None => break,
                 },
                 // Removing the tap closes the queue: what is in it still goes out.
-                _ = check.tick(), if !ending => ending = cluster.publication_over(&self),
+                _ = check.tick(), if !ending => {
+                    ending = cluster.publication_over(&self);
+                    let recording = self.stream.recording_file();
+                    if !ending && recording != advertised {
+                        advertised = recording;
+                        self.refresh(&cluster, &state).await;
+                    }
+                }
                 _ = heartbeat.tick(), if !ending => self.refresh(&cluster, &state).await,
             }
         }
@@ -399,6 +410,7 @@ impl Publication {
         entry.since = info.publisher_connected_since.unwrap_or(entry.since);
         entry.ingest_bits_per_second = info.ingest_bits_per_second;
         entry.session_seq = *self.session_seq.lock();
+        entry.recording = self.stream.recording_file();
         if let Some((generation, seq)) = state.current.filter(|&(g, _)| Some(g) == info.generation)
         {
             entry.generation_seq = Some(seq);

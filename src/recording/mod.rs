@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-pub use sessions::RECONNECT_WINDOW;
+pub use sessions::{ContinuedFrom, RECONNECT_WINDOW};
 pub use writer::Session;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +106,10 @@ pub struct RecordingInfo {
     /// The id of the session's previous file, when this one continues it.
     #[serde(default)]
     pub continues: Option<String>,
+    /// The node whose record folder holds `continues`, when it is another node's (a
+    /// cluster publisher that moved here); null when the file is in this catalog.
+    #[serde(default)]
+    pub continues_node: Option<String>,
     /// Recorder generations spliced into the file.
     #[serde(default)]
     pub generations: u32,
@@ -253,13 +257,15 @@ impl Recorder {
         to_recover
     }
 
-    /// A new recording session for a stream whose publisher starts publishing. Cheap
-    /// and non-blocking (the file is opened by the writer task); None outside a runtime.
+    /// A new recording session for a stream whose publisher starts publishing (its
+    /// first file continuing `continues`, another node's, if given). Cheap and
+    /// non-blocking (the file is opened by the writer task); None outside a runtime.
     pub fn begin(
         self: &Arc<Self>,
         stream: &str,
         prefix: Option<&str>,
         mime: Option<&str>,
+        continues: Option<ContinuedFrom>,
     ) -> Option<Session> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = mpsc::channel(writer::QUEUE_FRAMES);
@@ -269,6 +275,7 @@ impl Recorder {
             prefix: names::sanitize_prefix(prefix),
             mime: mime.map(str::to_owned),
             session: self.recent.new_session(),
+            continues,
         };
         // Counted from now, not from when the task first runs: a shutdown right after
         // waits for it too.
@@ -472,6 +479,7 @@ fn orphan(dir: &Path, id: &str, container: Container) -> RecordingInfo {
         error: None,
         split_reason: None,
         continues: None,
+        continues_node: None,
         generations: 0,
         tracks: None,
     }
@@ -485,11 +493,24 @@ pub struct Slot {
     session: Option<Session>,
     /// The session's recording stopped on an error: no new file until it ends.
     stopped: bool,
+    /// The file the session's first file continues, recorded on another node.
+    continues: Option<ContinuedFrom>,
 }
 
 impl Slot {
     pub fn set_prefix(&mut self, prefix: Option<String>) {
         self.prefix = prefix;
+    }
+
+    /// The session was recorded on another node before it moved here: its first file
+    /// here says it continues that node's file.
+    pub fn continue_from(&mut self, from: ContinuedFrom) {
+        self.continues = Some(from);
+    }
+
+    /// The id of the file the session is being recorded into now, if one is open.
+    pub fn file(&self) -> Option<String> {
+        self.session.as_ref().and_then(Session::file)
     }
 
     /// Hands accepted frames, in the order the buffer took them, to the recording;
@@ -506,7 +527,8 @@ impl Slot {
             if !starts || self.stopped {
                 return;
             }
-            self.session = recorder.begin(stream, self.prefix.as_deref(), mime);
+            let continues = self.continues.take();
+            self.session = recorder.begin(stream, self.prefix.as_deref(), mime, continues);
         }
         let Some(session) = &self.session else { return };
         for frame in frames {
@@ -532,10 +554,12 @@ impl Slot {
         self.stopped = false;
     }
 
-    /// A new publisher session: no prefix until it says one.
+    /// A new publisher session: no prefix until it says one, nothing it continues
+    /// until the cluster says so.
     pub fn reset(&mut self) {
         self.end();
         self.prefix = None;
+        self.continues = None;
     }
 }
 

@@ -7,6 +7,10 @@
 //! The relay does not tell a dropped publisher from one that stopped and started again:
 //! both end the session. So a quick stop and start is linked the same way; a new
 //! session after [`RECONNECT_WINDOW`], or with another name prefix, is not.
+//!
+//! In a cluster a session can also come back on another node, whose catalog knows
+//! nothing of the old file: that node is told which file it continues
+//! ([`ContinuedFrom`], from the stream's directory entry) and that takes precedence.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -17,6 +21,17 @@ use std::time::{Duration, Instant};
 /// taken for its publisher reconnecting. The recorder page retries within 8 s; an HTTP
 /// publisher's session ends `--ingest-timeout-secs` after its last POST.
 pub const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+
+/// The file a publish session was recorded into on another node before it moved here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContinuedFrom {
+    /// The node whose record folder holds the file.
+    pub node: String,
+    /// The file's recording id there.
+    pub file: String,
+    /// The new file's `split_reason`.
+    pub reason: String,
+}
 
 #[derive(Debug)]
 struct Last {

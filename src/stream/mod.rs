@@ -11,7 +11,7 @@ pub mod viewers;
 
 use crate::metrics::Metrics;
 use crate::protocol::{Join, OutFrame, StreamName};
-use crate::recording::{Recorder, Slot};
+use crate::recording::{ContinuedFrom, Recorder, Slot};
 use buffer::{
     Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, GenerationPin, Lagging, Resume,
 };
@@ -365,6 +365,21 @@ impl Stream {
             self.status.send_modify(|s| s.epoch = buffer.epoch());
         }
         *self.ingest.lock() = RateMeter::new();
+    }
+
+    /// This session was recorded into `file` on `node` before it moved here (a cluster
+    /// publisher whose node died): its recording here says it continues that file.
+    pub fn continue_recording(&self, node: &str, file: &str, reason: String) {
+        self.recording.lock().continue_from(ContinuedFrom {
+            node: node.to_owned(),
+            file: file.to_owned(),
+            reason,
+        });
+    }
+
+    /// The id of the file this node is recording the session into now, if any.
+    pub fn recording_file(&self) -> Option<String> {
+        self.recording.lock().file()
     }
 
     /// The publisher's `?name_prefix=`, for the file name of its next recording.

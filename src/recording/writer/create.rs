@@ -15,25 +15,31 @@ const NAME_ATTEMPTS: u32 = 1000;
 impl Writer {
     /// Opens a new file for the session, named after its start, and catalogs it. The
     /// first file of a session that follows closely on the stream's previous session
-    /// says that it continues that one's last file (`sessions`).
+    /// says that it continues that one's last file (`sessions`), or the file another
+    /// node recorded it into before it moved here.
     pub(super) fn create(&mut self, split_reason: Option<String>, container: Container) -> bool {
         let started = SystemTime::now();
-        let (continues, split_reason) = match split_reason {
-            Some(why) => (self.previous_file.clone(), Some(why)),
-            None => match self.recorder.recent.continued(
-                &self.subject.stream,
-                &self.subject.prefix,
-                self.subject.session,
-                Instant::now(),
-            ) {
-                Some((file, since)) => (
-                    Some(file),
-                    Some(format!(
-                        "the publisher reconnected: a new publish session {:.1} s after the previous one ended",
-                        since.as_secs_f64()
-                    )),
-                ),
-                None => (None, None),
+        let (continues, continues_node, split_reason) = match split_reason {
+            Some(why) => (self.previous_file.clone(), None, Some(why)),
+            // A cluster publisher that moved here: the file is on the node it left.
+            None => match self.subject.continues.take() {
+                Some(from) => (Some(from.file), Some(from.node), Some(from.reason)),
+                None => match self.recorder.recent.continued(
+                    &self.subject.stream,
+                    &self.subject.prefix,
+                    self.subject.session,
+                    Instant::now(),
+                ) {
+                    Some((file, since)) => (
+                        Some(file),
+                        None,
+                        Some(format!(
+                            "the publisher reconnected: a new publish session {:.1} s after the previous one ended",
+                            since.as_secs_f64()
+                        )),
+                    ),
+                    None => (None, None, None),
+                },
             },
         };
         let info = RecordingInfo {
@@ -50,6 +56,7 @@ impl Writer {
             error: None,
             split_reason,
             continues,
+            continues_node,
             generations: 0,
             tracks: None,
         };

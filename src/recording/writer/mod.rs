@@ -40,7 +40,8 @@ pub(super) struct Shared {
     queued_bytes: AtomicU64,
     failure: Mutex<Option<String>>,
     /// The catalog entry of the file being written, from its claim to its finalizing:
-    /// what to mark failed if the writer is lost to a panic.
+    /// what to mark failed if the writer is lost to a panic, and what a cluster node
+    /// says it is recording.
     open_entry: Mutex<Option<String>>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -81,6 +82,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The id of the file being written now (none between a split's two files).
+    pub fn file(&self) -> Option<String> {
+        self.shared.open_entry.lock().clone()
+    }
+
     /// Queues one accepted frame (the relay's own shared bytes). False means the
     /// recording has stopped (disk error, or the disk is too slow): drop the session.
     pub fn send(&self, frame: Bytes) -> bool {
@@ -121,6 +127,9 @@ pub(super) struct Subject {
     pub mime: Option<String>,
     /// This publish session's number (`sessions::Recent`).
     pub session: u64,
+    /// Another node's file the session's first file continues (a cluster publisher
+    /// that moved here).
+    pub continues: Option<super::ContinuedFrom>,
 }
 
 /// Runs until the stream drops its `Session` (the publish session ended) and the file
@@ -595,6 +604,7 @@ mod tests {
                 prefix: names::sanitize_prefix(None),
                 mime: None,
                 session: 1,
+                continues: None,
             },
             out: None,
             pending: BTreeMap::new(),
