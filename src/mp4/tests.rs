@@ -3,6 +3,9 @@ use proptest::prelude::*;
 
 const FRAG_KEYFRAME: &[u8] = include_bytes!("testdata/ffmpeg-h264-aac-frag-keyframe.mp4");
 const EVERY_FRAME: &[u8] = include_bytes!("testdata/ffmpeg-h264-opus-every-frame.mp4");
+/// Chromium's own MediaRecorder output (`video/mp4;codecs=avc1.42E01E,opus`), made by
+/// integration/fixtures/record-chrome-mp4-fixture.mjs.
+const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-avc1-opus.mp4");
 const PER_SAMPLE: &[u8] = include_bytes!("testdata/ffmpeg-h264-per-sample-flags.mp4");
 
 fn scan(data: &[u8], cuts: &[usize]) -> (Vec<Event>, Result<(), Mp4Error>) {
@@ -224,6 +227,37 @@ fn the_ffmpeg_frag_keyframe_file_has_init_tracks_and_sync_led_fragments() {
 }
 
 #[test]
+fn chromes_mediarecorder_mp4_has_its_tracks_and_keyframe_led_fragments_every_second() {
+    let (events, result) = scan(CHROME, &[]);
+    assert_eq!(result, Ok(()));
+    let tracks = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Movie { tracks, .. } => Some(tracks.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let video = tracks.iter().find(|t| t.kind == TrackKind::Video).unwrap();
+    assert!(video.codec.starts_with("avc1.42"), "{video:?}");
+    assert_eq!((video.width, video.height), (192, 144));
+    let audio = tracks.iter().find(|t| t.kind == TrackKind::Audio).unwrap();
+    assert_eq!((audio.codec.as_str(), audio.sample_rate), ("Opus", 48000));
+    let sync: Vec<Option<bool>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fragment { tracks, .. } => tracks
+                .iter()
+                .find(|t| t.track_id == video.id)
+                .map(|t| t.first_sample_sync),
+            _ => None,
+        })
+        .collect();
+    // 6 s with a keyframe every second: a sync-led fragment at least every second.
+    let led = sync.iter().filter(|s| **s == Some(true)).count();
+    assert!(led >= 5, "{sync:?}");
+}
+
+#[test]
 fn the_every_frame_file_has_sync_and_non_sync_fragments() {
     let (events, result) = scan(EVERY_FRAME, &[]);
     assert_eq!(result, Ok(()));
@@ -411,8 +445,8 @@ proptest! {
 
     #[test]
     fn the_events_do_not_depend_on_the_cuts(
-        which in 0usize..4,
-        mut cuts in proptest::collection::vec(0usize..70_000, 0..12),
+        which in 0usize..5,
+        mut cuts in proptest::collection::vec(0usize..150_000, 0..12),
     ) {
         let hand = [
             init(NON_SYNC_FLAGS),
@@ -425,6 +459,7 @@ proptest! {
             0 => FRAG_KEYFRAME,
             1 => EVERY_FRAME,
             2 => PER_SAMPLE,
+            3 => CHROME,
             _ => &hand,
         };
         cuts.sort();
