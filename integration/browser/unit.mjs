@@ -15,6 +15,8 @@ export async function unitTests(root, test) {
   const { encodeFrame, decodeFrame, describeClose } = await js('protocol.js');
   const { Reassembler } = await js('reassembly.js');
   const { WebmScanner } = await js('webm.js');
+  const { Mp4Scanner } = await js('mp4.js');
+  const { containerOfBytes, scannerFor, mimeFromHeader } = await js('media-scanner.js');
   const { clockBits, decodeClock, clockStrip } = await js('testpattern.js');
   const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag, arrivalEnvelope, MIN_RATE, MAX_RATE } = await js('live-edge.js');
   const { KeyframeClusters } = await js('keyframe-clusters.js');
@@ -176,6 +178,53 @@ export async function unitTests(root, test) {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+
+  // The server's MP4 scanner fixtures (src/mp4/testdata/README.md says how ffmpeg made them).
+  const fixture = (name) => new Uint8Array(readFileSync(join(root, 'src/mp4/testdata', name)));
+  test('unit: MP4 scanner reads codecs, sizes, fragment keyframes and the newest sample time, whatever the cuts', () => {
+    const expected = {
+      // A fragment per keyframe: every one opens on a sync sample (tfhd/trun first-sample flags).
+      'ffmpeg-h264-aac-frag-keyframe.mp4': { codecs: ['avc1.42C00C', 'mp4a.40.2'], last: [2.9, 3.05], heads: [true, true, true] },
+      // Per-sample flags only (trun 0x601): only the first fragment opens on a keyframe.
+      'ffmpeg-h264-per-sample-flags.mp4': { codecs: ['avc1.42C00B'], last: [2.9, 2.95], heads: [true, false, false] },
+      // A fragment per frame, Opus: audio-only fragments say nothing of keyframes.
+      'ffmpeg-h264-opus-every-frame.mp4': { codecs: ['avc1.42C00C', 'opus'], last: [1.9, 2.05], heads: null },
+    };
+    for (const [name, want] of Object.entries(expected)) {
+      const clip = fixture(name);
+      const reference = new Mp4Scanner();
+      reference.push(clip);
+      assert.equal(reference.broken, null, name);
+      assert.deepEqual(reference.codecs, want.codecs, name);
+      assert.deepEqual([reference.width, reference.height], [160, 120], name);
+      assert.equal(reference.firstTime, 0, name);
+      assert.ok(reference.lastTime >= want.last[0] && reference.lastTime <= want.last[1], `${name}: lastTime ${reference.lastTime}`);
+      if (want.heads) assert.deepEqual(reference.fragments.map((f) => f.keyframe), want.heads, name);
+      assert.equal(new TextDecoder().decode(clip.subarray(reference.fragments[0].offset + 4, reference.fragments[0].offset + 8)), 'moof', name);
+      assert.equal(mimeFromHeader(clip, 'video/mp4'), `video/mp4;codecs=${want.codecs.join(',')}`);
+      for (const step of [1, 5, 333, 4096]) {
+        const s = new Mp4Scanner();
+        for (let i = 0; i < clip.length; i += step) s.push(clip.subarray(i, i + step));
+        assert.equal(s.lastTime, reference.lastTime, `${name} cut every ${step}`);
+        assert.deepEqual(s.fragments, reference.fragments, `${name} cut every ${step}`);
+        assert.ok(s.buf.length <= 64 * 1024, `${name}: holds ${s.buf.length} bytes (mdat is skipped, not kept)`);
+      }
+      // A join=live jump: the init, then the bytes from the last fragment on.
+      const last = reference.fragments.at(-1);
+      const joined = new Mp4Scanner();
+      joined.push(clip.subarray(0, reference.fragments[0].offset));
+      joined.jumpTo(last.offset);
+      joined.push(clip.subarray(last.offset));
+      assert.equal(joined.lastTime, reference.lastTime, `${name}: after a jump`);
+    }
+    assert.equal(containerOfBytes(fixture('ffmpeg-h264-per-sample-flags.mp4')), 'mp4');
+    assert.equal(containerOfBytes(Uint8Array.of(0x1a, 0x45, 0xdf, 0xa3, 0x9f, 0x42, 0x86, 0x81)), 'webm');
+    assert.ok(scannerFor(fixture('ffmpeg-h264-per-sample-flags.mp4'), 'video/webm') instanceof Mp4Scanner, 'the bytes decide, not the mime');
+    assert.ok(scannerFor(new Uint8Array(2), 'video/mp4') instanceof Mp4Scanner, 'the mime where the bytes cannot');
+    const garbage = new Mp4Scanner();
+    garbage.push(Uint8Array.of(0, 0, 0, 4, 0x66, 0x74, 0x79, 0x70));
+    assert.match(garbage.broken, /not an MP4 box/);
+  });
 
   // A WebM laid out the way MediaRecorder lays it out: clusters (of unknown size) that
   // do not open with a keyframe, SimpleBlocks and a BlockGroup.

@@ -1,8 +1,9 @@
 // The blob player: each generation's bytes glued into one Blob and played from an
 // object URL, swapped for a longer one every few seconds, with the poster covering each
-// swap. For codecs MediaSource cannot play.
+// swap. For codecs MediaSource cannot play, and browsers with no MediaSource at all.
+// WebM and fragmented MP4 alike: media-scanner.js picks the scanner.
 
-import { WebmScanner } from './webm.js';
+import { scannerFor } from './media-scanner.js';
 
 /** Blob mode: at most one src swap per this many ms. */
 const BLOB_SWAP_MS = 2500;
@@ -15,8 +16,8 @@ export function blobTargetLag(chunkInterval) {
 /**
  * The classic glue: the bytes of a generation as one Blob, played from an object URL
  * that is swapped for a longer one every BLOB_SWAP_MS. The browser cannot tell where
- * the live edge of such a file is (MediaRecorder writes no duration), so a WebmScanner
- * follows the block timestamps. When a generation ends, the old one is first played
+ * the live edge of such a file is (MediaRecorder writes no duration), so a scanner
+ * follows the newest sample time (WebM blocks, MP4 `trun` samples). When a generation ends, the old one is first played
  * to its tail if the new one has little media yet.
  */
 export class BlobPlayer {
@@ -36,7 +37,7 @@ export class BlobPlayer {
   }
 
   start(generation, bytes) {
-    const g = { generation, parts: [bytes], scanner: new WebmScanner() };
+    const g = { generation, parts: [bytes], scanner: scannerFor(bytes, this.mime) };
     g.scanner.push(bytes);
     this.cur = g;
   }

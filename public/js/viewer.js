@@ -4,7 +4,7 @@
 // switches between them, and keeps the statistics the page and the tests read.
 
 import { Reassembler } from './reassembly.js';
-import { WebmScanner } from './webm.js';
+import { mimeFromHeader } from './media-scanner.js';
 import { decodeClock, clockStrip } from './testpattern.js';
 import { ViewerConnection } from './viewer-connection.js';
 import { MsePlayer, mediaSourceClass, mseSupports } from './mse-player.js';
@@ -220,11 +220,8 @@ export class Viewer {
     if (this.player) return this.player;
     let mime = this.mime;
     if (!mime || (!mseSupports(mime) && !/codecs=/.test(mime))) {
-      // A mime without codecs: find them in the WebM header.
-      const scan = new WebmScanner();
-      scan.push(firstBytes);
-      const codecs = scan.codecsParameter();
-      if (codecs) mime = `video/webm;codecs=${codecs}`;
+      // A mime without codecs: find them in the WebM Tracks or the MP4 `stsd`.
+      mime = mimeFromHeader(firstBytes, mime) ?? mime;
     }
     this.mime = mime || 'video/webm';
     const mode = this.plannedMode(this.mime);
@@ -277,8 +274,9 @@ export class Viewer {
     const player = this.ensurePlayer(bytes);
     player.start(generation, bytes);
     if (player.kind === 'blob' && this.reassembler.liveJoin === generation) {
-      // Only the WebM header told us MSE cannot play this: the live-edge jump is still
-      // to come. A resume from the header's end gets the rest of the generation.
+      // Only the header (WebM Tracks, MP4 stsd) told us MSE cannot play this: the
+      // live-edge jump is still to come. A resume from the header's end gets the rest
+      // of the generation.
       this.note('blob mode: resuming after the header instead of jumping to the live edge');
       this.conn.joinLive = false;
       this.reassembler.expectLiveJoin(null);

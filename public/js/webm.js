@@ -53,6 +53,7 @@ function readUint(buf, i, n) {
 
 export class WebmScanner {
   constructor() {
+    this.container = 'webm';
     this.buf = new Uint8Array(0);
     /** Absolute offset (in the generation) of buf[0]. */
     this.pos = 0;
