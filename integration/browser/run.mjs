@@ -29,6 +29,7 @@ import { unitTests } from './unit.mjs';
 import { pageTests } from './pages.mjs';
 import { firefoxTests } from './firefox.mjs';
 import { controlsTests } from './controls.mjs';
+import { mp4Tests } from './mp4.mjs';
 import { stallTime } from './stalls.mjs';
 
 const VP8 = 'video/webm;codecs=vp8,opus';
@@ -862,7 +863,9 @@ const ctx = {
   viewerUrl,
   waitLive,
   waitFrames,
+  sampleWhatIsSeen,
 };
+mp4Tests(r.test, ctx);
 pageTests(r.test, ctx);
 controlsTests(r.test, ctx);
 firefoxTests(r.test, ctx);

@@ -70,6 +70,8 @@ export class Mp4Scanner {
     /** [{ offset, time, keyframe }] per `moof` (keyframe: its video run opens on a sync sample). */
     this.fragments = [];
     this.samples = 0;
+    /** Samples of the video track: frames (the tests' measure of the source's frame rate). */
+    this.videoFrames = 0;
     this.keyframes = 0;
     this.broken = null;
     this.sawHeader = false;
@@ -238,9 +240,11 @@ export class Mp4Scanner {
           lastStart = decode;
           decode += duration;
           this.samples++;
+          if (track.kind === 'video') this.videoFrames++;
         }
       }
       track.next = decode;
+      track.base = trafStart;
       const seconds = (v) => v / track.timescale;
       if (fragmentTime === null || seconds(trafStart) < fragmentTime) fragmentTime = seconds(trafStart);
       if (this.firstTime === null || seconds(trafStart) < this.firstTime) this.firstTime = seconds(trafStart);
