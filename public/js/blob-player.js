@@ -7,6 +7,8 @@ import { scannerFor } from './media-scanner.js';
 
 /** Blob mode: at most one src swap per this many ms. */
 const BLOB_SWAP_MS = 2500;
+/** A seek in a new src not done after this long never will be (Firefox, WebM without Cues). */
+const SEEK_PATIENCE_MS = 1500;
 
 /** How far behind the newest media blob playback aims to be, seconds. */
 export function blobTargetLag(chunkInterval) {
@@ -70,10 +72,10 @@ export class BlobPlayer {
       this.swap(cur, Math.max(cur.scanner.firstTime, cur.scanner.lastTime - target), true);
       return;
     }
-    const starved = v.ended || (v.readyState < 3 && v.currentTime >= shown.lastTime - 0.25);
+    const starved = v.ended || (v.readyState < 3 && this.mediaTime() >= shown.lastTime - 0.25);
     if (performance.now() - this.lastSwap < BLOB_SWAP_MS && !starved) return;
     const samePos = (g) => {
-      const pos = v.currentTime;
+      const pos = this.mediaTime();
       const lag = g.scanner.lastTime - pos;
       return lag > target + 3 && !this.viewer.userPaused ? g.scanner.lastTime - target : pos;
     };
@@ -93,13 +95,36 @@ export class BlobPlayer {
     }
   }
 
+  /** Where playback is in the generation's own media time (a slice starts later). */
+  mediaTime() {
+    return this.video.currentTime + (this.shown?.base ?? 0);
+  }
+
+  /**
+   * The generation from its newest keyframe-led cluster at or before `pos` on, behind
+   * its header: { parts, start (s) }, or null if there is none to cut at.
+   */
+  slice(g, pos) {
+    const s = g.scanner;
+    if (s.container !== 'webm' || !s.clusters.length) return null;
+    const scale = s.timecodeScale / 1e9;
+    const at = s.clusters.filter((c) => c.keyframe && c.timecode !== null && c.timecode * scale <= pos + 0.001).at(-1);
+    if (!at || at.offset === s.clusters[0].offset) return null;
+    const whole = new Blob(g.parts);
+    return { parts: [whole.slice(0, s.clusters[0].offset), whole.slice(at.offset)], start: at.timecode * scale };
+  }
+
   swap(g, pos, newGeneration) {
     const v = this.video;
     const viewer = this.viewer;
-    const url = URL.createObjectURL(new Blob(g.parts, { type: this.mime }));
+    // A browser that cannot seek in the growing file (Firefox, in a WebM without Cues:
+    // the seek never completes) gets the file cut at a keyframe near `pos` instead, and
+    // plays it from its start.
+    const cut = this.slices ? this.slice(g, pos) ?? { parts: g.parts, start: 0 } : null;
+    const url = URL.createObjectURL(new Blob(cut ? cut.parts : g.parts, { type: this.mime }));
     const previous = this.shown;
     const lastTime = g.scanner.lastTime;
-    this.shown = { gen: g, generation: g.generation, url, lastTime };
+    this.shown = { gen: g, generation: g.generation, url, lastTime, base: 0 };
     this.lastSwap = performance.now();
     const sw = viewer.recordSwitch({ generation: g.generation, from: previous?.generation ?? null, kind: newGeneration ? 'generation' : 'swap', pos });
     // Poster: the last decoded frame covers the video while the new source loads.
@@ -121,9 +146,26 @@ export class BlobPlayer {
     };
     v.addEventListener('loadedmetadata', () => {
       if (this.swapping !== token) return;
+      if (cut) {
+        // Chromium keeps the cut file's timestamps, Firefox starts it at 0.
+        this.shown.base = cut.start - v.currentTime;
+        if (!wasPaused) viewer.play();
+        v.requestVideoFrameCallback ? v.requestVideoFrameCallback(() => done('frame')) : v.addEventListener('playing', () => done('playing'), { once: true });
+        return;
+      }
       const elapsed = wasPaused ? 0 : (performance.now() - requested) / 1000;
       const to = Math.min(pos + elapsed, Math.max(pos, lastTime - 0.2));
-      if (to > 0.01) v.currentTime = to;
+      if (to > 0.01) {
+        v.currentTime = to;
+        // A seek that never completes: this browser cannot seek in the growing file.
+        setTimeout(() => {
+          if (this.swapping !== token || !v.seeking || this.slices) return;
+          this.slices = true;
+          viewer.note('blob swap: the seek does not complete here; cutting the file at keyframes from now on');
+          this.swapping = null;
+          this.swap(g, to, newGeneration);
+        }, SEEK_PATIENCE_MS);
+      }
       if (!wasPaused) viewer.play();
       // The poster goes only once the new source has PRESENTED a frame: 'playing' or
       // readyState 4 come before the compositor has a picture, and hiding the poster
@@ -159,7 +201,7 @@ export class BlobPlayer {
     if (!this.shown) return null;
     const shownGen = this.shown.gen;
     if (!shownGen || shownGen.scanner.lastTime === null) return null;
-    let lag = shownGen.scanner.lastTime - this.video.currentTime;
+    let lag = shownGen.scanner.lastTime - this.mediaTime();
     if (this.cur && this.cur !== shownGen) lag += this.span(this.cur);
     return lag;
   }
