@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { recorderUrl, recorderState, viewerState, waitUntil, assertPlays, sleep } from './harness.mjs';
 import { recordSession, checkRecordingsPage } from './recordings-check.mjs';
+import { pictureBox, litShare } from './screencast.mjs';
 
 export function firefoxTests(test, ctx) {
   test('firefox publishes the test pattern; Chromium watches it in mse and blob modes', async () => {
@@ -82,8 +83,31 @@ export function firefoxTests(test, ctx) {
       assert.equal((await viewerState(viewer)).mode, 'blob');
       // Two restarts later, and a swap past each: Firefox cannot seek in the growing
       // WebM (no Cues), so the page cuts the file at a keyframe instead (blob-player.js).
+      // Meanwhile, what is on screen right after each src swap: Firefox shows black
+      // between a src change and the new source's first frame (seen without the poster:
+      // 22-67 ms), which the poster must cover.
       const { generation } = await recorderState(rec);
-      await waitUntil(viewer, (g) => window.blobcastViewer.switches.filter((s) => s.kind === 'generation' && s.generation > g && s.presentedAt).length >= 2, generation, 20000, 'two restarts shown');
+      const box = await pictureBox(viewer);
+      const shots = [];
+      const until = Date.now() + 20000;
+      const shown = (g) => window.blobcastViewer.switches.filter((s) => s.kind === 'generation' && s.generation > g && s.presentedAt).length >= 2;
+      while (Date.now() < until && !(await viewer.evaluate(shown, generation))) {
+        const swapped = await viewer.evaluate(() => new Promise((resolve) => {
+          const v = window.blobcastViewer.viewer;
+          const record = v.recordSwitch;
+          v.recordSwitch = function (sw) {
+            v.recordSwitch = record;
+            setTimeout(() => resolve(true), 0);
+            return record.call(this, sw);
+          };
+          setTimeout(() => resolve(false), 3000);
+        }));
+        if (!swapped) continue;
+        for (let k = 0; k < 2; k++) shots.push(litShare(Buffer.from(await viewer.screenshot({ clip: box, encoding: 'binary' }))));
+      }
+      assert.ok(await viewer.evaluate(shown, generation), 'two restarts shown');
+      assert.ok(shots.length >= 6, `${shots.length} screenshots at swaps`);
+      assert.deepEqual(shots.filter((l) => l < 0.5), [], `black screenshots right after a swap, of ${shots.length}`);
       const s = await viewerState(viewer);
       // Without the cut, every swap that seeks waits out its 4 s timeout. One was seen
       // once in five runs with it (a loaded machine): one is let pass.

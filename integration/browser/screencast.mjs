@@ -5,6 +5,14 @@
 
 import { decodePng } from './harness.mjs';
 
+/** The share of a PNG's pixels whose luma is over 30 (a black picture: near 0). */
+export function litShare(png) {
+  const { rgba } = decodePng(png);
+  let lit = 0;
+  for (let i = 0; i < rgba.length; i += 4) if (0.299 * rgba[i] + 0.587 * rgba[i + 1] + 0.114 * rgba[i + 2] > 30) lit++;
+  return lit / (rgba.length / 4);
+}
+
 /**
  * Starts watching `page` (a Playwright page in front); `box` ({ x, y, width, height },
  * CSS pixels) is the part to measure. Each frame gets the share of its pixels in `box`
@@ -54,4 +62,19 @@ export async function watchScreen(page, box, { scale = 0.25 } = {}) {
       return frames;
     },
   };
+}
+
+/**
+ * The picture inside the page's #video (object-fit: contain), its upper 70 %: the test
+ * pattern's colour bars, above its clock cells. CSS pixels.
+ */
+export async function pictureBox(page) {
+  return page.evaluate(() => {
+    const video = document.getElementById('video');
+    const r = video.getBoundingClientRect();
+    const scale = Math.min(r.width / video.videoWidth, r.height / video.videoHeight);
+    const w = video.videoWidth * scale;
+    const h = video.videoHeight * scale;
+    return { x: r.x + (r.width - w) / 2 + 4, y: r.y + (r.height - h) / 2 + 4, width: w - 8, height: h * 0.7 };
+  });
 }
