@@ -454,12 +454,14 @@ export const playFigures = [];
  * player recovers behind its poster).
  */
 export async function assertPlays(page, { ms = 2000, fps = 20, minPlayed, minFrames = 0.6, maxLag, allowRecoveries = 0 } = {}) {
+  // 'source': the frame rate the publisher really delivered, counted in the stream the
+  // viewer holds, not the rate asked for (a loaded machine's encoder drops frames).
+  // Measured before and after the window: a generation just started has too little.
+  const before = fps === 'source' ? await sourceFps(page) : null;
   const a = await viewerState(page);
   await sleep(ms);
   const b = await viewerState(page);
-  // 'source': the frame rate the publisher really delivered, counted in the stream the
-  // viewer holds, not the rate asked for (a loaded machine's encoder drops frames).
-  const measured = fps === 'source' ? await sourceFps(page) : null;
+  const measured = fps === 'source' ? (await sourceFps(page)) ?? before : null;
   if (fps === 'source') fps = measured ?? 20;
   const advance = b.played - a.played;
   const frames = b.frames - a.frames;
