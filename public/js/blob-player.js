@@ -144,13 +144,31 @@ export class BlobPlayer {
       viewer.poster.hide();
       if (previous) URL.revokeObjectURL(previous.url);
     };
+    // The poster goes only once the new source has PRESENTED a frame: 'playing' or
+    // readyState 4 come before the compositor has a picture, and hiding the poster
+    // then showed black for a moment (seen in 2 of 26 screenshots at 2 Hz).
+    const frameShown = () => {
+      if ('requestVideoFrameCallback' in v) {
+        v.requestVideoFrameCallback(() => done('frame'));
+      } else {
+        const from = v.currentTime;
+        const moved = () => {
+          if (v.currentTime <= from) return;
+          v.removeEventListener('timeupdate', moved);
+          done('timeupdate');
+        };
+        v.addEventListener('timeupdate', moved);
+      }
+      // A hidden tab presents no frames (rVFC waits): a decoded one will do there.
+      v.addEventListener('playing', () => setTimeout(() => document.visibilityState === 'hidden' && done('playing'), 100), { once: true });
+    };
     v.addEventListener('loadedmetadata', () => {
       if (this.swapping !== token) return;
       if (cut) {
         // Chromium keeps the cut file's timestamps, Firefox starts it at 0.
         this.shown.base = cut.start - v.currentTime;
         if (!wasPaused) viewer.play();
-        v.requestVideoFrameCallback ? v.requestVideoFrameCallback(() => done('frame')) : v.addEventListener('playing', () => done('playing'), { once: true });
+        frameShown();
         return;
       }
       const elapsed = wasPaused ? 0 : (performance.now() - requested) / 1000;
@@ -162,29 +180,13 @@ export class BlobPlayer {
           if (this.swapping !== token || !v.seeking || this.slices) return;
           this.slices = true;
           viewer.note('blob swap: the seek does not complete here; cutting the file at keyframes from now on');
+          sw.how = 'seek stuck';
           this.swapping = null;
+          if (previous) URL.revokeObjectURL(previous.url);
           this.swap(g, to, newGeneration);
         }, SEEK_PATIENCE_MS);
       }
       if (!wasPaused) viewer.play();
-      // The poster goes only once the new source has PRESENTED a frame: 'playing' or
-      // readyState 4 come before the compositor has a picture, and hiding the poster
-      // then showed black for a moment (seen in 2 of 26 screenshots at 2 Hz).
-      const frameShown = () => {
-        if ('requestVideoFrameCallback' in v) {
-          v.requestVideoFrameCallback(() => done('frame'));
-        } else {
-          const from = v.currentTime;
-          const moved = () => {
-            if (v.currentTime <= from) return;
-            v.removeEventListener('timeupdate', moved);
-            done('timeupdate');
-          };
-          v.addEventListener('timeupdate', moved);
-        }
-        // A hidden tab presents no frames (rVFC waits): a decoded one will do there.
-        v.addEventListener('playing', () => setTimeout(() => document.visibilityState === 'hidden' && done('playing'), 100), { once: true });
-      };
       if (to > 0.01) v.addEventListener('seeked', frameShown, { once: true });
       else frameShown();
     }, { once: true });
