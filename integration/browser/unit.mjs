@@ -1,5 +1,6 @@
-// Node-side checks of the pages' pure modules (public/js/reassembly.js, webm.js,
-// testpattern.js clock cells, live-edge.js, diagnostics.js formatting): the reassembly rules of docs/protocol.md,
+// Node-side checks of the pages' pure modules (public/js/reassembly.js, webm.js, mp4.js,
+// mp4-gaps.js, playback-choice.js, record-formats.js, testpattern.js clock cells,
+// live-edge.js, diagnostics.js formatting): the reassembly rules of docs/protocol.md,
 // frame by frame, and the MSE viewer's live-edge decisions, tick by tick.
 // run.mjs runs them first; `node integration/browser/unit.mjs` runs them alone.
 

@@ -120,7 +120,9 @@ export class BlobPlayer {
     // A browser that cannot seek in the growing file (Firefox, in a WebM without Cues:
     // the seek never completes) gets the file cut at a keyframe near `pos` instead, and
     // plays it from its start.
-    const cut = this.slices ? this.slice(g, pos) ?? { parts: g.parts, start: 0 } : null;
+    // (No keyframe to cut at but the first, as in Firefox's one-keyframe generations:
+    // the whole file and a seek, however slow.)
+    const cut = this.slices ? this.slice(g, pos) : null;
     const url = URL.createObjectURL(new Blob(cut ? cut.parts : g.parts, { type: this.mime }));
     const previous = this.shown;
     const lastTime = g.scanner.lastTime;
@@ -177,7 +179,7 @@ export class BlobPlayer {
         v.currentTime = to;
         // A seek that never completes: this browser cannot seek in the growing file.
         setTimeout(() => {
-          if (this.swapping !== token || !v.seeking || this.slices) return;
+          if (this.swapping !== token || !v.seeking || this.slices || !this.slice(g, to)) return;
           this.slices = true;
           viewer.note('blob swap: the seek does not complete here; cutting the file at keyframes from now on');
           sw.how = 'seek stuck';
