@@ -114,15 +114,20 @@ export class BlobPlayer {
     return { parts: [whole.slice(0, s.clusters[0].offset), whole.slice(at.offset)], start: at.timecode * scale };
   }
 
+  /** Whether the generation has a keyframe-led cluster past its first (WebM). */
+  cuttable(g) {
+    const s = g.scanner;
+    return s.container === 'webm' && s.clusters.some((c) => c.keyframe && c.offset !== s.clusters[0].offset);
+  }
+
   swap(g, pos, newGeneration) {
     const v = this.video;
     const viewer = this.viewer;
     // A browser that cannot seek in the growing file (Firefox, in a WebM without Cues:
     // the seek never completes) gets the file cut at a keyframe near `pos` instead, and
     // plays it from its start.
-    // (No keyframe to cut at but the first, as in Firefox's one-keyframe generations:
-    // the whole file and a seek, however slow.)
-    const cut = this.slices ? this.slice(g, pos) : null;
+    // Before the first keyframe past the start: the whole file, from its start.
+    const cut = this.slices ? this.slice(g, pos) ?? { parts: g.parts, start: 0 } : null;
     const url = URL.createObjectURL(new Blob(cut ? cut.parts : g.parts, { type: this.mime }));
     const previous = this.shown;
     const lastTime = g.scanner.lastTime;
@@ -178,15 +183,23 @@ export class BlobPlayer {
       if (to > 0.01) {
         v.currentTime = to;
         // A seek that never completes: this browser cannot seek in the growing file.
-        setTimeout(() => {
-          if (this.swapping !== token || !v.seeking || this.slices || !this.slice(g, to)) return;
+        const stuck = () => {
+          if (this.swapping !== token || !v.seeking || this.slices) return;
+          // Not where the file has no keyframe to cut at but the first (a Firefox
+          // publisher's generation): a seek there is slow, and waited out. (Early in a
+          // generation the next keyframe may still be on its way: looked for again.)
+          if (!this.cuttable(g)) {
+            if (performance.now() - requested < 3500) setTimeout(stuck, 500);
+            return;
+          }
           this.slices = true;
           viewer.note('blob swap: the seek does not complete here; cutting the file at keyframes from now on');
           sw.how = 'seek stuck';
           this.swapping = null;
           if (previous) URL.revokeObjectURL(previous.url);
           this.swap(g, to, newGeneration);
-        }, SEEK_PATIENCE_MS);
+        };
+        setTimeout(stuck, SEEK_PATIENCE_MS);
       }
       if (!wasPaused) viewer.play();
       if (to > 0.01) v.addEventListener('seeked', frameShown, { once: true });
