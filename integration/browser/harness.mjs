@@ -454,16 +454,22 @@ export const playFigures = [];
  * player recovers behind its poster).
  */
 export async function assertPlays(page, { ms = 2000, fps = 20, minPlayed, minFrames = 0.6, maxLag, allowRecoveries = 0 } = {}) {
+  // 'source': the frame rate the publisher really delivered, counted in the stream the
+  // viewer holds, not the rate asked for (a loaded machine's encoder drops frames).
+  // Measured before and after the window: a generation just started has too little.
+  const before = fps === 'source' ? await sourceFps(page) : null;
   const a = await viewerState(page);
   await sleep(ms);
   const b = await viewerState(page);
+  const measured = fps === 'source' ? (await sourceFps(page)) ?? before : null;
+  if (fps === 'source') fps = measured ?? 20;
   const advance = b.played - a.played;
   const frames = b.frames - a.frames;
   const expectedFrames = (fps * ms) / 1000;
   const blob = b.mode === 'blob';
   const lagBound = maxLag ?? (blob ? 6 : 2.5);
   const playedBound = minPlayed ?? (blob ? 0.5 : 0.7);
-  playFigures.push({ label: page.label, mode: b.mode, played: advance / (ms / 1000), frames: frames / expectedFrames, lag: b.lag });
+  playFigures.push({ label: page.label, mode: b.mode, played: advance / (ms / 1000), frames: frames / expectedFrames, lag: b.lag, ...(measured ? { sourceFps: +measured.toFixed(1) } : {}) });
   if (process.env.FIGURES) console.log(`     ${page.label}: ${JSON.stringify(playFigures.at(-1))}`);
   const where = `${page.label}: state ${b.state}, mode ${b.mode}, currentTime ${a.currentTime.toFixed(2)} -> ${b.currentTime.toFixed(2)}, frames ${a.frames} -> ${b.frames}, lag ${b.lag?.toFixed(2)} s, errors ${JSON.stringify(b.errors)}, recoveries ${b.recoveries}, media ${JSON.stringify(a.media)} -> ${JSON.stringify(b.media)}, log ${JSON.stringify(b.log)}`;
   if (b.state !== 'live') throw new Error(`not live: ${where}`);
@@ -479,6 +485,23 @@ export async function assertPlays(page, { ms = 2000, fps = 20, minPlayed, minFra
   if (b.lag === null || !(b.lag <= lagBound)) throw new Error(`${b.lag?.toFixed(2)} s behind the newest media (bound ${lagBound} s): ${where}`);
   if (page.problems.length) throw new Error(`${page.label}: ${page.problems.join('; ')}`);
   return { advance, frames, state: b };
+}
+
+/**
+ * Video frames per second of media in what a viewer page holds of the current
+ * generation (WebM blocks or MP4 samples of the video track), or null under 1 s of it.
+ */
+export async function sourceFps(page) {
+  return page.evaluate(async () => {
+    const { scannerFor } = await import('/js/media-scanner.js');
+    const v = window.blobcastViewer.viewer;
+    const pieces = v.reassembler.pieces;
+    if (!pieces.length) return null;
+    const scan = scannerFor(pieces[0].bytes, v.mime);
+    for (const p of pieces) scan.push(p.bytes);
+    const span = scan.lastTime - scan.firstTime;
+    return span >= 1 ? scan.videoFrames / span : null;
+  });
 }
 
 /** One line on how close the viewers came to assertPlays' bounds, per mode. */

@@ -1,5 +1,6 @@
-// Node-side checks of the pages' pure modules (public/js/reassembly.js, webm.js,
-// testpattern.js clock cells, live-edge.js, diagnostics.js formatting): the reassembly rules of docs/protocol.md,
+// Node-side checks of the pages' pure modules (public/js/reassembly.js, webm.js, mp4.js,
+// mp4-gaps.js, playback-choice.js, record-formats.js, testpattern.js clock cells,
+// live-edge.js, diagnostics.js formatting): the reassembly rules of docs/protocol.md,
 // frame by frame, and the MSE viewer's live-edge decisions, tick by tick.
 // run.mjs runs them first; `node integration/browser/unit.mjs` runs them alone.
 
@@ -15,6 +16,8 @@ export async function unitTests(root, test) {
   const { encodeFrame, decodeFrame, describeClose } = await js('protocol.js');
   const { Reassembler } = await js('reassembly.js');
   const { WebmScanner } = await js('webm.js');
+  const { Mp4Scanner } = await js('mp4.js');
+  const { containerOfBytes, scannerFor, mimeFromHeader } = await js('media-scanner.js');
   const { clockBits, decodeClock, clockStrip } = await js('testpattern.js');
   const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag, arrivalEnvelope, MIN_RATE, MAX_RATE } = await js('live-edge.js');
   const { KeyframeClusters } = await js('keyframe-clusters.js');
@@ -194,6 +197,150 @@ export async function unitTests(root, test) {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+
+  // The server's MP4 scanner fixtures (src/mp4/testdata/README.md says how ffmpeg made them).
+  const fixture = (name) => new Uint8Array(readFileSync(join(root, 'src/mp4/testdata', name)));
+  test('unit: MP4 scanner reads codecs, sizes, fragment keyframes and the newest sample time, whatever the cuts', () => {
+    const expected = {
+      // A fragment per keyframe: every one opens on a sync sample (tfhd/trun first-sample flags).
+      'ffmpeg-h264-aac-frag-keyframe.mp4': { codecs: ['avc1.42C00C', 'mp4a.40.2'], last: [2.9, 3.05], heads: [true, true, true] },
+      // Per-sample flags only (trun 0x601): only the first fragment opens on a keyframe.
+      'ffmpeg-h264-per-sample-flags.mp4': { codecs: ['avc1.42C00B'], last: [2.9, 2.95], heads: [true, false, false] },
+      // A fragment per frame, Opus: audio-only fragments say nothing of keyframes.
+      'ffmpeg-h264-opus-every-frame.mp4': { codecs: ['avc1.42C00C', 'opus'], last: [1.9, 2.05], heads: null },
+    };
+    for (const [name, want] of Object.entries(expected)) {
+      const clip = fixture(name);
+      const reference = new Mp4Scanner();
+      reference.push(clip);
+      assert.equal(reference.broken, null, name);
+      assert.deepEqual(reference.codecs, want.codecs, name);
+      assert.deepEqual([reference.width, reference.height], [160, 120], name);
+      assert.equal(reference.firstTime, 0, name);
+      assert.ok(reference.lastTime >= want.last[0] && reference.lastTime <= want.last[1], `${name}: lastTime ${reference.lastTime}`);
+      if (want.heads) assert.deepEqual(reference.fragments.map((f) => f.keyframe), want.heads, name);
+      assert.equal(new TextDecoder().decode(clip.subarray(reference.fragments[0].offset + 4, reference.fragments[0].offset + 8)), 'moof', name);
+      assert.equal(mimeFromHeader(clip, 'video/mp4'), `video/mp4;codecs=${want.codecs.join(',')}`);
+      for (const step of [1, 5, 333, 4096]) {
+        const s = new Mp4Scanner();
+        for (let i = 0; i < clip.length; i += step) s.push(clip.subarray(i, i + step));
+        assert.equal(s.lastTime, reference.lastTime, `${name} cut every ${step}`);
+        assert.deepEqual(s.fragments, reference.fragments, `${name} cut every ${step}`);
+        assert.ok(s.buf.length <= 64 * 1024, `${name}: holds ${s.buf.length} bytes (mdat is skipped, not kept)`);
+      }
+      // A join=live jump: the init, then the bytes from the last fragment on.
+      const last = reference.fragments.at(-1);
+      const joined = new Mp4Scanner();
+      joined.push(clip.subarray(0, reference.fragments[0].offset));
+      joined.jumpTo(last.offset);
+      joined.push(clip.subarray(last.offset));
+      assert.equal(joined.lastTime, reference.lastTime, `${name}: after a jump`);
+    }
+    assert.equal(containerOfBytes(fixture('ffmpeg-h264-per-sample-flags.mp4')), 'mp4');
+    assert.equal(containerOfBytes(Uint8Array.of(0x1a, 0x45, 0xdf, 0xa3, 0x9f, 0x42, 0x86, 0x81)), 'webm');
+    assert.ok(scannerFor(fixture('ffmpeg-h264-per-sample-flags.mp4'), 'video/webm') instanceof Mp4Scanner, 'the bytes decide, not the mime');
+    assert.ok(scannerFor(new Uint8Array(2), 'video/mp4') instanceof Mp4Scanner, 'the mime where the bytes cannot');
+    const garbage = new Mp4Scanner();
+    garbage.push(Uint8Array.of(0, 0, 0, 4, 0x66, 0x74, 0x79, 0x70));
+    assert.match(garbage.broken, /not an MP4 box/);
+  });
+
+  test('unit: MP4 fragments laid end to end for MSE: Chromium\'s 10-70 ms tfdt gaps closed, nothing else changed, whatever the cuts', async () => {
+    const { Mp4Gaps } = await js('mp4-gaps.js');
+    const run = (clip, step) => {
+      const g = new Mp4Gaps();
+      const parts = [];
+      for (let i = 0; i < clip.length; i += step) parts.push(g.push(clip.subarray(i, i + step)));
+      return { out: Uint8Array.from(parts.flatMap((p) => [...p])), closed: g.closed };
+    };
+    const chrome = new Uint8Array(readFileSync(join(root, 'integration/browser/fixtures/chrome-avc1-opus.mp4')));
+    const whole = run(chrome, chrome.length);
+    assert.equal(whole.out.length, chrome.length, 'rewritten in place');
+    assert.ok(whole.closed.length >= 4, `${whole.closed.length} gaps closed`);
+    const scanned = new Mp4Scanner();
+    scanned.push(chrome);
+    const timescale = (id) => scanned.tracks.get(id).timescale;
+    for (const c of whole.closed) assert.ok(c.gap / timescale(c.track) < 0.1, `a gap of ${c.gap / timescale(c.track)} s`);
+    // Laid end to end: a second pass finds nothing to close.
+    assert.deepEqual(run(whole.out, whole.out.length).closed, []);
+    // The media ends where it did; only the fragments' starts moved back.
+    const after = new Mp4Scanner();
+    after.push(whole.out);
+    assert.equal(after.lastTime, scanned.lastTime);
+    assert.equal(after.fragments.length, scanned.fragments.length);
+    for (const step of [1, 7, 1000]) assert.deepEqual(run(chrome, step).out, whole.out, `cut every ${step}`);
+    // ffmpeg's fragments already meet: unchanged.
+    for (const name of ['ffmpeg-h264-aac-frag-keyframe.mp4', 'ffmpeg-h264-per-sample-flags.mp4', 'ffmpeg-h264-opus-every-frame.mp4']) {
+      const clip = fixture(name);
+      const r = run(clip, 333);
+      assert.deepEqual(r.closed, [], name);
+      assert.deepEqual(r.out, clip, name);
+    }
+  });
+
+  test('unit: the player choice: ManagedMediaSource first (iPhone, iOS 17.1+), then MediaSource, else blob mode with a note', async () => {
+    const { choosePlayback, mayAppend, browserPlayback } = await js('playback-choice.js');
+    const H264 = 'video/mp4;codecs=avc1.42E01E,mp4a.40.2';
+    const VP8 = 'video/webm;codecs=vp8,opus';
+    const browser = (managed, mse, plays = () => true) => ({ managed, mse, managedSupports: plays, mseSupports: plays });
+    // iPhone, iOS 17.1+: ManagedMediaSource only.
+    assert.deepEqual(choosePlayback({ forced: null, mime: H264, ...browser(true, false) }), { mode: 'mse', source: 'ManagedMediaSource', note: null });
+    // Before the hello (mime unknown): plan for it, so the first join asks for the live edge.
+    assert.equal(choosePlayback({ forced: null, mime: null, ...browser(true, false) }).source, 'ManagedMediaSource');
+    // Safari on a Mac: both; the managed one is preferred.
+    assert.equal(choosePlayback({ forced: null, mime: H264, ...browser(true, true) }).source, 'ManagedMediaSource');
+    // Chromium, Firefox: MediaSource.
+    assert.deepEqual(choosePlayback({ forced: null, mime: VP8, ...browser(false, true) }), { mode: 'mse', source: 'MediaSource', note: null });
+    // iPhone before 17.1 (and iPadOS-less WebViews): neither. Blob mode, and words that say why.
+    const none = choosePlayback({ forced: null, mime: H264, ...browser(false, false) });
+    assert.equal(none.mode, 'blob');
+    assert.equal(none.source, null);
+    assert.match(none.note, /no MediaSource.*iOS 17\.1.*blob mode/);
+    assert.equal(choosePlayback({ forced: null, mime: null, ...browser(false, false) }).mode, 'blob');
+    // A MediaSource that cannot play the codecs: blob mode, naming them.
+    const refuses = choosePlayback({ forced: null, mime: VP8, ...browser(true, true, (m) => !/vp8/.test(m)) });
+    assert.equal(refuses.mode, 'blob');
+    assert.match(refuses.note, /cannot play video\/webm;codecs=vp8,opus/);
+    // Only the managed one refuses: the plain one plays.
+    const mixed = { forced: null, mime: VP8, managed: true, mse: true, managedSupports: () => false, mseSupports: () => true };
+    assert.equal(choosePlayback(mixed).source, 'MediaSource');
+    // ?mode=blob: blob mode, nothing to explain.
+    assert.deepEqual(choosePlayback({ forced: 'blob', mime: H264, ...browser(true, true) }), { mode: 'blob', source: null, note: null });
+    // Appends: MediaSource always; ManagedMediaSource only while it wants data.
+    assert.equal(mayAppend(false, undefined), true);
+    assert.equal(mayAppend(true, true), true);
+    assert.equal(mayAppend(true, false), false);
+    assert.equal(mayAppend(true, undefined), true);
+    // What a window has.
+    class MMS {
+      static isTypeSupported(m) {
+        return /mp4/.test(m);
+      }
+    }
+    const have = browserPlayback({ ManagedMediaSource: MMS });
+    assert.deepEqual([have.managed, have.mse, have.managedSupports(H264), have.managedSupports(VP8), have.mseSupports(H264)], [true, false, true, false, false]);
+  });
+
+  test('unit: the recorder picks MP4 where the browser prefers it or has nothing else, else WebM; the format list says what it records', async () => {
+    const { pickMime, supportedMimes, describeFormats } = await js('record-formats.js');
+    const chromium = (m) => ['video/webm;codecs=vp9,opus', 'video/webm;codecs=vp8,opus', 'video/webm;codecs=h264,opus', 'video/mp4;codecs=avc1.42E01E,opus', 'video/mp4'].includes(m);
+    const firefox = (m) => m === 'video/webm;codecs=vp8,opus';
+    const safariOld = (m) => ['video/mp4;codecs=avc1,mp4a.40.2', 'video/mp4'].includes(m);
+    const safari184 = (m) => safariOld(m) || m === 'video/webm;codecs=vp8,opus';
+    assert.equal(pickMime('', chromium, 'video/webm;codecs=vp8'), 'video/webm;codecs=vp9,opus');
+    assert.equal(pickMime('', chromium, ''), 'video/webm;codecs=vp9,opus', 'preference unknown: WebM');
+    assert.equal(pickMime('', chromium, 'video/mp4;codecs=avc1'), 'video/mp4;codecs=avc1.42E01E,opus', 'a browser that prefers MP4 gets MP4');
+    assert.equal(pickMime('', firefox, 'video/webm'), 'video/webm;codecs=vp8,opus');
+    assert.equal(pickMime('', safariOld, ''), 'video/mp4;codecs=avc1,mp4a.40.2', 'MP4 when it is all there is');
+    assert.equal(pickMime('', safari184, 'video/mp4'), 'video/mp4;codecs=avc1,mp4a.40.2', 'Safari 18.4 records WebM too, but prefers MP4');
+    assert.equal(pickMime('video/mp4;codecs=avc1.42E01E,opus', chromium), 'video/mp4;codecs=avc1.42E01E,opus');
+    assert.equal(pickMime('video/mp4;codecs=avc1.42E01E,opus', firefox), null, 'asked for what it cannot record');
+    assert.equal(pickMime('', () => false), null);
+    assert.deepEqual(supportedMimes(safariOld), ['video/mp4;codecs=avc1,mp4a.40.2', 'video/mp4']);
+    assert.equal(describeFormats(supportedMimes(chromium)), 'WebM (VP9, VP8, H.264) and MP4 (H.264 + Opus)');
+    assert.equal(describeFormats(supportedMimes(safariOld)), 'MP4 (H.264 + AAC)');
+    assert.equal(describeFormats(supportedMimes(firefox)), 'WebM (VP8)');
+  });
 
   // A WebM laid out the way MediaRecorder lays it out: clusters (of unknown size) that
   // do not open with a keyframe, SimpleBlocks and a BlockGroup.

@@ -3,23 +3,29 @@
 // fresh MediaSource, hides each generation switch under the poster, and carries out the
 // live-edge controller's seeks and rates (live-edge.js). WebM goes through
 // KeyframeClusters first, so every cluster opens with a keyframe (Firefox needs that).
+// MP4 goes through Mp4Gaps (fragments end to end, or MSE drops whole fragments), in
+// "segments" mode at an offset read from its first `moof` (below).
 
 import { SourceBufferQueue } from './source-buffer-queue.js';
 import { KeyframeClusters } from './keyframe-clusters.js';
+import { Mp4Scanner } from './mp4.js';
+import { Mp4Gaps } from './mp4-gaps.js';
 import { ARRIVAL_WINDOW, freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
+import { choosePlayback, browserPlayback, mayAppend } from './playback-choice.js';
 
 /** A `waiting` this soon after a seek is the seek's, not a stall (ms). */
 const SEEK_SETTLE_MS = 1000;
 /** Controller targets kept for the page and the latency benchmark. */
 const TARGETS_KEPT = 600;
 
-export function mediaSourceClass() {
-  return window.ManagedMediaSource || window.MediaSource || null;
+/** The MediaSource class to play `mime` with (ManagedMediaSource first), or null. */
+export function mediaSourceClass(mime = null) {
+  const { source } = choosePlayback({ forced: null, mime, ...browserPlayback(window) });
+  return source ? window[source] : null;
 }
 
 export function mseSupports(mime) {
-  const MS = mediaSourceClass();
-  return !!(MS && mime && MS.isTypeSupported(mime));
+  return !!mime && mediaSourceClass(mime) !== null;
 }
 
 export class MsePlayer {
@@ -61,12 +67,25 @@ export class MsePlayer {
   }
 
   open() {
-    const MS = mediaSourceClass();
+    const MS = mediaSourceClass(this.mime);
     const ms = new MS();
     this.ms = ms;
     this.queue.detach();
-    if (window.ManagedMediaSource && ms instanceof window.ManagedMediaSource) {
+    const managed = !!window.ManagedMediaSource && ms instanceof window.ManagedMediaSource;
+    this.sourceKind = managed ? 'ManagedMediaSource' : 'MediaSource';
+    if (managed) {
+      // Without this (or an AirPlay source alternative) Safari does not play a
+      // ManagedMediaSource at all.
       this.video.disableRemotePlayback = true;
+      // The browser says when it wants data (it saves power on a phone): appends wait
+      // in the queue meanwhile.
+      const streaming = (wanted) => () => {
+        if (this.ms !== ms) return;
+        this.viewer.note(wanted ? 'ManagedMediaSource: startstreaming' : 'ManagedMediaSource: endstreaming');
+        this.queue.setAppendAllowed(mayAppend(true, wanted));
+      };
+      ms.addEventListener('startstreaming', streaming(true));
+      ms.addEventListener('endstreaming', streaming(false));
     }
     const old = this.url;
     // A fresh MediaSource starts a fresh timeline.
@@ -81,13 +100,17 @@ export class MsePlayer {
       try {
         sb = ms.addSourceBuffer(this.mime);
         // Every generation restarts its timestamps at 0: "sequence" lays each one
-        // right after the previous one on a single timeline.
-        sb.mode = 'sequence';
+        // right after the previous one on a single timeline. Not for MP4: Chromium's
+        // sequence mode left a hole of one fragment (1 s) after every fragment of
+        // MediaRecorder's MP4 joined at the live edge (its audio run starts 25 ms
+        // before its video run); "segments" with an offset per generation has none.
+        sb.mode = this.mp4 ? 'segments' : 'sequence';
         sb.addEventListener('error', () => this.failed('SourceBuffer error (the demuxer refused the bytes)'));
       } catch (err) {
         this.viewer.error(`MediaSource cannot play ${this.mime}: ${err.message}`);
         return;
       }
+      this.queue.setAppendAllowed(mayAppend(managed, ms.streaming));
       this.queue.attach(ms, sb);
     }, { once: true });
   }
@@ -107,12 +130,24 @@ export class MsePlayer {
         // timestamps restart at 0) begins where the buffered media ends. Left to
         // itself, sequence mode would start it at the end of the longest track,
         // leaving a hole of a few tens of ms in the shorter one.
-        sb.timestampOffset = sw.boundary;
+        if (!this.mp4) sb.timestampOffset = sw.boundary;
         this.pendingSwitches.push(sw);
       }
+      this.groupStart = sw.boundary;
     });
-    this.clusters = this.reclusters ? new KeyframeClusters() : null;
+    this.startFeed();
     this.feed(bytes);
+  }
+
+  /** A generation's bytes start over (a new one, or all of it again after a rebuild). */
+  startFeed() {
+    this.clusters = this.mp4 ? new Mp4Gaps() : this.reclusters ? new KeyframeClusters() : null;
+    // MP4: held until the first moof says where the generation's media starts.
+    this.mp4Start = this.mp4 ? { scanner: new Mp4Scanner(), held: [] } : null;
+  }
+
+  get mp4() {
+    return /^video\/mp4/i.test(this.mime);
   }
 
   append(generation, bytes) {
@@ -128,8 +163,24 @@ export class MsePlayer {
     }
   }
 
-  /** Bytes of the current generation, re-cut at keyframes when the format is WebM. */
+  /** Bytes of the current generation: WebM re-cut at keyframes, MP4 with its gaps closed. */
   feed(bytes) {
+    const gate = this.mp4Start;
+    if (gate) {
+      // Segments mode keeps the media's own times (tfdt): the offset puts the first
+      // fragment (after a live join: the one joined at) at the generation's start.
+      const out = this.clusters.push(bytes);
+      gate.scanner.push(out);
+      gate.held.push(out);
+      const first = gate.scanner.fragments[0];
+      if (!first && !gate.scanner.broken) return false;
+      this.mp4Start = null;
+      this.queue.call((sb) => {
+        sb.timestampOffset = (this.groupStart ?? 0) - (first?.time ?? 0);
+      });
+      for (const b of gate.held) if (b.length) this.queue.append(b);
+      return true;
+    }
     const out = this.clusters ? this.clusters.push(bytes) : bytes;
     if (out.length) this.queue.append(out);
     return out.length > 0;
@@ -139,7 +190,8 @@ export class MsePlayer {
     return /webm/i.test(this.mime);
   }
 
-  jump() {
+  jump(generation, from, to) {
+    this.mp4Start?.scanner.jumpTo(to);
     // A live-edge join: the bytes continue at a cluster that opens with a keyframe;
     // for the parser that is just the next cluster.
     this.clusters?.jump();
@@ -181,7 +233,8 @@ export class MsePlayer {
     this.open();
     const r = this.viewer.reassembler;
     if (r.generation !== null) {
-      this.clusters = this.reclusters ? new KeyframeClusters() : null;
+      this.groupStart = 0;
+      this.startFeed();
       for (const piece of r.pieces) this.feed(piece.bytes);
     }
     this.viewer.seekedToEdge = false;

@@ -2,21 +2,18 @@
 // publisher sockets of docs/protocol.md, reconnecting when one drops, and says when the
 // upload falls behind.
 //
-// Generations. Each MediaRecorder run is one generation: a complete WebM file whose
-// timestamps start at 0. Its first piece (the blob, with the WebM header) goes on the
+// Generations. Each MediaRecorder run is one generation: a complete WebM or fragmented
+// MP4 file whose timestamps start at 0. Its first piece (the blob, with the header:
+// EBML + Tracks, or ftyp + moov) goes on the
 // blob socket at offset 0; the following pieces go on the chunk socket at their running
 // offset. Generation numbers start from Date.now() and always grow.
 
 import { encodeFrame, socketUrl, isToken, describeClose } from './protocol.js';
 import { openCaptureSource, describeMediaError } from './capture-sources.js';
 import { publishSession, forgetPublishSession } from './publish-session.js';
+import { MIME_CANDIDATES, pickMime, supportedMimes, containerOf, probePreferredMime } from './record-formats.js';
 
-export const MIME_CANDIDATES = [
-  'video/webm;codecs=vp9,opus',
-  'video/webm;codecs=vp8,opus',
-  'video/webm;codecs=h264,opus',
-  'video/mp4',
-];
+export { MIME_CANDIDATES, pickMime };
 
 export const DEFAULTS = {
   stream: 'live',
@@ -66,11 +63,6 @@ const BACKPRESSURE_SECONDS = 2;
 const BACKPRESSURE_MIN_BYTES = 256 * 1024;
 /** Reconnect delays, ms: grows to the last value and stays there. */
 const BACKOFF = [250, 500, 1000, 2000, 4000, 8000];
-
-export function pickMime(wanted) {
-  if (wanted) return MediaRecorder.isTypeSupported(wanted) ? wanted : null;
-  return MIME_CANDIDATES.find((m) => MediaRecorder.isTypeSupported(m)) || null;
-}
 
 export class Publisher {
   constructor(options, events = {}) {
@@ -129,7 +121,8 @@ export class Publisher {
       this.fail('This browser has no MediaRecorder; it cannot publish.');
       return;
     }
-    this.mime = pickMime(o.mime);
+    const canRecord = (m) => MediaRecorder.isTypeSupported(m);
+    this.mime = pickMime(o.mime, canRecord);
     if (!this.mime) {
       this.fail(o.mime ? `This browser cannot record ${o.mime}.` : 'This browser can record none of: ' + MIME_CANDIDATES.join(', '));
       return;
@@ -160,10 +153,19 @@ export class Publisher {
         }
       });
     }
-    if (!this.media.getAudioTracks().length && /,\s*opus/i.test(this.mime)) {
+    if (!o.mime && new Set(supportedMimes(canRecord).map(containerOf)).size > 1) {
+      // Both WebM and MP4 on offer: the one the browser picks by itself (Safari: MP4).
+      this.preferredMime = await probePreferredMime(this.media);
+      this.mime = pickMime('', canRecord, this.preferredMime);
+      if (this.state !== 'starting') {
+        this.releaseMedia();
+        return;
+      }
+    }
+    if (!this.media.getAudioTracks().length && /,\s*(opus|mp4a[.\w]*)/i.test(this.mime)) {
       // No sound to record: Firefox's MediaRecorder asked for an audio codec with no
       // audio track delivers nothing until it stops (it waits for audio to mux).
-      const videoOnly = this.mime.replace(/,\s*opus/i, '');
+      const videoOnly = this.mime.replace(/,\s*(opus|mp4a[.\w]*)/i, '');
       if (MediaRecorder.isTypeSupported(videoOnly)) this.mime = videoOnly;
     }
     this.events.onMedia?.(this.media);

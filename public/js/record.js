@@ -4,6 +4,7 @@
 
 import { formatBytes, formatBits, formatDuration, generationText } from './protocol.js';
 import { Publisher, DEFAULTS } from './publisher.js';
+import { supportedMimes, describeFormats } from './record-formats.js';
 import { mountDiagnostics, socketState, droppedFramesText, logLines } from './diagnostics.js';
 
 function $(id) {
@@ -27,6 +28,18 @@ function fillForm(form, params) {
   }
 }
 
+/**
+ * The format list: what this browser's MediaRecorder records (WebM, MP4 or both), as the
+ * Format field's suggestions and one line of text. "auto" follows the browser.
+ */
+function showFormats() {
+  const mimes = typeof MediaRecorder === 'undefined' ? [] : supportedMimes((m) => MediaRecorder.isTypeSupported(m));
+  $('mimes').replaceChildren(...mimes.map((m) => Object.assign(document.createElement('option'), { value: m })));
+  $('formats').textContent = mimes.length
+    ? `This browser records ${describeFormats(mimes)}. Leave Format empty ("auto") for the one it prefers.`
+    : 'This browser cannot record video here (no MediaRecorder format it supports).';
+}
+
 export function initRecorderPage() {
   const form = $('options');
   const params = new URLSearchParams(location.search);
@@ -37,6 +50,7 @@ export function initRecorderPage() {
     params.delete('token');
     history.replaceState(null, '', `${location.pathname}${params.toString() ? '?' + params : ''}`);
   }
+  showFormats();
   const toggle = $('toggle');
   const preview = $('preview');
   const hook = {

@@ -16,6 +16,14 @@ export class SourceBufferQueue {
     this.ms = null;
     this.sb = null;
     this.held = false;
+    /** False while a ManagedMediaSource does not want data (endstreaming). */
+    this.appendAllowed = true;
+  }
+
+  /** ManagedMediaSource's startstreaming (true) and endstreaming (false). */
+  setAppendAllowed(allowed) {
+    this.appendAllowed = allowed;
+    if (allowed) this.pump();
   }
 
   get attached() {
@@ -63,7 +71,7 @@ export class SourceBufferQueue {
 
   pump() {
     const sb = this.sb;
-    if (!sb || this.held || this.ms.readyState !== 'open') return;
+    if (!sb || this.held || !this.appendAllowed || this.ms.readyState !== 'open') return;
     while (this.ops.length && !sb.updating) {
       const op = this.ops[0];
       try {

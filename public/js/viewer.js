@@ -4,12 +4,13 @@
 // switches between them, and keeps the statistics the page and the tests read.
 
 import { Reassembler } from './reassembly.js';
-import { WebmScanner } from './webm.js';
+import { mimeFromHeader } from './media-scanner.js';
 import { decodeClock, clockStrip } from './testpattern.js';
 import { ViewerConnection } from './viewer-connection.js';
-import { MsePlayer, mediaSourceClass, mseSupports } from './mse-player.js';
+import { MsePlayer, mseSupports } from './mse-player.js';
 import { BlobPlayer, blobTargetLag } from './blob-player.js';
 import { mseTargetLag } from './live-edge.js';
+import { choosePlayback, browserPlayback } from './playback-choice.js';
 import { Poster } from './poster.js';
 import { PauseRelease } from './pause-release.js';
 
@@ -97,6 +98,8 @@ export class Viewer {
     // those pauses must not stop the live-edge control from resuming playback.
     video.addEventListener('play', () => (this.pausedByUser = false));
     video.addEventListener('playing', () => {
+      // For the join-time figures (and tests): when playback first started.
+      this.firstPlayingAt ??= Date.now();
       if (this.autoplayBlocked) {
         this.autoplayBlocked = false;
         this.onChange?.();
@@ -156,9 +159,12 @@ export class Viewer {
 
   plannedMode(mime) {
     if (this.forcedMode) return this.forcedMode;
-    if (!mediaSourceClass()) return 'blob';
-    if (mime && !mseSupports(mime)) return 'blob';
-    return 'mse';
+    return this.playbackChoice(mime).mode;
+  }
+
+  /** playback-choice.js on this browser: { mode, source, note }. */
+  playbackChoice(mime) {
+    return choosePlayback({ forced: this.forcedMode, mime: mime || null, ...browserPlayback(window) });
   }
 
   get mode() {
@@ -185,6 +191,7 @@ export class Viewer {
 
   onHello(msg) {
     this.hello = msg;
+    if (msg.live) this.liveHelloAt ??= Date.now();
     if (msg.mime) this.setMime(msg.mime);
     if (this.mime) this.conn.joinLive = this.playerKind(this.mime) === 'mse';
     if (!msg.live) {
@@ -220,11 +227,8 @@ export class Viewer {
     if (this.player) return this.player;
     let mime = this.mime;
     if (!mime || (!mseSupports(mime) && !/codecs=/.test(mime))) {
-      // A mime without codecs: find them in the WebM header.
-      const scan = new WebmScanner();
-      scan.push(firstBytes);
-      const codecs = scan.codecsParameter();
-      if (codecs) mime = `video/webm;codecs=${codecs}`;
+      // A mime without codecs: find them in the WebM Tracks or the MP4 `stsd`.
+      mime = mimeFromHeader(firstBytes, mime) ?? mime;
     }
     this.mime = mime || 'video/webm';
     const mode = this.plannedMode(this.mime);
@@ -232,6 +236,8 @@ export class Viewer {
       this.error(`This browser's MediaSource cannot play ${this.mime}; using blob mode.`);
     }
     this.player = mode === 'mse' && mseSupports(this.mime) ? new MsePlayer(this, this.mime) : new BlobPlayer(this, this.mime);
+    // Blob mode not asked for: say why, in plain words (no MediaSource on this iPhone…).
+    this.notice = this.player.kind === 'blob' && !this.forcedMode ? this.playbackChoice(this.mime).note : null;
     this.note(`player: ${this.player.kind} for ${this.mime}`);
     this.onChange?.();
     return this.player;
@@ -277,8 +283,9 @@ export class Viewer {
     const player = this.ensurePlayer(bytes);
     player.start(generation, bytes);
     if (player.kind === 'blob' && this.reassembler.liveJoin === generation) {
-      // Only the WebM header told us MSE cannot play this: the live-edge jump is still
-      // to come. A resume from the header's end gets the rest of the generation.
+      // Only the header (WebM Tracks, MP4 stsd) told us MSE cannot play this: the
+      // live-edge jump is still to come. A resume from the header's end gets the rest
+      // of the generation.
       this.note('blob mode: resuming after the header instead of jumping to the live edge');
       this.conn.joinLive = false;
       this.reassembler.expectLiveJoin(null);

@@ -76,6 +76,12 @@ export function initWatchPage() {
     get userSeekedBack() {
       return viewer.userSeekedBack;
     },
+    get notice() {
+      return viewer.notice;
+    },
+    get mediaSource() {
+      return viewer.player?.sourceKind ?? null;
+    },
     get silences() {
       return viewer.silences;
     },
@@ -123,6 +129,9 @@ export function initWatchPage() {
     const playing = !video.paused && !viewer.pausedByUser;
     $('playpause').textContent = playing ? 'Pause' : 'Play';
     $('playpause').setAttribute('aria-label', playing ? 'Pause' : 'Play');
+    // Why this player (blob mode where there is no usable MediaSource), in plain words.
+    if ($('notice').textContent !== (viewer.notice ?? '')) $('notice').textContent = viewer.notice ?? '';
+    $('notice').hidden = !viewer.notice;
     $('errors').hidden = !viewer.errors.length;
     $('errors').textContent = viewer.errors.slice(-3).join(' · ');
     if (apiInfo && apiInfo.ingest_bits_per_second) {

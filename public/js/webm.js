@@ -53,6 +53,7 @@ function readUint(buf, i, n) {
 
 export class WebmScanner {
   constructor() {
+    this.container = 'webm';
     this.buf = new Uint8Array(0);
     /** Absolute offset (in the generation) of buf[0]. */
     this.pos = 0;
@@ -69,6 +70,8 @@ export class WebmScanner {
     /** [{ offset, timecode, keyframe }] for each cluster (keyframe: its first video block). */
     this.clusters = [];
     this.blocks = 0;
+    /** Blocks of the video track: frames (the tests' measure of the source's frame rate). */
+    this.videoFrames = 0;
     this.keyframes = 0;
     this.broken = null;
     this.sawHeader = false;
@@ -222,6 +225,7 @@ export class WebmScanner {
     if (this.firstTimecode === null) this.firstTimecode = time;
     if (this.lastTimecode === null || time > this.lastTimecode) this.lastTimecode = time;
     if (track.value === this.videoTrack || this.videoTrack === null) {
+      this.videoFrames++;
       const key = (flags & 0x80) !== 0;
       if (key) this.keyframes++;
       const c = this.clusters[this.clusters.length - 1];
