@@ -8,6 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { recorderUrl, recorderState, viewerState, waitUntil, assertPlays, sleep } from './harness.mjs';
+import { recordSession, checkRecordingsPage } from './recordings-check.mjs';
 
 /** A Safari-like recorder: MediaRecorder records MP4 only. */
 const MP4_ONLY = `
@@ -176,6 +177,19 @@ export function mp4Tests(test, ctx) {
       await sleep(1500);
       await assertPlays(managed, { ms: 2000, fps: 'source' });
       await assertNoHoles(managed);
+    } finally {
+      await ctx.closeAll(opened);
+    }
+  });
+
+  test('mp4: the recordings page plays an MP4 session spliced from restarts, and seeks to its middle', async () => {
+    const opened = [];
+    try {
+      const entry = await recordSession(ctx, 'mp4-recorded', opened, 'video/mp4;codecs=avc1.42E01E,opus');
+      assert.match(entry.file ?? entry.id, /\.mp4$/, `an MP4 file: ${JSON.stringify(entry)}`);
+      const page = await ctx.open(`${ctx.server.url}/recordings`, 'recordings page (MP4)');
+      opened.push(page);
+      await checkRecordingsPage(page, entry, 150);
     } finally {
       await ctx.closeAll(opened);
     }

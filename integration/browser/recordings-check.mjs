@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { recorderUrl, recorderState, waitUntil, sleep } from './harness.mjs';
 
 /** Publishes a 6 s session (from Chromium) and waits for its finished recording entry. */
-export async function recordSession(ctx, stream, opened) {
+export async function recordSession(ctx, stream, opened, mime = ctx.PATTERN.mime) {
   // Restarts every 2 s, stops by itself after 6 s: one file spliced from 3 generations.
-  const rec = await ctx.open(recorderUrl(ctx.server.url, { stream, ...ctx.PATTERN, restart: 2, duration: 6, name_prefix: 'browsertest' }), 'recorder');
+  const rec = await ctx.open(recorderUrl(ctx.server.url, { stream, ...ctx.PATTERN, mime, restart: 2, duration: 6, name_prefix: 'browsertest' }), 'recorder');
   opened.push(rec);
   await ctx.waitLive(rec);
   await waitUntil(rec, () => window.blobcastRecorder.state === 'stopped', null, 15000, 'stopped after duration=6');
