@@ -4,7 +4,7 @@ use proptest::prelude::*;
 const FRAG_KEYFRAME: &[u8] = include_bytes!("testdata/ffmpeg-h264-aac-frag-keyframe.mp4");
 const EVERY_FRAME: &[u8] = include_bytes!("testdata/ffmpeg-h264-opus-every-frame.mp4");
 /// Chromium's own MediaRecorder output (`video/mp4;codecs=avc1.42E01E,opus`), made by
-/// integration/fixtures/record-chrome-mp4-fixture.mjs.
+/// integration/fixtures/record-chrome-fixture.mjs (`mp4`).
 const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-avc1-opus.mp4");
 const PER_SAMPLE: &[u8] = include_bytes!("testdata/ffmpeg-h264-per-sample-flags.mp4");
 
