@@ -84,18 +84,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ViewerSocket<S> {
     }
 
     pub async fn send_text(&mut self, text: &str, timeout: Duration) -> Result<(), WriteFailed> {
-        let head = WsHead::new(Opcode::Text, text.len());
-        let pieces = [
-            Piece::copied(head.as_bytes(), 0),
-            Piece::copied(text.as_bytes(), 0),
-        ];
-        self.write_pieces(&pieces, timeout).await
+        self.write_small(Opcode::Text, &[text.as_bytes()], timeout)
+            .await
     }
 
     pub async fn ping(&mut self, timeout: Duration) -> Result<(), WriteFailed> {
-        let head = WsHead::new(Opcode::Ping, 0);
-        self.write_pieces(&[Piece::copied(head.as_bytes(), 0)], timeout)
-            .await
+        self.write_small(Opcode::Ping, &[], timeout).await
     }
 
     /// Answers the pings read so far (RFC 6455 §5.5.2: the newest one is enough).
@@ -103,12 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ViewerSocket<S> {
         let Some(payload) = self.incoming.pong_owed.take() else {
             return Ok(());
         };
-        let head = WsHead::new(Opcode::Pong, payload.len());
-        let pieces = [
-            Piece::copied(head.as_bytes(), 0),
-            Piece::copied(&payload, 0),
-        ];
-        self.write_pieces(&pieces, timeout).await
+        self.write_small(Opcode::Pong, &[&payload], timeout).await
     }
 
     /// Reads what the viewer sent. Cancel-safe: the read is the only await, and what it
@@ -126,9 +115,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ViewerSocket<S> {
     pub async fn answer_close(mut self, code: Option<u16>) {
         let payload = code.map(u16::to_be_bytes);
         let payload: &[u8] = payload.as_ref().map_or(&[], |p| &p[..]);
-        let head = WsHead::new(Opcode::Close, payload.len());
-        let pieces = [Piece::copied(head.as_bytes(), 0), Piece::copied(payload, 0)];
-        let _ = self.write_pieces(&pieces, CLOSE_TIMEOUT).await;
+        let _ = self
+            .write_small(Opcode::Close, &[payload], CLOSE_TIMEOUT)
+            .await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.io.shutdown()).await;
     }
 
@@ -136,13 +125,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ViewerSocket<S> {
     /// close with our code and reason rather than a dropped connection.
     pub async fn close_with(mut self, closing: Closing) {
         let code = closing.code.to_be_bytes();
-        let head = WsHead::new(Opcode::Close, 2 + closing.reason.len());
-        let pieces = [
-            Piece::copied(head.as_bytes(), 0),
-            Piece::copied(&code, 0),
-            Piece::copied(closing.reason.as_bytes(), 0),
-        ];
-        let sent = self.write_pieces(&pieces, CLOSE_TIMEOUT).await;
+        let reason = closing.reason.as_bytes();
+        let sent = self
+            .write_small(Opcode::Close, &[&code, reason], CLOSE_TIMEOUT)
+            .await;
         if sent.is_ok() {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                 while let Heard::Something = self.hear().await {}
@@ -150,6 +136,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ViewerSocket<S> {
             .await;
         }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.io.shutdown()).await;
+    }
+
+    /// A text or control frame whose payload is `parts`, one after the other.
+    async fn write_small(
+        &mut self,
+        opcode: Opcode,
+        parts: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<(), WriteFailed> {
+        let head = WsHead::new(opcode, parts.iter().map(|p| p.len()).sum());
+        let mut pieces = vec![Piece::copied(head.as_bytes(), 0)];
+        pieces.extend(parts.iter().map(|part| Piece::copied(part, 0)));
+        self.write_pieces(&pieces, timeout).await
     }
 
     async fn write_pieces(
