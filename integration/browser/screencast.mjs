@@ -17,7 +17,7 @@ export function litShare(png) {
  * Starts watching `page` (a Playwright page in front); `box` ({ x, y, width, height },
  * CSS pixels) is the part to measure. Each frame gets the share of its pixels in `box`
  * whose luma is over 30 (`lit`) and the time it was composited (ms, wall clock).
- * Returns { stop() -> frames }.
+ * Returns { frames() -> the frames so far, stop() -> all frames }.
  */
 export async function watchScreen(page, box, { scale = 0.25 } = {}) {
   const cdp = await page.context().newCDPSession(page);
@@ -55,6 +55,10 @@ export async function watchScreen(page, box, { scale = 0.25 } = {}) {
     everyNthFrame: 1,
   });
   return {
+    async frames() {
+      await pending;
+      return frames.slice();
+    },
     async stop() {
       await cdp.send('Page.stopScreencast').catch(() => {});
       await pending;
