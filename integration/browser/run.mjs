@@ -608,6 +608,32 @@ r.test('low latency (100 ms chunks): the mse viewer stalls under 5 % of 20 s', a
     // Headless Chromium presents frames at full rate in the front tab only.
     await viewer.bringToFront();
     await waitFrames(viewer);
+    // What the element did around each stall, for the failure message: its events, and
+    // every 40 ms [ms, currentTime, buffered end, readyState, audio and video bytes
+    // decoded, frames decoded and dropped, rate, visibility] from 0.6 s before each
+    // 'waiting' to 0.9 s after (a stuck decoder shows as video bytes standing still).
+    await viewer.evaluate(() => {
+      const v = document.querySelector('video');
+      window.stallTrace = [];
+      window.ring = [];
+      setInterval(() => {
+        const b = v.buffered;
+        const q = v.getVideoPlaybackQuality();
+        window.ring.push([Math.round(performance.now()), +v.currentTime.toFixed(3), b.length ? +b.end(b.length - 1).toFixed(3) : null, v.readyState, v.webkitAudioDecodedByteCount, v.webkitVideoDecodedByteCount, q.totalVideoFrames, q.droppedVideoFrames, v.playbackRate, document.visibilityState[0]]);
+        if (window.ring.length > 2000) window.ring.shift();
+      }, 40);
+      for (const type of ['waiting', 'playing', 'seeking', 'seeked', 'ratechange']) {
+        v.addEventListener(type, () => {
+          const b = v.buffered;
+          const p = window.blobcastViewer.viewer.player;
+          window.stallTrace.push({
+            type, at: Math.round(performance.now()), t: +v.currentTime.toFixed(3),
+            end: b.length ? +b.end(b.length - 1).toFixed(3) : null, ranges: b.length, rate: v.playbackRate,
+            arrivals: type === 'waiting' ? (p?.arrivals ?? []).slice(-6).map((a) => [Math.round(a.wall * 1000), +a.end.toFixed(3)]) : undefined,
+          });
+        });
+      }
+    });
     // The join, then the seek once arrivals are measured.
     await sleep(3000);
     const from = Date.now();
@@ -621,7 +647,10 @@ r.test('low latency (100 ms chunks): the mse viewer stalls under 5 % of 20 s', a
         interval: h.viewer.chunkClock.interval,
         targets: (player?.targets ?? []).filter((t) => t.at >= from).map((t) => t.targetLag),
         waiting: player?.stalls ?? null,
+        trace: window.stallTrace.filter((e) => e.type !== 'ratechange').slice(-12),
+        ring: window.stallTrace.filter((e) => e.type === 'waiting').map((e) => window.ring.filter((r) => r[0] > e.at - 600 && r[0] < e.at + 900)),
         log: h.viewer.log.slice(-10).map((l) => l.text),
+        nudges: h.viewer.log.filter((l) => l.text.startsWith('waiting with')).length,
         // Lag / target lag @ rate, once a second.
         steering: (player?.targets ?? []).filter((t, i) => t.at >= from && i % 4 === 0).map((t) => `${t.lag?.toFixed(2)}/${t.targetLag?.toFixed(2)}@${t.rate}`),
       };
@@ -629,9 +658,9 @@ r.test('low latency (100 ms chunks): the mse viewer stalls under 5 % of 20 s', a
     const stall = stallTime(figures.samples, from, to);
     const latencies = figures.samples.map((s) => s.latency).sort((a, b) => a - b);
     const targets = figures.targets.filter((t) => t !== null);
-    const where = JSON.stringify({ ...stall, interval: figures.interval, waiting: figures.waiting, log: figures.log, steering: figures.steering });
+    const where = JSON.stringify({ ...stall, interval: figures.interval, waiting: figures.waiting, log: figures.log, steering: figures.steering, trace: figures.trace, ring: figures.ring });
     console.log(
-      `     stalled ${(stall.ratio * 100).toFixed(1)} % of 20 s (${stall.gaps} gaps over 150 ms, ${Math.round(stall.gapMs)} ms in all; ${figures.waiting} waiting), ` +
+      `     stalled ${(stall.ratio * 100).toFixed(1)} % of 20 s (${stall.gaps} gaps over 150 ms, ${Math.round(stall.gapMs)} ms in all; ${figures.waiting} waiting, ${figures.nudges} stuck-decoder re-seeks), ` +
         `${stall.frames} frames, glass-to-glass p50 ${Math.round(latencies[latencies.length >> 1])} ms, ` +
         `target lag ${Math.round(Math.min(...targets) * 1000)}-${Math.round(Math.max(...targets) * 1000)} ms`,
     );

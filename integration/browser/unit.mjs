@@ -615,6 +615,30 @@ export async function unitTests(root, test) {
     assert.ok(run([10, 15, 20, 20, 20, 20], { visible: false }).every((d) => d.seekTo === null));
   });
 
+  test('unit: live edge: waiting with data ahead and no frame decoded (Chrome\'s stuck decoder) is re-seeked where it stands', () => {
+    // Looks at now = 100, 100.1, 100.25, ...: playback waiting (readyState 2) at t = 9.3.
+    const run = (looks, memory = settled()) =>
+      looks.map(({ at, decoded = 50, end = 9.7, t = 9.3, readyState = 2, visible = true }) => {
+        const d = steerToLiveEdge(tick({ ranges: [[0, end]], currentTime: t, readyState, now: 100 + at, frames: { decoded, hasPicture: true, visible } }), memory);
+        memory = d.memory;
+        return d;
+      });
+    // 0.4 s buffered ahead, no new frame: nothing at first, a seek to 9.3 once 0.2 s have passed.
+    const stuck = run([{ at: 0 }, { at: 0.1 }, { at: 0.25 }]);
+    assert.deepEqual(stuck.map((d) => d.seekTo), [null, null, 9.3]);
+    assert.match(stuck[2].note, /^waiting with 0\.40 s buffered: re-seek at 9\.30/);
+    // The decoder at work (a frame decoded meanwhile): an ordinary wait, left to the browser.
+    assert.ok(run([{ at: 0 }, { at: 0.1, decoded: 51 }, { at: 0.25, decoded: 52 }, { at: 0.4, decoded: 53 }]).every((d) => d.seekTo === null));
+    // Out of data (Chrome waits with 3-4 frames ahead): left to the browser.
+    assert.ok(run([{ at: 0, end: 9.45 }, { at: 0.25, end: 9.45 }, { at: 0.5, end: 9.5 }]).every((d) => d.seekTo === null));
+    // Playing, or a hidden tab (Chrome may turn its video track off): nothing either.
+    assert.ok(run([{ at: 0, readyState: 4 }, { at: 0.25, readyState: 4 }]).every((d) => d.seekTo === null));
+    assert.ok(run([{ at: 0, visible: false }, { at: 0.25, visible: false }]).every((d) => d.seekTo === null));
+    // Not again within a second of the last nudge; after that, yes.
+    const again = run([{ at: 0 }, { at: 0.25 }, { at: 0.5 }, { at: 0.8 }, { at: 1.1 }, { at: 1.3 }]);
+    assert.deepEqual(again.map((d) => d.seekTo), [null, 9.3, null, null, null, 9.3]);
+  });
+
   test('unit: recorder latency presets set the chunk time; without one, chunk_time rules', () => {
     assert.equal(chunkTimeFor({ latency: 'low', chunk_time: '1000' }), 100);
     assert.equal(chunkTimeFor({ latency: 'normal', chunk_time: '1000' }), 250);

@@ -36,6 +36,20 @@ const ASSUMED_FRAME_INTERVAL = 1 / 30;
 const STALL_WIDEN = 0.15;
 const MAX_WIDEN = 0.6;
 const NARROW_RATE = 0.003;
+/**
+ * Stuck with data: Chrome's video decoder sometimes stops at a wait and does not start
+ * again when data comes (seen here every ~12 s in some sessions: 'waiting', no frame
+ * decoded for 0.2-0.7 s while 0.3-0.5 s stay buffered and the audio decodes on; dash.js
+ * and hls.js meet it too, and nudge currentTime). Waiting this long (s), no frame
+ * decoded, with this much buffered ahead (s, and at least STUCK_FRAMES frame
+ * intervals: Chrome's own wait for data starts with 3-4 frames ahead) is that, and a
+ * seek to where playback stands restarts the decoder at once (7 ms here, the data
+ * being there). Not again within STUCK_AGAIN s.
+ */
+const STUCK_WAIT = 0.12;
+const STUCK_AHEAD = 0.2;
+const STUCK_FRAMES = 4;
+const STUCK_AGAIN = 1.0;
 /** playbackRate bounds: enough to steer, too little to bend the audio audibly. */
 export const MIN_RATE = 0.95;
 export const MAX_RATE = 1.1;
@@ -117,6 +131,10 @@ export function freshLiveEdgeMemory() {
     /** The latest target: { lag: the lag aimed at just after an arrival, offset: the
      *  wall-to-media offset aimed at }, or null while steering without arrivals. */
     target: null,
+    /** Since when playback has waited with data ahead: { since, t, decoded }, or null. */
+    stuck: null,
+    /** When the last nudge out of such a wait was made (wall s), or null. */
+    nudgedAt: null,
   };
 }
 
@@ -185,6 +203,11 @@ export function steerToLiveEdge(at, memory) {
     if (to < t) to = end - target;
     decision.seekTo = to;
     decision.note = `hole at ${t.toFixed(2)}: seek to ${to.toFixed(2)}`;
+  } else if (inside && stuckWithData(m, t, end, at) !== null) {
+    decision.seekTo = t;
+    m.stuck = null;
+    m.nudgedAt = at.now;
+    decision.note = `waiting with ${(end - t).toFixed(2)} s buffered: re-seek at ${t.toFixed(2)}`;
   } else if (inside && !at.paused && (frozen = watchFrames(m, t, at)) > 0.6) {
     // Any other way the video starves while the audio plays on (the picture frozen,
     // currentTime moving): the same cure.
@@ -266,6 +289,29 @@ function steerOnEnvelope(decision, at, m, envelope, lag, newestStart, end) {
   // Out of data right now: slowing down would not help.
   if (rate < 1 && at.readyState < 3) rate = 1.0;
   decision.rate = Math.round(rate * 100) / 100;
+}
+
+/**
+ * Seconds playback has waited with data ahead and no new frame decoded (see STUCK_WAIT),
+ * once that is long enough to act on; else null. Updates m.stuck.
+ */
+function stuckWithData(m, t, end, at) {
+  if (at.now === undefined) return null;
+  const frameInterval = m.frameInterval ?? ASSUMED_FRAME_INTERVAL;
+  const waiting = !at.paused && !at.seeking && !at.userPaused && at.readyState < 3 && at.frames.visible;
+  const ahead = end - t >= Math.max(STUCK_AHEAD, STUCK_FRAMES * frameInterval);
+  const s = m.stuck;
+  if (!waiting || !ahead || (s && (Math.abs(t - s.t) > 0.001 || at.frames.decoded !== s.decoded))) {
+    m.stuck = waiting && ahead ? { since: at.now, t, decoded: at.frames.decoded } : null;
+    return null;
+  }
+  if (!s) {
+    m.stuck = { since: at.now, t, decoded: at.frames.decoded };
+    return null;
+  }
+  const waited = at.now - s.since;
+  if (waited < STUCK_WAIT || (m.nudgedAt !== null && at.now - m.nudgedAt < STUCK_AGAIN)) return null;
+  return waited;
 }
 
 /** The margin over the arrival envelope, s (see MARGIN). */

@@ -15,6 +15,8 @@ import { choosePlayback, browserPlayback, mayAppend } from './playback-choice.js
 
 /** A `waiting` this soon after a seek is the seek's, not a stall (ms). */
 const SEEK_SETTLE_MS = 1000;
+/** When to look again at a wait that may be a stuck decoder (ms; live-edge.js STUCK_WAIT). */
+const STUCK_LOOK_MS = 150;
 /** Controller targets kept for the page and the latency benchmark. */
 const TARGETS_KEPT = 600;
 
@@ -59,6 +61,11 @@ export class MsePlayer {
     this.stalls = 0;
     this.onWaiting = () => {
       if (!this.video.seeking && performance.now() - this.seekedAt > SEEK_SETTLE_MS) this.stalls++;
+      // A wait with data ahead may be Chrome's stuck video decoder (live-edge.js): the
+      // controller looks now, and again once it has lasted long enough to act on.
+      this.tick();
+      clearTimeout(this.stuckTimer);
+      this.stuckTimer = setTimeout(() => this.ms && this.tick(), STUCK_LOOK_MS);
     };
     this.video.addEventListener('waiting', this.onWaiting);
     /** [{ at: Date.now(), lag, targetLag }] once per tick, for the page and the benchmark. */
@@ -320,6 +327,7 @@ export class MsePlayer {
   destroy() {
     this.video.removeEventListener('seeking', this.onSeeking);
     this.video.removeEventListener('waiting', this.onWaiting);
+    clearTimeout(this.stuckTimer);
     this.queue.destroy();
     if (this.url) URL.revokeObjectURL(this.url);
     this.ms = null;
