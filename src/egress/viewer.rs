@@ -94,13 +94,15 @@ async fn send_chunks(
     let mut media = stream.watch_media();
     let mut liveness = Liveness::new();
     let mut batch = Vec::new();
+    // Where this viewer is in the current generation, for reads without the lock.
+    let mut reader = None;
     // The first message names the session of the frames that follow, and so does the
     // first message after every change of session.
     let mut epoch = None;
     loop {
         media.borrow_and_update();
         batch.clear();
-        let read = match stream.read_chunks(cursor, max_lag, may_jump, &mut batch) {
+        let read = match stream.read_chunks(cursor, &mut reader, max_lag, may_jump, &mut batch) {
             Ok(read) => read,
             Err(Lagging { behind }) => {
                 app.registry.metrics().viewer_lagged(stream.name().as_str());

@@ -6,9 +6,9 @@
 //! viewer is sent is the very `Bytes` the publisher sent, shared, never copied; a frame
 //! cut for a resume or a live join is a new header over slices of those same bytes.
 
-pub use super::generation::GenerationPin;
 use super::generation::{Frame, Generation};
-use super::index::{MediaIndex, MediaNotices};
+pub use super::generation::{GenerationPin, LogReader};
+use super::index::MediaNotices;
 use crate::protocol::{FrameHeader, OutFrame, HEADER_LEN};
 use crate::webm::StreamInfo;
 use bytes::Bytes;
@@ -248,7 +248,7 @@ impl Buffer {
     pub fn reset_session(&mut self, epoch: u64) {
         self.epoch = epoch;
         self.earlier_sessions_reached = self.earlier_sessions_reached.max(self.last_generation);
-        self.current = None;
+        self.take_current();
         self.previous = None;
         self.held.clear();
         self.stopped = false;
@@ -278,14 +278,8 @@ impl Buffer {
         }
         self.last_generation = Some(header.generation);
         self.generations_started += 1;
-        self.previous = self.current.take();
-        let mut generation = Generation {
-            id: header.generation,
-            frames: Vec::new(),
-            len: 0,
-            index: MediaIndex::new(),
-            pin: GenerationPin::new(self.gauge.clone()),
-        };
+        self.previous = self.take_current();
+        let mut generation = Generation::new(header.generation, self.gauge.clone());
         let learned = generation.push(Frame::new(0, frame), len);
         self.current = Some(generation);
         self.learned(learned);
@@ -439,7 +433,7 @@ impl Buffer {
 
     /// The blob of the current generation, for blob viewers following a restart.
     pub fn current_blob(&self) -> Option<(u64, OutFrame)> {
-        self.current.as_ref().map(|g| (g.id, g.frames[0].out()))
+        self.current.as_ref().map(|g| (g.id, g.frames.get(0).out()))
     }
 
     /// Whether a viewer holding a generation up to an offset can carry on from there:
@@ -556,6 +550,26 @@ impl Buffer {
         Ok(None)
     }
 
+    /// The current generation, no longer current: its readers are sent back here.
+    fn take_current(&mut self) -> Option<Generation> {
+        let generation = self.current.take();
+        if let Some(g) = &generation {
+            g.frames.close();
+        }
+        generation
+    }
+
+    /// A reader for a viewer whose `cursor` is at the end of the current generation (as
+    /// [`Buffer::read_chunks`] leaves it), to read what comes next with
+    /// [`read_appended`]; None elsewhere.
+    pub fn log_reader(&self, cursor: &ChunkCursor) -> Option<LogReader> {
+        let current = self.current.as_ref()?;
+        (cursor.epoch == self.epoch
+            && cursor.generation == Some(current.id)
+            && cursor.offset == current.len)
+            .then(|| current.reader_at_end())
+    }
+
     /// Where a lagging viewer at `cursor` could carry on within `max_behind` of the live
     /// edge: the newest keyframe-led cluster of the current generation, if it is ahead
     /// of the viewer (past the blob, which a viewer new to the generation is sent on its
@@ -572,6 +586,34 @@ impl Buffer {
             .then_some(to)
             .filter(|&to| current.len - to <= max_behind)
     }
+}
+
+/// Reads what was appended to the current generation since `reader`'s last read, with
+/// no lock: the viewer's wake-up after each chunk. False when the buffer has to answer
+/// instead (the generation is over, or the viewer is past `max_behind`), and then
+/// nothing was read.
+pub fn read_appended(
+    reader: &mut LogReader,
+    cursor: &mut ChunkCursor,
+    max_behind: u64,
+    out: &mut Vec<OutFrame>,
+) -> bool {
+    let log = &reader.log;
+    if log.is_closed() || cursor.generation != Some(reader.generation) {
+        return false;
+    }
+    let published = log.len();
+    if published == reader.next {
+        return true;
+    }
+    let end = log.get(published - 1).end();
+    if end - cursor.offset > max_behind {
+        return false;
+    }
+    out.extend((reader.next..published).map(|i| log.get(i).out()));
+    reader.next = published;
+    cursor.offset = end;
+    true
 }
 
 #[cfg(test)]
@@ -922,5 +964,117 @@ mod tests {
             b.accept_blob(frame(3, 0, b"y")),
             Ok(Accepted::NewGeneration { .. })
         ));
+    }
+
+    fn read_unlocked(
+        reader: &mut LogReader,
+        cursor: &mut ChunkCursor,
+        max: u64,
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        read_appended(reader, cursor, max, &mut out).then(|| {
+            let frames: Vec<Bytes> = out.iter().map(OutFrame::to_bytes).collect();
+            payloads(&frames)
+        })
+    }
+
+    #[test]
+    fn a_viewer_at_the_live_edge_reads_what_is_appended_while_the_publisher_holds_the_lock() {
+        let big = BufferLimits {
+            max_generation_bytes: u64::MAX,
+        };
+        let buffer = Arc::new(parking_lot::RwLock::new(Buffer::new(big)));
+        buffer.write().accept_blob(frame(1, 0, b"blob")).unwrap();
+        let (mut cursor, mut reader) = {
+            let b = buffer.read();
+            let cursor = b.cursor(None);
+            (
+                cursor,
+                b.log_reader(&cursor).expect("at the end of generation 1"),
+            )
+        };
+        // The publisher appends 3000 chunks, each under the write lock; the viewer reads
+        // them as they come, never taking the lock: every byte, in order, once.
+        const CHUNKS: usize = 3000;
+        let publisher = {
+            let buffer = buffer.clone();
+            std::thread::spawn(move || {
+                let mut offset = 4;
+                for i in 0..CHUNKS {
+                    let payload = format!("<{i}>");
+                    buffer
+                        .write()
+                        .accept_chunk(frame(1, offset, payload.as_bytes()))
+                        .unwrap();
+                    offset += payload.len() as u64;
+                }
+            })
+        };
+        let expected: Vec<u8> = (0..CHUNKS)
+            .flat_map(|i| format!("<{i}>").into_bytes())
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            got.extend(read_unlocked(&mut reader, &mut cursor, u64::MAX).expect("still current"));
+        }
+        publisher.join().unwrap();
+        assert_eq!(got, expected);
+        // And with the lock held by the publisher, what it appended before is read.
+        let mut held = buffer.write();
+        held.accept_chunk(frame(1, 4 + expected.len() as u64, b"more"))
+            .unwrap();
+        assert_eq!(
+            read_unlocked(&mut reader, &mut cursor, u64::MAX),
+            Some(b"more".to_vec())
+        );
+        drop(held);
+        assert_eq!(cursor, buffer.read().cursor(None));
+    }
+
+    #[test]
+    fn a_log_reader_sends_the_viewer_back_to_the_buffer_for_a_new_generation_a_session_or_a_jump() {
+        let big = BufferLimits {
+            max_generation_bytes: 10_000,
+        };
+        let mut b = Buffer::new(big);
+        b.accept_blob(frame(1, 0, b"one")).unwrap();
+        let mut cursor = b.cursor(None);
+        let mut reader = b.log_reader(&cursor).unwrap();
+        b.accept_chunk(frame(1, 3, b"-a")).unwrap();
+        assert_eq!(
+            read_unlocked(&mut reader, &mut cursor, 100),
+            Some(b"-a".to_vec())
+        );
+        // Past max_behind: nothing read, the buffer decides (a jump, or a refusal).
+        b.accept_chunk(frame(1, 5, &[7; 200])).unwrap();
+        let before = cursor;
+        assert_eq!(read_unlocked(&mut reader, &mut cursor, 100), None);
+        assert_eq!(cursor, before);
+        assert_eq!(payloads(&read(&b, &mut cursor)), vec![7; 200]);
+        let mut reader = b.log_reader(&cursor).unwrap();
+        // A new generation, then the old one's late tail: the reader of generation 1 is
+        // done; the buffer hands over the tail, then generation 2's chunks.
+        b.accept_blob(frame(2, 0, b"two")).unwrap();
+        b.accept_chunk(frame(1, 205, b"-tail")).unwrap();
+        assert_eq!(read_unlocked(&mut reader, &mut cursor, u64::MAX), None);
+        b.accept_chunk(frame(2, 3, b"-b")).unwrap();
+        assert_eq!(payloads(&read(&b, &mut cursor)), b"-tail-b");
+        let mut reader = b.log_reader(&cursor).expect("at the end of generation 2");
+        b.accept_chunk(frame(2, 5, b"-c")).unwrap();
+        assert_eq!(
+            read_unlocked(&mut reader, &mut cursor, u64::MAX),
+            Some(b"-c".to_vec())
+        );
+        // A new publish session: the reader is done.
+        b.reset_session(7);
+        b.accept_blob(frame(2, 0, b"new")).unwrap();
+        assert_eq!(read_unlocked(&mut reader, &mut cursor, u64::MAX), None);
+        // Not at the end of the generation (a resume from its middle): no reader.
+        let middle = Resume {
+            epoch: Some(7),
+            ..at(2, 1)
+        };
+        assert_eq!(b.cursor(Some(middle)).offset, 1);
+        assert!(b.log_reader(&b.cursor(Some(middle))).is_none());
     }
 }

@@ -13,7 +13,8 @@ use crate::metrics::Metrics;
 use crate::protocol::{Join, OutFrame, StreamName};
 use crate::recording::{ContinuedFrom, Recorder, Slot};
 use buffer::{
-    Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, GenerationPin, Lagging, Resume,
+    Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, GenerationPin, Lagging, LogReader,
+    Resume,
 };
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -531,15 +532,29 @@ impl Stream {
 
     /// Reads what `cursor` is owed into `out` (moving a lagging viewer that `may_jump`
     /// to the newest keyframe cluster, see `Buffer::read_chunks`).
+    ///
+    /// `reader` is the viewer's place in the current generation: while it is there,
+    /// what was appended since is read without the stream's lock (see
+    /// `buffer::read_appended`); anything else goes through the buffer, which sets it.
     pub fn read_chunks(
         &self,
         cursor: &mut ChunkCursor,
+        reader: &mut Option<LogReader>,
         max_behind: u64,
         may_jump: bool,
         out: &mut Vec<OutFrame>,
     ) -> Result<ChunksRead, Lagging> {
-        let buffer = self.buffer.read();
-        let jumped = buffer.read_chunks(cursor, max_behind, may_jump, out)?;
+        let unlocked = reader
+            .as_mut()
+            .is_some_and(|r| buffer::read_appended(r, cursor, max_behind, out));
+        let jumped = if unlocked {
+            None
+        } else {
+            let buffer = self.buffer.read();
+            let jumped = buffer.read_chunks(cursor, max_behind, may_jump, out)?;
+            *reader = buffer.log_reader(cursor);
+            jumped
+        };
         Ok(ChunksRead {
             arrived: self.clock.last_arrival().filter(|_| !out.is_empty()),
             jumped,
@@ -584,5 +599,58 @@ impl Stream {
             ingest_bits_per_second: self.ingest.lock().bits_per_second() as u64,
             media,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FrameHeader;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_viewer_at_the_live_edge_is_not_held_up_by_the_publishers_lock() {
+        let stream = Arc::new(Stream::new(
+            StreamName::parse("s").unwrap(),
+            BufferLimits {
+                max_generation_bytes: 1 << 20,
+            },
+            Arc::new(Metrics::new()),
+            None,
+        ));
+        let frame = |offset, payload: &[u8]| {
+            FrameHeader {
+                generation: 1,
+                offset,
+            }
+            .frame(payload)
+        };
+        stream.accept_blob(frame(0, b"blob")).unwrap();
+        let mut cursor = stream.chunk_cursor(None);
+        let mut reader = None;
+        let mut out = Vec::new();
+        stream
+            .read_chunks(&mut cursor, &mut reader, u64::MAX, false, &mut out)
+            .unwrap();
+        assert!(out.is_empty() && reader.is_some());
+        stream.accept_chunk(frame(4, b"chunk")).unwrap();
+        // The publisher's path holds the lock (appending the next chunk): the viewer,
+        // woken by the last one, reads it meanwhile.
+        let publisher = stream.buffer.write();
+        let (done, read) = mpsc::channel();
+        let viewer = {
+            let stream = stream.clone();
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                stream
+                    .read_chunks(&mut cursor, &mut reader, u64::MAX, false, &mut out)
+                    .unwrap();
+                done.send(out.len()).unwrap();
+            })
+        };
+        let got = read.recv_timeout(Duration::from_secs(5));
+        drop(publisher);
+        viewer.join().unwrap();
+        assert_eq!(got, Ok(1), "the viewer waited for the publisher's lock");
     }
 }
