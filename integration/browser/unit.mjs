@@ -19,7 +19,7 @@ export async function unitTests(root, test) {
   const { Mp4Scanner } = await js('mp4.js');
   const { containerOfBytes, scannerFor, mimeFromHeader } = await js('media-scanner.js');
   const { clockBits, decodeClock, clockStrip } = await js('testpattern.js');
-  const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag, arrivalEnvelope, MIN_RATE, MAX_RATE } = await js('live-edge.js');
+  const { steerToLiveEdge, freshLiveEdgeMemory, mseTargetLag, arrivalEnvelope, waitIsShortage, MIN_RATE, MAX_RATE } = await js('live-edge.js');
   const { KeyframeClusters } = await js('keyframe-clusters.js');
   const { chunkTimeFor, LATENCY_PRESETS } = await js('publisher.js');
 
@@ -637,6 +637,11 @@ export async function unitTests(root, test) {
     // Not again within a second of the last nudge; after that, yes.
     const again = run([{ at: 0 }, { at: 0.25 }, { at: 0.5 }, { at: 0.8 }, { at: 1.1 }, { at: 1.3 }]);
     assert.deepEqual(again.map((d) => d.seekTo), [null, 9.3, null, null, null, 9.3]);
+    // Only a wait with little ahead is the data running short (and widens the margin):
+    // 3-4 frames at 20 fps is; 0.4 s is not, unless the frames are 0.1 s apart.
+    assert.equal(waitIsShortage(0.18, settled({ frameInterval: 0.05 })), true);
+    assert.equal(waitIsShortage(0.4, settled({ frameInterval: 0.05 })), false);
+    assert.equal(waitIsShortage(0.3, settled({ frameInterval: 0.1 })), true);
   });
 
   test('unit: recorder latency presets set the chunk time; without one, chunk_time rules', () => {

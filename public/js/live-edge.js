@@ -32,7 +32,8 @@ const ENVELOPE_QUANTILE = 0.95;
 const MARGIN = 0.03;
 const RENDER_FRAMES = 3;
 const ASSUMED_FRAME_INTERVAL = 1 / 30;
-/** Added to the margin at each stall, s, up to MAX_WIDEN; it drains at NARROW_RATE s/s. */
+/** Added to the margin at each stall (a wait for data, see waitIsShortage), s, up to
+ *  MAX_WIDEN; it drains at NARROW_RATE s/s. */
 const STALL_WIDEN = 0.15;
 const MAX_WIDEN = 0.6;
 const NARROW_RATE = 0.003;
@@ -292,14 +293,26 @@ function steerOnEnvelope(decision, at, m, envelope, lag, newestStart, end) {
 }
 
 /**
+ * Whether a `waiting` with `ahead` seconds buffered past the playhead is the data
+ * running short (which widens the margin) rather than a decoder that stopped with data
+ * in hand (which a re-seek cures, see stuckWithData): the margin is for arrivals.
+ */
+export function waitIsShortage(ahead, memory) {
+  return ahead < stuckAhead(memory);
+}
+
+function stuckAhead(m) {
+  return Math.max(STUCK_AHEAD, STUCK_FRAMES * (m.frameInterval ?? ASSUMED_FRAME_INTERVAL));
+}
+
+/**
  * Seconds playback has waited with data ahead and no new frame decoded (see STUCK_WAIT),
  * once that is long enough to act on; else null. Updates m.stuck.
  */
 function stuckWithData(m, t, end, at) {
   if (at.now === undefined) return null;
-  const frameInterval = m.frameInterval ?? ASSUMED_FRAME_INTERVAL;
   const waiting = !at.paused && !at.seeking && !at.userPaused && at.readyState < 3 && at.frames.visible;
-  const ahead = end - t >= Math.max(STUCK_AHEAD, STUCK_FRAMES * frameInterval);
+  const ahead = !waitIsShortage(end - t, m);
   const s = m.stuck;
   if (!waiting || !ahead || (s && (Math.abs(t - s.t) > 0.001 || at.frames.decoded !== s.decoded))) {
     m.stuck = waiting && ahead ? { since: at.now, t, decoded: at.frames.decoded } : null;

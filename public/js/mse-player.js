@@ -10,7 +10,7 @@ import { SourceBufferQueue } from './source-buffer-queue.js';
 import { KeyframeClusters } from './keyframe-clusters.js';
 import { Mp4Scanner } from './mp4.js';
 import { Mp4Gaps } from './mp4-gaps.js';
-import { ARRIVAL_WINDOW, freshLiveEdgeMemory, steerToLiveEdge } from './live-edge.js';
+import { ARRIVAL_WINDOW, freshLiveEdgeMemory, steerToLiveEdge, waitIsShortage } from './live-edge.js';
 import { choosePlayback, browserPlayback, mayAppend } from './playback-choice.js';
 
 /** A `waiting` this soon after a seek is the seek's, not a stall (ms). */
@@ -57,10 +57,14 @@ export class MsePlayer {
     /** When chunks became playable, against the media they brought (live-edge.js). */
     this.arrivals = [];
     /** Stalls: playback waiting for data, not for a seek (Chrome may wait a moment
-     *  after the seek is done, while it decodes up to the new position). */
+     *  after the seek is done, while it decodes up to the new position), nor with data
+     *  in hand (a stuck decoder, re-seeked by the controller: no reason to lag more). */
     this.stalls = 0;
     this.onWaiting = () => {
-      if (!this.video.seeking && performance.now() - this.seekedAt > SEEK_SETTLE_MS) this.stalls++;
+      const v = this.video;
+      const b = v.buffered;
+      const ahead = b.length ? b.end(b.length - 1) - v.currentTime : 0;
+      if (!v.seeking && performance.now() - this.seekedAt > SEEK_SETTLE_MS && waitIsShortage(ahead, this.edge)) this.stalls++;
       // A wait with data ahead may be Chrome's stuck video decoder (live-edge.js): the
       // controller looks now, and again once it has lasted long enough to act on.
       this.tick();
