@@ -268,10 +268,10 @@ export function pageTests(test, ctx) {
     }
   });
 
-  test('blob viewer: every frame composited over restarts shows a picture, never black (and a 40 ms black is caught)', async () => {
-    // Chromium's screencast hands over every frame its compositor makes for the tab
-    // (screencast.mjs): a picture black for one frame is caught, where screenshots every
-    // 150 ms missed it. The area measured is the picture above the test pattern's clock
+  test('blob viewer: every frame composited over restarts shows a picture, never black (and a black of two screencast frames is caught)', async () => {
+    // Chromium's screencast hands over the frames its compositor makes for the tab, as
+    // fast as they are acknowledged (screencast.mjs; ~20 a second here): a picture black
+    // for two of its intervals is caught, where screenshots every 150 ms missed it. The area measured is the picture above the test pattern's clock
     // cells: bright colour bars in every frame.
     const opened = [];
     try {
@@ -289,24 +289,30 @@ export function pageTests(test, ctx) {
       const switchesBefore = await generationSwitches(viewer);
       await waitUntil(viewer, (n) => window.blobcastViewer.switches.filter((s) => s.kind === 'generation' && s.from !== null && s.presentedAt).length >= n + 2, switchesBefore, 15000, 'two generation switches');
       await sleep(1000);
-      // The detector, checked in the same run: the picture faded out for 40 ms, and for at
-      // least one frame the page rendered, must show. A loaded machine may drop that one
-      // frame from the screencast: up to three tries, each 500 ms apart.
+      // The detector, checked in the same run: the picture faded out for two of the
+      // screencast's own frame intervals (at least 40 ms, and at least one frame the page
+      // rendered) must show. The screencast hands over a frame only once the previous one
+      // is acknowledged, so a black shorter than its interval can fall between two (one
+      // 40 ms black was missed three times running on a quiet machine, at 50 ms a frame):
+      // its resolution is its interval, printed below. Up to three tries, 500 ms apart.
+      const gaps = (await screen.frames()).map((f, i, all) => (i ? f.t - all[i - 1].t : null)).filter((d) => d !== null).sort((a, b) => a - b);
+      const interval = gaps.length ? gaps[gaps.length >> 1] : 50;
+      const blackMs = Math.max(40, Math.round(2 * interval));
       const probeAt = Date.now();
       let caught = false;
       for (let i = 0; i < 3 && !caught; i++) {
         const tryAt = Date.now();
-        await viewer.evaluate(() => new Promise((done) => {
+        await viewer.evaluate((blackMs) => new Promise((done) => {
           const v = document.getElementById('video');
           v.style.opacity = '0';
           const since = performance.now();
           const wait = () => requestAnimationFrame(() => requestAnimationFrame(() => {
-            if (performance.now() - since < 40) return wait();
+            if (performance.now() - since < blackMs) return wait();
             v.style.opacity = '';
             done();
           }));
           wait();
-        }));
+        }), blackMs);
         await sleep(500);
         caught = (await screen.frames()).some((f) => f.t >= tryAt - 20 && f.lit < 0.5);
       }
@@ -314,8 +320,8 @@ export function pageTests(test, ctx) {
       const watched = frames.filter((f) => f.t < probeAt - 20);
       const probe = frames.filter((f) => f.t >= probeAt - 20);
       const swaps = (await viewer.evaluate(() => window.blobcastViewer.switches.filter((s) => s.at >= 0))).filter((s) => s.at >= started);
-      console.log(`     ${watched.length} composited frames over ${swaps.length} src swaps (${(watched.length / ((probeAt - started) / 1000)).toFixed(1)} a second), darkest lit share ${Math.min(...watched.map((f) => f.lit)).toFixed(2)}; the 40 ms black: lit share ${Math.min(...probe.map((f) => f.lit)).toFixed(2)}`);
-      assert.ok(probe.some((f) => f.lit < 0.5), `the detector missed a 40 ms black: ${JSON.stringify(probe)}`);
+      console.log(`     ${watched.length} composited frames over ${swaps.length} src swaps (${(watched.length / ((probeAt - started) / 1000)).toFixed(1)} a second), darkest lit share ${Math.min(...watched.map((f) => f.lit)).toFixed(2)}; a ${blackMs} ms black (median frame interval ${Math.round(interval)} ms): lit share ${Math.min(...probe.map((f) => f.lit)).toFixed(2)}`);
+      assert.ok(probe.some((f) => f.lit < 0.5), `the detector missed a ${blackMs} ms black: ${JSON.stringify(probe)}`);
       assert.ok(watched.length >= 8 * ((probeAt - started) / 1000), `only ${watched.length} frames composited`);
       assert.ok(swaps.length >= 3, `${swaps.length} src swaps watched`);
       const black = watched.filter((f) => f.lit < 0.5).map((f) => ({ ...f, sinceSwap: Math.min(...swaps.map((s) => f.t - s.at).filter((d) => d >= -50)) }));

@@ -1,7 +1,8 @@
 // What is on screen, frame by frame: Chromium's screencast (CDP Page.startScreencast)
-// hands over every frame its compositor produces for the page, so a picture that is
-// black for one frame is caught, where screenshots taken now and then (each ~100 ms
-// apart) miss it. Used by the black-flash tests of blob mode. Chromium only.
+// hands over the frames its compositor produces for the page, each once the previous
+// one is acknowledged (~20 a second here), so a picture black for two of its intervals
+// is caught, where screenshots taken now and then (each ~100 ms apart) miss it. Used by
+// the black-flash tests of blob mode. Chromium only.
 
 import { decodePng } from './harness.mjs';
 
