@@ -271,8 +271,9 @@ export function pageTests(test, ctx) {
   test('blob viewer: every frame composited over restarts shows a picture, never black (and a black of two screencast frames is caught)', async () => {
     // Chromium's screencast hands over the frames its compositor makes for the tab, as
     // fast as they are acknowledged (screencast.mjs; ~20 a second here): a picture black
-    // for two of its intervals is caught, where screenshots every 150 ms missed it. The area measured is the picture above the test pattern's clock
-    // cells: bright colour bars in every frame.
+    // for two of its intervals is caught, where screenshots every 150 ms missed it. The
+    // area measured is the picture above the test pattern's clock cells: bright colour
+    // bars in every frame.
     const opened = [];
     try {
       const stream = 'noblack';

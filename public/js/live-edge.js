@@ -314,11 +314,12 @@ function stuckWithData(m, t, end, at) {
   const waiting = !at.paused && !at.seeking && !at.userPaused && at.readyState < 3 && at.frames.visible;
   const ahead = !waitIsShortage(end - t, m);
   const s = m.stuck;
-  if (!waiting || !ahead || (s && (Math.abs(t - s.t) > 0.001 || at.frames.decoded !== s.decoded))) {
-    m.stuck = waiting && ahead ? { since: at.now, t, decoded: at.frames.decoded } : null;
+  if (!waiting || !ahead) {
+    m.stuck = null;
     return null;
   }
-  if (!s) {
+  if (!s || Math.abs(t - s.t) > 0.001 || at.frames.decoded !== s.decoded) {
+    // The wait starts here, or playback or the decoder moved since the last look.
     m.stuck = { since: at.now, t, decoded: at.frames.decoded };
     return null;
   }
