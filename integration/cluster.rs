@@ -471,6 +471,161 @@ async fn viewers_of_a_killed_node_resume_on_another_with_nothing_twice() {
     node1.shutdown().await;
 }
 
+/// The stream's directory entry once `done` holds for it.
+async fn until_directory(
+    nats: &Nats,
+    stream: &str,
+    done: impl Fn(&blobcast::cluster::Entry) -> bool,
+) -> blobcast::cluster::Entry {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let bucket = blobcast::cluster::connection::DIRECTORY_BUCKET;
+    let store = js.get_key_value(bucket).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let entry = blobcast::cluster::directory::read(&store, stream)
+            .await
+            .unwrap();
+        if let Some((entry, _)) = entry.as_ref().filter(|(e, _)| done(e)) {
+            return entry.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the directory entry never got there: {entry:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_for_a_live_joiner_reads_from_the_keyframe_and_fetches_the_start_for_whoever_needs_it(
+) {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let node1 = node(&nats, "node-1").await;
+    let node3 = node(&nats, "node-3").await;
+    let pieces = chrome_pieces();
+    let split = pieces.len() * 3 / 4;
+    let published: u64 = pieces[..split].iter().map(|p| p.len() as u64).sum();
+    let (init_end, keyframes) = keyframe_clusters();
+    let newest = *keyframes.iter().rfind(|&&k| k < published).unwrap();
+    assert!(
+        newest > published / 2,
+        "the fixture's newest keyframe cluster is late enough"
+    );
+
+    let mut publisher = Publisher::connect(&node1, "cam", "session=one").await;
+    publisher.start(MIME).await;
+    // As a recorder sends it: the blob, then a chunk at a time (none held for the blob,
+    // so the log holds the blob first).
+    publisher.send_blob(300, &pieces[0]).await;
+    node1
+        .until_api("cam", |s| s["buffered_bytes"] == pieces[0].len())
+        .await;
+    for piece in &pieces[1..split] {
+        publisher.send_chunk(piece).await;
+    }
+    let entry = until_directory(&nats, "cam", |e| {
+        e.keyframe.is_some_and(|k| k.offset == newest)
+    })
+    .await;
+    let keyframe = entry.keyframe.unwrap();
+
+    // The node's first viewer joins at the live edge: its replica reads the
+    // generation's first message (the init segment is in it), then the log from the
+    // keyframe cluster's message on.
+    let mut live = Viewer::connect_with(&node3, "cam", "join=live").await;
+    live.pump_until("the published part", |v| v.length() == published)
+        .await;
+    assert!(joined_live(&live), "{:?}", live.controls);
+    assert_eq!(live.jumped_at, init_end);
+    assert_eq!(live.length() - live.skipped, init_end + published - newest);
+    check_first_generation_so_far(&live, published);
+    assert_eq!(
+        metric(&node3, "blobcast_nats_replica_keyframe_starts_total").await,
+        1
+    );
+    let read = metric(&node3, "blobcast_nats_read_bytes_total").await;
+    let frame_bytes = |range: std::ops::Range<usize>| -> u64 {
+        pieces[range].iter().map(|p| p.len() as u64 + 16).sum()
+    };
+    // The keyframe's message is the piece that holds its first byte.
+    let mut end = 0u64;
+    let holding = pieces
+        .iter()
+        .position(|p| {
+            end += p.len() as u64;
+            end > keyframe.offset
+        })
+        .unwrap();
+    let expected = frame_bytes(0..1) + frame_bytes(holding..split);
+    assert!(
+        read <= expected + 100,
+        "node 3 read {read} bytes from NATS: more than the first message and the \
+         messages from the keyframe's on ({expected}); the generation so far is {}",
+        frame_bytes(0..split)
+    );
+    assert!(read >= expected, "read {read}, expected {expected}");
+
+    // A viewer resuming inside what was skipped, and one from the start: the replica
+    // fetches the generation's start for the first, once.
+    let query = format!("gen=300&offset={init_end}&epoch={}", hello(&live)["epoch"]);
+    let mut resumed = Viewer::connect_with(&node3, "cam", &query).await;
+    resumed
+        .pump_until("the hello", |v| v.saw_control("stream"))
+        .await;
+    assert_eq!(hello(&resumed)["resumed"], true, "{:?}", resumed.controls);
+    assert_eq!(metric(&node3, "blobcast_nats_replica_fills_total").await, 1);
+    let mut whole = Viewer::connect(&node3, "cam").await;
+    whole
+        .pump_until("the published part", |v| v.length() == published)
+        .await;
+    assert_eq!(hello(&whole)["join"], "start", "{:?}", whole.controls);
+    assert_eq!(whole.skipped, 0);
+    assert!(
+        whole.data == CHROME[..published as usize],
+        "join=start: every byte"
+    );
+    assert_eq!(metric(&node3, "blobcast_nats_replica_fills_total").await, 1);
+
+    // The rest of the generation and a new one: the live joiner, whose generation was
+    // rebuilt under it, goes on exactly; so does everyone else.
+    for piece in &pieces[split..] {
+        publisher.send_chunk(piece).await;
+    }
+    let mut viewers = all(vec![live, whole], |mut v| async move {
+        v.pump_until("generation 300", |v| v.length() == CHROME.len() as u64)
+            .await;
+        v
+    })
+    .await;
+    viewers.iter().for_each(check_first_generation);
+    assert!(viewers[1].data == CHROME);
+    publisher.publish_generation(301, &pieces).await;
+    viewers = all(viewers, |mut v| async move {
+        v.pump_until_holds(301, CHROME).await;
+        v
+    })
+    .await;
+    assert!(viewers.iter().all(|v| !v.saw_control("end")));
+    drop((publisher, resumed));
+    let mut node1 = node1;
+    node1.shutdown().await;
+}
+
+/// What a viewer holds of the first generation up to `published`, as in
+/// `check_first_generation`.
+fn check_first_generation_so_far(viewer: &Viewer, published: u64) {
+    let head = viewer.jumped_at as usize;
+    let from = head + viewer.skipped as usize;
+    assert_eq!(&viewer.data[..head], &CHROME[..head], "init segment");
+    assert!(
+        viewer.data[head..] == CHROME[from..published as usize],
+        "from the keyframe on"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_whose_node_dies_goes_on_from_another_and_viewers_follow() {
     let Some(nats) = Nats::start().await else {
@@ -541,27 +696,7 @@ async fn until_recordings(
 
 /// Until the directory entry of `stream` names `recording` as its node's file.
 async fn until_directory_names(nats: &Nats, stream: &str, recording: &str) {
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let bucket = blobcast::cluster::connection::DIRECTORY_BUCKET;
-    let store = js.get_key_value(bucket).await.unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let entry = blobcast::cluster::directory::read(&store, stream)
-            .await
-            .unwrap();
-        if entry
-            .as_ref()
-            .is_some_and(|(e, _)| e.recording.as_deref() == Some(recording))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the directory never named {recording}: {entry:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_directory(nats, stream, |e| e.recording.as_deref() == Some(recording)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 use crate::api::{recordings, streams};
 use crate::app::App;
 use crate::auth::{self, Action, Asker, Credentials};
+use crate::cluster::Wants;
 use crate::conn_id::ConnId;
 use crate::egress::viewer::{self, ChunkSubscription, WatchRequest};
 use crate::http_error::{self, HttpError};
@@ -337,7 +338,7 @@ async fn watch_upgrade(
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Chunk);
-            watch_in_cluster(&app, &guard).await;
+            watch_in_cluster(&app, &guard, &request).await;
             let cursor = guard
                 .as_ref()
                 .ok()
@@ -352,7 +353,7 @@ async fn watch_upgrade(
             let guard = app
                 .registry
                 .attach_viewer(&request.stream, ViewerSocket::Blob);
-            watch_in_cluster(&app, &guard).await;
+            watch_in_cluster(&app, &guard, &request).await;
             ws.answer_raw(move |io| {
                 app.registry.metrics().handshake(started.elapsed());
                 viewer::serve_blob(io, app, request, guard)
@@ -364,8 +365,12 @@ async fn watch_upgrade(
 }
 
 /// In a cluster, a viewer of a stream published on another node is fed by a replica.
-async fn watch_in_cluster(app: &App, guard: &Result<ViewerGuard, Refusal>) {
+async fn watch_in_cluster(app: &App, guard: &Result<ViewerGuard, Refusal>, request: &WatchRequest) {
     if let (Some(cluster), Ok(guard)) = (&app.cluster, guard) {
-        cluster.watch(guard.stream()).await;
+        let wants = Wants {
+            live: request.join == Join::Live,
+            resume: request.resume,
+        };
+        cluster.watch(guard.stream(), wants).await;
     }
 }

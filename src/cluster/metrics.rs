@@ -20,6 +20,8 @@ pub struct ClusterMetrics {
     replica_resumes: Counter,
     replica_snapshots: Counter,
     replica_refused: Counter,
+    replica_keyframe_starts: Counter,
+    replica_fills: Counter,
     claims_refused: Counter,
 }
 
@@ -39,6 +41,8 @@ impl Default for ClusterMetrics {
             replica_resumes: Counter::default(),
             replica_snapshots: Counter::default(),
             replica_refused: Counter::default(),
+            replica_keyframe_starts: Counter::default(),
+            replica_fills: Counter::default(),
             claims_refused: Counter::default(),
         };
         let mut registry = Registry::default();
@@ -63,6 +67,8 @@ impl Default for ClusterMetrics {
             ("blobcast_nats_replica_resumes", "Replica consumers made again from their last applied sequence", &m.replica_resumes),
             ("blobcast_nats_replica_snapshots", "Replicas that started over from the current generation (the log no longer had their position)", &m.replica_snapshots),
             ("blobcast_nats_replica_refused_frames", "Log frames a replica's buffer refused (a gap: it waits for the next generation)", &m.replica_refused),
+            ("blobcast_nats_replica_keyframe_starts", "Replicas that read their first generation from its newest keyframe cluster, for a join=live viewer", &m.replica_keyframe_starts),
+            ("blobcast_nats_replica_fills", "Skipped generation starts a replica fetched for a viewer that needed them", &m.replica_fills),
             ("blobcast_nats_claims_refused", "Publisher sessions refused because another node's session holds the stream", &m.claims_refused),
         ];
         for (name, help, counter) in counters {
@@ -114,6 +120,14 @@ impl ClusterMetrics {
 
     pub fn replica_refused(&self) {
         self.replica_refused.inc();
+    }
+
+    pub fn replica_keyframe_start(&self) {
+        self.replica_keyframe_starts.inc();
+    }
+
+    pub fn replica_filled(&self) {
+        self.replica_fills.inc();
     }
 
     pub fn claim_refused(&self) {

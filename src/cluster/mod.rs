@@ -23,6 +23,7 @@ pub mod wire;
 use crate::config::Config;
 use crate::protocol::StreamName;
 use crate::shutdown::Shutdown;
+use crate::stream::buffer::Resume;
 use crate::stream::{Refusal, Registry, Stream};
 use connection::{Link, Nats};
 use metrics::ClusterMetrics;
@@ -31,7 +32,7 @@ use publication::Publication;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 pub use directory::Entry;
 
@@ -67,8 +68,27 @@ pub struct Cluster {
     queue_budget: u64,
     stopping: watch::Sender<bool>,
     publications: Mutex<HashMap<StreamName, Arc<Publication>>>,
-    /// Streams with a replica task running, and whether it has caught up.
-    replicas: Mutex<HashMap<StreamName, watch::Receiver<bool>>>,
+    /// Streams with a replica task running.
+    replicas: Mutex<HashMap<StreamName, ReplicaHandle>>,
+}
+
+/// What a viewer attaching on this node needs from the stream's replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wants {
+    /// It plays from a keyframe (`join=live`): a replica it starts may read the log
+    /// from the newest keyframe cluster rather than from the generation's start.
+    pub live: bool,
+    /// It resumes from this point, which the replica must hold.
+    pub resume: Option<Resume>,
+}
+
+/// A running replica, as its viewers' attaches see it.
+#[derive(Clone)]
+struct ReplicaHandle {
+    /// Whether it has applied what the log held when it started.
+    caught_up: watch::Receiver<bool>,
+    /// Asks it to fetch the part of the generation it skipped (a viewer needs it).
+    fill: Arc<Notify>,
 }
 
 impl Cluster {
@@ -238,26 +258,70 @@ impl Cluster {
     /// A viewer attached to `stream` here: make sure a replica feeds it, unless its
     /// publisher is on this node, and wait (a little) until the replica has caught up
     /// with the log, so that a viewer resuming from another node finds its position.
-    pub async fn watch(self: &Arc<Self>, stream: &Arc<Stream>) {
+    ///
+    /// A replica started for a `join=live` viewer reads the log from the newest keyframe
+    /// cluster (after the generation's init segment); a later viewer that needs the
+    /// generation from its start, or a resume point inside what was skipped, waits
+    /// (a little) while the replica fetches it.
+    pub async fn watch(self: &Arc<Self>, stream: &Arc<Stream>, wants: Wants) {
         if stream.presence.lock().publisher.is_some() {
             return;
         }
-        let mut caught_up = {
+        let ReplicaHandle {
+            mut caught_up,
+            fill,
+        } = {
             let mut replicas = self.replicas.lock();
             match replicas.get(stream.name()) {
-                Some(caught_up) => caught_up.clone(),
+                Some(handle) => handle.clone(),
                 None => {
                     let (tell, caught_up) = watch::channel(false);
-                    replicas.insert(stream.name().clone(), caught_up.clone());
-                    tokio::spawn(replica::run(self.clone(), stream.name().clone(), tell));
-                    caught_up
+                    let handle = ReplicaHandle {
+                        caught_up,
+                        fill: Arc::new(Notify::new()),
+                    };
+                    replicas.insert(stream.name().clone(), handle.clone());
+                    let from_keyframe = wants.live && wants.resume.is_none();
+                    tokio::spawn(replica::run(
+                        self.clone(),
+                        stream.name().clone(),
+                        tell,
+                        handle.fill.clone(),
+                        from_keyframe,
+                    ));
+                    handle
                 }
             }
         };
-        let waited = tokio::time::timeout(REPLICA_PATIENCE, caught_up.wait_for(|up| *up)).await;
-        if waited.is_err() {
+        let waited = tokio::time::timeout(REPLICA_PATIENCE, caught_up.wait_for(|up| *up))
+            .await
+            .is_ok();
+        if !waited {
             log::warn!(
                 "cluster: the replica of {} has not caught up with the log within {REPLICA_PATIENCE:?}; a viewer resuming now may be sent its generation again",
+                stream.name()
+            );
+            return;
+        }
+        let Some((generation, _, hole_end)) = stream.hole() else {
+            return;
+        };
+        let inside = |r: Resume| r.generation == generation && r.offset < hole_end;
+        if wants.live && !wants.resume.is_some_and(inside) {
+            return;
+        }
+        fill.notify_one();
+        let mut media = stream.watch_media();
+        let filled = tokio::time::timeout(REPLICA_PATIENCE, async {
+            while stream.hole().is_some() {
+                if media.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        if filled.await.is_err() {
+            log::warn!(
+                "cluster: the replica of {} has not fetched the start of generation {generation} within {REPLICA_PATIENCE:?}; a viewer that wanted it joins at the live edge",
                 stream.name()
             );
         }

@@ -5,7 +5,12 @@
 //! mode and the limits work as on the publisher's node. One per stream per node,
 //! however many viewers; it stops a grace period after the last one leaves.
 //!
-//! It starts at the current generation's first message (the directory says where).
+//! It starts at the current generation's first message (the directory says where); one
+//! started for a `join=live` viewer reads only the generation's first messages, through
+//! its init segment, and then goes on from the newest keyframe cluster's message, so a
+//! node whose viewers play from the live edge never downloads the rest. The generation
+//! then has a hole: a later viewer that needs the whole generation (or a resume point
+//! inside the hole) has the replica fetch it (`fill`) before it is answered.
 //! After a failure or a reconnection it makes its consumer again from the sequence
 //! after the last one it applied, so nothing is applied twice or skipped; if the log
 //! no longer holds that sequence it starts over from the current generation. A frame
@@ -22,13 +27,27 @@ use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// How long a replica outlives its node's last viewer (a viewer that reconnects finds
 /// it still running).
 pub const GRACE: Duration = Duration::from_secs(5);
 /// How often a running replica looks at its viewers and at a local publisher.
 const CHECK: Duration = Duration::from_millis(250);
+/// How long fetching the skipped start of a generation may take.
+const FILL_PATIENCE: Duration = Duration::from_secs(2);
+
+/// A generation read from its newest keyframe cluster on: where it starts in the log,
+/// and the message (and offset in it) the replica goes on from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Skip {
+    generation: u64,
+    generation_seq: u64,
+    seq: u64,
+    offset: u64,
+    /// The consumer has been moved to `seq`: its first message leaves the hole.
+    taken: bool,
+}
 
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -51,9 +70,22 @@ struct Replica {
     /// Told once the replica has applied what the log held when it started.
     caught_up: watch::Sender<bool>,
     catch_up_to: u64,
+    /// Read the first generation from its newest keyframe cluster (until it starts).
+    from_keyframe: bool,
+    /// The skip being made, until its message is applied.
+    skip: Option<Skip>,
+    /// The skip made: the hole a viewer may ask to have filled.
+    skipped: Option<Skip>,
+    fill: Arc<Notify>,
 }
 
-pub(super) async fn run(cluster: Arc<Cluster>, name: StreamName, caught_up: watch::Sender<bool>) {
+pub(super) async fn run(
+    cluster: Arc<Cluster>,
+    name: StreamName,
+    caught_up: watch::Sender<bool>,
+    fill: Arc<Notify>,
+    from_keyframe: bool,
+) {
     let guard = match cluster.registry.attach_replica(&name) {
         Ok(guard) => guard,
         Err(refusal) => {
@@ -73,6 +105,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, name: StreamName, caught_up: watc
         idle_since: None,
         caught_up,
         catch_up_to: 0,
+        from_keyframe,
+        skip: None,
+        skipped: None,
+        fill,
     };
     replica.run().await;
     cluster.metrics.replica_stopped();
@@ -184,7 +220,10 @@ impl Replica {
             loop {
                 tokio::select! {
                     message = messages.next() => match message {
-                        Some(Ok(message)) => self.apply(message),
+                        Some(Ok(message)) => if self.apply(message) {
+                            // The init segment is in: on from the keyframe's message.
+                            continue 'consumer;
+                        },
                         Some(Err(err)) => {
                             log::warn!("cluster: replica of {} lost its consumer ({err}); resuming", self.name());
                             cluster.metrics.replica_resumed();
@@ -203,6 +242,7 @@ impl Replica {
                         continue 'consumer;
                     }
                     _ = check.tick() => if self.next() != Next::Go { continue 'consumer },
+                    _ = self.fill.notified(), if self.skipped.is_some() => self.fill_hole(&nats).await,
                     _ = cluster.stopped() => return,
                 }
             }
@@ -227,29 +267,66 @@ impl Replica {
             );
             self.cluster.metrics.replica_snapshot();
             self.last_applied = None;
+            self.skip = None;
         }
         let entry = directory::read(&nats.directory, self.name().as_str())
             .await
             .map_err(|e| e.to_string())?;
+        let Some((entry, _)) = entry else {
+            return Ok(last + 1);
+        };
+        if std::mem::take(&mut self.from_keyframe) {
+            self.plan_skip(&entry, first);
+        }
         // A generation (or a whole session) lies between its start and the log's end;
         // with no publisher, what comes next is the next session's.
-        let start = entry.and_then(|(entry, _)| match entry.generation_seq {
+        let start = match entry.generation_seq {
             Some(seq) if entry.live => Some(seq),
             _ => entry.session_seq,
-        });
+        };
         Ok(start.map_or(last + 1, |seq| seq.max(first)))
     }
 
-    fn apply(&mut self, message: async_nats::jetstream::Message) {
+    /// For a first viewer that plays from a keyframe: read the current generation's
+    /// first messages until its init segment is in, then go on from the newest keyframe
+    /// cluster's message, when there is something worth skipping between.
+    fn plan_skip(&mut self, entry: &directory::Entry, first: u64) {
+        let (Some(generation), Some(generation_seq), Some(keyframe)) =
+            (entry.generation, entry.generation_seq, entry.keyframe)
+        else {
+            return;
+        };
+        if !entry.live || keyframe.seq <= generation_seq.max(first) + 1 {
+            return;
+        }
+        if self.stream.status().generation == Some(generation) {
+            // This node holds some of it already (a replica that stopped and started
+            // again): reading on is what fits it.
+            return;
+        }
+        self.skip = Some(Skip {
+            generation,
+            generation_seq,
+            seq: keyframe.seq,
+            offset: keyframe.offset,
+            taken: false,
+        });
+    }
+
+    /// Applies one message; true when the consumer should move to the skip's message
+    /// now (the generation's init segment is in).
+    fn apply(&mut self, message: async_nats::jetstream::Message) -> bool {
         if self.stream.presence.lock().publisher.is_some() {
             // A publisher here feeds the stream now (its frames come back to us from
             // the log too): the replica pauses at its next check.
-            return;
+            return false;
         }
-        let Ok(info) = message.info() else { return };
+        let Ok(info) = message.info() else {
+            return false;
+        };
         let seq = info.stream_sequence;
         if self.last_applied.is_some_and(|last| seq <= last) {
-            return;
+            return false;
         }
         self.last_applied = Some(seq);
         self.cluster.metrics.read(message.payload.len());
@@ -260,6 +337,36 @@ impl Replica {
             self.caught_up
                 .send_if_modified(|up| !std::mem::replace(up, true));
         }
+        self.skip_now(seq)
+    }
+
+    /// After applying message `seq`: whether to move the consumer to the skip's message.
+    fn skip_now(&mut self, seq: u64) -> bool {
+        let Some(skip) = self.skip.filter(|s| !s.taken) else {
+            return false;
+        };
+        if seq + 1 >= skip.seq {
+            // Read on to it: nothing left to skip.
+            self.skip = None;
+            return false;
+        }
+        if !self.stream.holds_init_of(skip.generation) {
+            return false;
+        }
+        log::info!(
+            "cluster: replica of {} has generation {}'s init segment; reading on from the newest keyframe cluster (log sequence {}, offset {}), skipping {} messages",
+            self.name(),
+            skip.generation,
+            skip.seq,
+            skip.offset,
+            skip.seq - seq - 1
+        );
+        self.skip = Some(Skip {
+            taken: true,
+            ..skip
+        });
+        self.last_applied = Some(skip.seq - 1);
+        true
     }
 
     fn apply_message(&mut self, seq: u64, message: &async_nats::jetstream::Message) {
@@ -279,6 +386,13 @@ impl Replica {
             self.session = Some(session.to_owned());
         }
         match wire::parse(headers, message.payload.clone()) {
+            Ok(Incoming::Frame {
+                socket,
+                frame,
+                mime,
+            }) if self.skip.is_some_and(|s| s.taken) => {
+                self.accept_after_skip(seq, socket, frame, mime)
+            }
             Ok(Incoming::Frame {
                 socket,
                 frame,
@@ -313,5 +427,133 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// The first message after the skip: the hole is left between what the generation
+    /// holds and this frame.
+    fn accept_after_skip(
+        &mut self,
+        seq: u64,
+        socket: PublisherSocket,
+        frame: bytes::Bytes,
+        mime: Option<String>,
+    ) {
+        let Some(skip) = self.skip.take() else { return };
+        let ours = socket == PublisherSocket::Chunk
+            && seq == skip.seq
+            && FrameHeader::parse(&frame).is_ok_and(|h| h.generation == skip.generation);
+        if !ours {
+            log::warn!(
+                "cluster: replica of {}: log message {seq} is not the keyframe cluster's; its viewers may wait for the next generation",
+                self.name()
+            );
+            return self.accept(socket, frame, mime);
+        }
+        match self.stream.accept_after_hole(frame, skip.offset) {
+            Ok(_) => {
+                self.cluster.metrics.replica_keyframe_start();
+                self.skipped = Some(skip);
+            }
+            Err(err) => {
+                self.cluster.metrics.replica_refused();
+                log::warn!(
+                    "cluster: replica of {} could not go on from the keyframe cluster ({err}); its viewers wait for the next generation",
+                    self.name()
+                );
+            }
+        }
+    }
+
+    /// Fetches the generation's messages the skip left out and fills the hole with
+    /// them, for a viewer that needs the generation whole. Live messages wait meanwhile
+    /// (the consumer holds them).
+    async fn fill_hole(&mut self, nats: &super::connection::Nats) {
+        let Some(skip) = self.skipped else { return };
+        if self.stream.hole().map(|(g, ..)| g) != Some(skip.generation) {
+            self.skipped = None;
+            return;
+        }
+        let started = Instant::now();
+        let head = tokio::time::timeout(FILL_PATIENCE, self.fetch_head(nats, skip)).await;
+        let head = match head {
+            Ok(Ok(head)) => head,
+            Ok(Err(err)) => {
+                log::warn!(
+                    "cluster: replica of {} cannot fetch the start of generation {}: {err}",
+                    self.name(),
+                    skip.generation
+                );
+                return;
+            }
+            Err(_) => {
+                log::warn!(
+                    "cluster: replica of {} did not fetch the start of generation {} within {FILL_PATIENCE:?}",
+                    self.name(),
+                    skip.generation
+                );
+                return;
+            }
+        };
+        let bytes: usize = head.iter().map(|f| f.len()).sum();
+        if self.stream.fill_hole(head) {
+            self.skipped = None;
+            self.cluster.metrics.replica_filled();
+            log::info!(
+                "cluster: replica of {} fetched the start of generation {} ({bytes} bytes, {} ms) for a viewer that needs it whole",
+                self.name(),
+                skip.generation,
+                started.elapsed().as_millis()
+            );
+        } else {
+            log::warn!(
+                "cluster: replica of {}: the log's start of generation {} does not fill its hole",
+                self.name(),
+                skip.generation
+            );
+        }
+    }
+
+    /// The generation's frames from its first message up to the skip's, in offset order.
+    async fn fetch_head(
+        &self,
+        nats: &super::connection::Nats,
+        skip: Skip,
+    ) -> Result<Vec<bytes::Bytes>, String> {
+        let config = OrderedConfig {
+            filter_subject: wire::subject(self.name()),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: skip.generation_seq,
+            },
+            ..Default::default()
+        };
+        let consumer = nats
+            .log
+            .create_consumer(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| e.to_string())?;
+            let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+            if seq >= skip.seq {
+                break;
+            }
+            self.cluster.metrics.read(message.payload.len());
+            let headers = message.headers.as_ref();
+            if wire::session_of(headers).ok() != self.session.as_deref() {
+                continue;
+            }
+            if let Ok(Incoming::Frame { frame, .. }) = wire::parse(headers, message.payload.clone())
+            {
+                let header = FrameHeader::parse(&frame).map_err(|e| e.to_string())?;
+                if header.generation == skip.generation && header.offset < skip.offset {
+                    head.push((header.offset, frame));
+                }
+            }
+        }
+        head.sort_by_key(|(offset, _)| *offset);
+        head.dedup_by_key(|(offset, _)| *offset);
+        Ok(head.into_iter().map(|(_, frame)| frame).collect())
     }
 }

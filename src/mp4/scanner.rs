@@ -114,6 +114,23 @@ impl Scanner {
         self.head.capacity() + self.body.capacity()
     }
 
+    /// Carries on at absolute offset `at`, where a top-level box (a `moof`) starts, as
+    /// though the bytes before it had been scanned: a replica that joins a generation at
+    /// a keyframe holds the init segment and then fragments from `at` on. A box half read
+    /// is dropped without events. False, and nothing changed, unless the scanner is
+    /// healthy, its init segment is complete, and it is not past `at`.
+    pub fn resync(&mut self, at: u64) -> bool {
+        let inited = !self.tracks.is_empty() && self.file_start.is_none();
+        if self.failed.is_some() || !inited || at < self.position {
+            return false;
+        }
+        self.state = State::Header;
+        self.head.clear();
+        self.body.clear();
+        self.position = at;
+        true
+    }
+
     /// Feeds the next bytes. After an error every push returns that error.
     pub fn push(&mut self, mut data: &[u8], sink: &mut impl Sink<Event>) -> Result<(), Mp4Error> {
         if let Some(err) = &self.failed {

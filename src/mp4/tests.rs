@@ -479,3 +479,53 @@ proptest! {
         prop_assert_eq!(scan(&data, &[init(SYNC).len() + cut]), whole);
     }
 }
+
+fn fragment_starts(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fragment { range, .. } => Some(range.start),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_scanner_resynced_at_a_later_fragment_reports_what_a_whole_scan_reports_from_there() {
+    for file in [FRAG_KEYFRAME, CHROME] {
+        let (whole, result) = scan(file, &[]);
+        result.unwrap();
+        let starts = fragment_starts(&whole);
+        assert!(starts.len() > 2, "{starts:?}");
+        let at = starts[starts.len() / 2];
+        let mut scanner = Scanner::new();
+        let mut events = Vec::new();
+        // The init segment and half of the first fragment's header.
+        scanner
+            .push(&file[..starts[0] as usize + 10], &mut events)
+            .unwrap();
+        assert!(!scanner.resync(starts[0]), "behind what it has read");
+        assert!(scanner.resync(at));
+        let before = events.len();
+        for piece in file[at as usize..].chunks(1000) {
+            scanner.push(piece, &mut events).unwrap();
+        }
+        let from_there = |e: &&Event| match e {
+            Event::Fragment { range, .. } => range.start >= at,
+            Event::MediaData { offset, .. } => *offset >= at,
+            _ => false,
+        };
+        let expected: Vec<&Event> = whole.iter().filter(from_there).collect();
+        assert_eq!(events[before..].iter().collect::<Vec<_>>(), expected);
+    }
+}
+
+#[test]
+fn a_scanner_refuses_to_resync_before_its_moov() {
+    let (whole, _) = scan(FRAG_KEYFRAME, &[]);
+    let at = fragment_starts(&whole)[1];
+    let mut scanner = Scanner::new();
+    scanner.push(&FRAG_KEYFRAME[..30], &mut Vec::new()).unwrap();
+    assert!(!scanner.resync(at));
+    assert_eq!(scanner.position(), 30);
+}

@@ -128,6 +128,10 @@ pub(super) struct Generation {
     pub(super) len: u64,
     pub(super) index: MediaIndex,
     pub(super) pin: Arc<GenerationPin>,
+    /// Media bytes this buffer never received: a replica that joined the log at a
+    /// keyframe holds the generation's first frames (its init segment) and the frames
+    /// from the keyframe on, not what lies between.
+    pub(super) hole: Option<(u64, u64)>,
 }
 
 /// Counts a generation's bytes in the buffered-bytes gauge for as long as anything
@@ -168,6 +172,7 @@ impl Generation {
             len: 0,
             index: MediaIndex::new(),
             pin: GenerationPin::new(gauge),
+            hole: None,
         }
     }
 
@@ -187,6 +192,31 @@ impl Generation {
         self.frames.push(frame);
         self.len = end;
         learned
+    }
+
+    /// Appends a frame that starts past the generation's end, leaving a hole; the index
+    /// carries on at `join_at` (inside the frame), a keyframe-led cluster or fragment.
+    /// Counts only the bytes held.
+    pub(super) fn push_after_hole(&mut self, frame: Frame, end: u64, join_at: u64) -> Learned {
+        self.hole = Some((self.len, frame.offset));
+        let learned = if self.index.resync_at_join_point(join_at) {
+            let skip = HEADER_LEN + (join_at - frame.offset) as usize;
+            self.index.feed(&frame.bytes[skip..])
+        } else {
+            Learned {
+                problem: self.index.problem().cloned(),
+                ..Learned::default()
+            }
+        };
+        self.pin.grow(end - frame.offset);
+        self.frames.push(frame);
+        self.len = end;
+        learned
+    }
+
+    /// Where the frames after the blob start: the blob's end, or past a hole.
+    pub(super) fn chunks_start(&self) -> u64 {
+        self.hole.map_or_else(|| self.blob_end(), |(_, end)| end)
     }
 
     /// Media bytes `0..end`, which lie in the first frames, as slices of them.

@@ -44,6 +44,10 @@ pub enum IndexError {
     Webm(#[from] WebmError),
     #[error("MP4: {0}")]
     Mp4(#[from] Mp4Error),
+    /// A replica's generation went on past a hole, and the scanner could not carry on
+    /// where it said.
+    #[error("cannot go on scanning at byte {at}, after the bytes this node skipped")]
+    Resync { at: u64 },
     /// What the index reports when a frame holds more elements than it will look at
     /// under the stream's lock.
     #[error("more than {limit} elements in one frame (by byte {offset}), too many to index")]
@@ -321,6 +325,30 @@ impl MediaIndex {
         Ok(())
     }
 
+    /// The generation's bytes continue at `at` (the caller skipped those between), where
+    /// a cluster or fragment that opens with a keyframe of the lead track starts, as the
+    /// publisher's index found: a replica joining at the live edge. It becomes the join
+    /// point at once (its first video block may come in a later frame), and the next
+    /// `feed` must start at `at`. Without an init segment (or on a scanner that cannot
+    /// carry on there) the generation loses its index, as after any scanner failure.
+    pub fn resync_at_join_point(&mut self, at: u64) -> bool {
+        let resynced = self.facts.init_end.is_some_and(|end| end <= at)
+            && !self.facts.second_file
+            && match &mut self.reader {
+                Reader::Webm(scanner) => scanner.resync(at),
+                Reader::Mp4(scanner) => scanner.resync(at),
+                Reader::Sniffing(_) | Reader::Off => false,
+            };
+        if resynced {
+            self.facts.open_cluster = None;
+            self.facts.newest_join_point = Some(at);
+        } else {
+            self.problem = Some(IndexError::Resync { at });
+            self.reader = Reader::Off;
+        }
+        resynced
+    }
+
     /// Where a live joiner starts: (end of the init segment, newest cluster or fragment
     /// that opens with a sync sample of the lead track).
     ///
@@ -332,6 +360,13 @@ impl MediaIndex {
             return None;
         }
         Some((self.facts.init_end?, self.facts.newest_join_point?))
+    }
+
+    /// Where the init segment that starts the generation ends, once it has.
+    pub fn init_end(&self) -> Option<u64> {
+        self.facts
+            .init_end
+            .filter(|_| !matches!(self.reader, Reader::Off))
     }
 
     /// What the newest Tracks element or moov said.

@@ -6,16 +6,14 @@ pub mod clock;
 mod generation;
 pub mod index;
 pub mod registry;
+mod snapshot;
 pub mod tap;
 pub mod viewers;
 
 use crate::metrics::Metrics;
-use crate::protocol::{Join, OutFrame, StreamName};
+use crate::protocol::{OutFrame, StreamName};
 use crate::recording::{ContinuedFrom, Recorder, Slot};
-use buffer::{
-    Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, GenerationPin, Lagging, LogReader,
-    Resume,
-};
+use buffer::{Accepted, Buffer, BufferLimits, ChunkCursor, FrameError, Lagging, LogReader, Resume};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
 pub use registry::{Refusal, Registry};
+pub use snapshot::Snapshot;
 pub use tap::Tap;
 
 /// What blob viewers follow: they are woken when it changes, not for every chunk.
@@ -201,19 +200,6 @@ pub struct ChunksRead {
     pub jumped: Option<buffer::Jump>,
 }
 
-pub struct Snapshot {
-    /// Holds the generation in the buffered-bytes gauge while the frames are sent.
-    pub pin: Option<Arc<GenerationPin>>,
-    /// `generations_started` when the snapshot was taken.
-    pub taken_at: u64,
-    pub epoch: u64,
-    pub generation: Option<u64>,
-    pub join: Join,
-    /// The viewer already holds the current generation up to its offset.
-    pub resumed: bool,
-    pub frames: Vec<OutFrame>,
-}
-
 impl Stream {
     pub(crate) fn new(
         name: StreamName,
@@ -389,14 +375,46 @@ impl Stream {
     }
 
     pub fn accept_blob(&self, frame: Bytes) -> Result<Accepted, FrameError> {
-        self.accept(frame, true)
+        self.accept(frame, true, None)
     }
 
     pub fn accept_chunk(&self, frame: Bytes) -> Result<Accepted, FrameError> {
-        self.accept(frame, false)
+        self.accept(frame, false, None)
     }
 
-    fn accept(&self, frame: Bytes, is_blob: bool) -> Result<Accepted, FrameError> {
+    /// A chunk that starts past the current generation's end, its bytes from `join_at`
+    /// on a keyframe-led cluster: a replica joining the log at the live edge (see
+    /// `Buffer::accept_after_hole`).
+    pub fn accept_after_hole(&self, frame: Bytes, join_at: u64) -> Result<Accepted, FrameError> {
+        self.accept(frame, false, Some(join_at))
+    }
+
+    /// Whether the current generation is `generation` and holds its init segment.
+    pub fn holds_init_of(&self, generation: u64) -> bool {
+        self.buffer.read().holds_init_of(generation)
+    }
+
+    /// The current generation's hole, if a replica left one: (generation, from, to).
+    pub fn hole(&self) -> Option<(u64, u64, u64)> {
+        self.buffer.read().hole()
+    }
+
+    /// Fills the current generation's hole with its frames from the start (see
+    /// `Buffer::fill_hole`); viewers waiting for it are told.
+    pub fn fill_hole(&self, head: Vec<Bytes>) -> bool {
+        let filled = self.buffer.write().fill_hole(head);
+        if filled {
+            self.media_changed.send_modify(|v| *v += 1);
+        }
+        filled
+    }
+
+    fn accept(
+        &self,
+        frame: Bytes,
+        is_blob: bool,
+        after_hole: Option<u64>,
+    ) -> Result<Accepted, FrameError> {
         let len = frame.len() as u64;
         let (accepted, epoch, generations_started, generation, mime, notice, stop) = {
             let mut buffer = self.buffer.write();
@@ -407,10 +425,10 @@ impl Stream {
                 .filter(|_| records)
                 .map(|_| frame.clone());
             let tapped = self.tap.lock().clone().map(|tap| (tap, frame.clone()));
-            let accepted = if is_blob {
-                buffer.accept_blob(frame)?
-            } else {
-                buffer.accept_chunk(frame)?
+            let accepted = match after_hole {
+                _ if is_blob => buffer.accept_blob(frame)?,
+                Some(join_at) => buffer.accept_after_hole(frame, join_at)?,
+                None => buffer.accept_chunk(frame)?,
             };
             match accepted {
                 Accepted::NewGeneration { .. } => self.clock.frame_arrived(true),
@@ -473,50 +491,6 @@ impl Stream {
             self.end();
         }
         Ok(accepted)
-    }
-
-    /// Frames a joining blob viewer needs, unless it already holds them (`resume`).
-    /// A live join falls back to the whole generation until a keyframe cluster is known.
-    pub fn snapshot(&self, resume: Option<Resume>, join: Join) -> Snapshot {
-        let buffer = self.buffer.read();
-        let epoch = buffer.epoch();
-        let taken_at = buffer.generations_started();
-        let generation = buffer.generation();
-        if let Some(resume) = resume.filter(|&r| buffer.can_resume(r)) {
-            return Snapshot {
-                pin: None,
-                taken_at,
-                epoch,
-                generation: Some(resume.generation),
-                join: Join::Start,
-                resumed: true,
-                frames: Vec::new(),
-            };
-        }
-        let live = match join {
-            Join::Live => buffer.live_snapshot(),
-            Join::Start => None,
-        };
-        match live {
-            Some(frames) => Snapshot {
-                pin: buffer.pin(),
-                taken_at,
-                epoch,
-                generation,
-                join: Join::Live,
-                resumed: false,
-                frames,
-            },
-            None => Snapshot {
-                pin: buffer.pin(),
-                taken_at,
-                epoch,
-                generation,
-                join: Join::Start,
-                resumed: false,
-                frames: buffer.snapshot_frames(),
-            },
-        }
     }
 
     /// The current generation's epoch, number and blob.

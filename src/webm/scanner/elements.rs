@@ -56,6 +56,19 @@ pub(super) struct File {
     init_done: bool,
 }
 
+impl Frame {
+    /// Whether this is a Segment that may still hold an element starting at `at`.
+    pub(super) fn is_segment_reaching(&self, at: u64) -> bool {
+        matches!(self.kind, FrameKind::Segment) && self.end.is_none_or(|end| at < end)
+    }
+}
+
+impl File {
+    pub(super) fn is_inited(&self) -> bool {
+        self.init_done
+    }
+}
+
 impl Scanner {
     /// Decides what a complete element header means where it stands.
     pub(super) fn on_header(

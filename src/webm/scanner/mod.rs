@@ -202,6 +202,30 @@ impl Scanner {
         self.body.capacity()
     }
 
+    /// Carries on at absolute offset `at`, where a level-1 element (a Cluster) of the
+    /// current Segment starts, as though the bytes before it had been scanned. A replica
+    /// that joins a generation at a keyframe holds the init segment and then clusters
+    /// from `at` on; what was open inside the Segment is dropped without events (it is
+    /// not ours to finish). False, and nothing changed, unless the scanner is healthy,
+    /// inside a Segment whose init segment is complete, and not past `at`.
+    pub fn resync(&mut self, at: u64) -> bool {
+        let inside_segment = self.file.as_ref().is_some_and(|f| f.is_inited())
+            && self
+                .stack
+                .first()
+                .is_some_and(|f| f.is_segment_reaching(at));
+        if self.error.is_some() || !inside_segment || at < self.pushed {
+            return false;
+        }
+        self.stack.truncate(1);
+        self.state = State::Header;
+        self.head_len = 0;
+        self.body.clear();
+        self.pos = at;
+        self.pushed = at;
+        true
+    }
+
     /// Feeds the next bytes of the stream and hands what they complete to `out`, one event
     /// at a time, as it is found.
     ///

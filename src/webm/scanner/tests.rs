@@ -1121,3 +1121,57 @@ mod props {
         }
     }
 }
+
+/// Chromium's MediaRecorder output: unknown-size clusters, the case a resync must meet.
+const CHROME_WEBM: &[u8] = include_bytes!("../../../integration/fixtures/chrome-vp8-opus.webm");
+
+fn scan_all(data: &[u8]) -> Vec<Event> {
+    let mut events = Vec::new();
+    Scanner::new().push(data, &mut events).unwrap();
+    events
+}
+
+#[test]
+fn a_scanner_resynced_at_a_later_cluster_reports_what_a_whole_scan_reports_from_there() {
+    let whole = scan_all(CHROME_WEBM);
+    let starts: Vec<u64> = clusters(&whole).iter().map(|c| c.0).collect();
+    assert!(starts.len() > 4, "{starts:?}");
+    let (first, at) = (starts[0], starts[starts.len() / 2]);
+    // The init segment and part of the first cluster, cut mid-block; then the bytes
+    // from a later cluster on.
+    let held = first as usize + 100;
+    let mut scanner = Scanner::new();
+    let mut events = Vec::new();
+    scanner.push(&CHROME_WEBM[..held], &mut events).unwrap();
+    assert!(!scanner.resync(held as u64 - 1), "behind what it has read");
+    assert!(scanner.resync(at));
+    assert_eq!(scanner.position(), at);
+    let before = events.len();
+    for piece in CHROME_WEBM[at as usize..].chunks(777) {
+        scanner.push(piece, &mut events).unwrap();
+    }
+    let from_there = |e: &&Event| match e {
+        Event::ClusterStart { offset, .. } => *offset >= at,
+        Event::Block { cluster_offset, .. } => *cluster_offset >= at,
+        _ => false,
+    };
+    let expected: Vec<&Event> = whole.iter().filter(from_there).collect();
+    let got: Vec<&Event> = events[before..].iter().collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_scanner_refuses_to_resync_before_its_init_segment_is_complete_or_after_an_error() {
+    let whole = scan_all(CHROME_WEBM);
+    let at = clusters(&whole)[2].0;
+    let mut scanner = Scanner::new();
+    scanner.push(&CHROME_WEBM[..40], &mut Vec::new()).unwrap();
+    assert!(
+        !scanner.resync(at),
+        "no Cluster seen: the init is not complete"
+    );
+    assert_eq!(scanner.position(), 40, "nothing changed");
+    let mut broken = Scanner::new();
+    assert!(broken.push(b"not webm at all", &mut Vec::new()).is_err());
+    assert!(!broken.resync(at));
+}

@@ -6,6 +6,8 @@
 //! viewer is sent is the very `Bytes` the publisher sent, shared, never copied; a frame
 //! cut for a resume or a live join is a new header over slices of those same bytes.
 
+mod hole;
+
 use super::generation::{Frame, Generation};
 pub use super::generation::{GenerationPin, LogReader};
 use super::index::MediaNotices;
@@ -446,10 +448,11 @@ impl Buffer {
                 .is_none_or(|reached| resume.generation > reached),
         };
         same_session
-            && self
-                .current
-                .as_ref()
-                .is_some_and(|g| g.id == resume.generation && resume.offset <= g.len)
+            && self.current.as_ref().is_some_and(|g| {
+                g.id == resume.generation
+                    && resume.offset <= g.len
+                    && g.hole.is_none_or(|(_, end)| resume.offset >= end)
+            })
     }
 
     /// A chunk viewer joining now: owed everything appended from this moment on, or
@@ -508,9 +511,9 @@ impl Buffer {
         let moving_on = current.frames.len() > 1;
         let behind = match in_previous {
             Some(previous) if !moving_on => previous.len - cursor.offset,
-            Some(previous) => previous.len - cursor.offset + current.len - current.blob_end(),
+            Some(previous) => previous.len - cursor.offset + current.len - current.chunks_start(),
             None if cursor.generation == Some(current.id) => current.len - cursor.offset,
-            None => current.len - current.blob_end(),
+            None => current.len - current.chunks_start(),
         };
         if behind > max_behind {
             return match self.jump_target(cursor, max_behind).filter(|_| may_jump) {
@@ -542,7 +545,7 @@ impl Buffer {
             *cursor = ChunkCursor {
                 epoch: self.epoch,
                 generation: Some(current.id),
-                offset: current.blob_end(),
+                offset: current.chunks_start(),
             };
         }
         current.frames_from(cursor.offset, out);
@@ -579,7 +582,7 @@ impl Buffer {
         let (_, keyframe) = current.index.live_start()?;
         let floor = match cursor.generation {
             Some(g) if g == current.id => cursor.offset,
-            _ => current.blob_end(),
+            _ => current.chunks_start(),
         };
         let to = keyframe.max(floor);
         (to > floor || cursor.generation != Some(current.id))
@@ -620,7 +623,7 @@ pub fn read_appended(
 mod tests {
     use super::*;
 
-    fn at(generation: u64, offset: u64) -> Resume {
+    pub(super) fn at(generation: u64, offset: u64) -> Resume {
         Resume {
             generation,
             offset,
@@ -632,18 +635,18 @@ mod tests {
         max_generation_bytes: 1000,
     };
 
-    fn frame(generation: u64, offset: u64, payload: &[u8]) -> Bytes {
+    pub(super) fn frame(generation: u64, offset: u64, payload: &[u8]) -> Bytes {
         FrameHeader { generation, offset }.frame(payload)
     }
 
-    fn payloads(frames: &[Bytes]) -> Vec<u8> {
+    pub(super) fn payloads(frames: &[Bytes]) -> Vec<u8> {
         frames
             .iter()
             .flat_map(|f| f[HEADER_LEN..].to_vec())
             .collect()
     }
 
-    fn read(buffer: &Buffer, cursor: &mut ChunkCursor) -> Vec<Bytes> {
+    pub(super) fn read(buffer: &Buffer, cursor: &mut ChunkCursor) -> Vec<Bytes> {
         let mut out = Vec::new();
         buffer
             .read_chunks(cursor, u64::MAX, false, &mut out)
@@ -826,7 +829,7 @@ mod tests {
 
     #[test]
     fn a_live_snapshot_is_the_init_then_the_newest_keyframe_cluster_onwards() {
-        const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+        const CHROME: &[u8] = include_bytes!("../../../integration/fixtures/chrome-vp8-opus.webm");
         let mut b = Buffer::new(BufferLimits {
             max_generation_bytes: 1 << 20,
         });
@@ -867,7 +870,7 @@ mod tests {
 
     #[test]
     fn a_lagging_viewer_that_may_jump_carries_on_at_the_newest_keyframe_cluster() {
-        const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+        const CHROME: &[u8] = include_bytes!("../../../integration/fixtures/chrome-vp8-opus.webm");
         let mut b = Buffer::new(BufferLimits {
             max_generation_bytes: 1 << 20,
         });
@@ -919,7 +922,7 @@ mod tests {
 
     #[test]
     fn a_mime_that_contradicts_the_tracks_is_noticed_once() {
-        const CHROME: &[u8] = include_bytes!("../../integration/fixtures/chrome-vp8-opus.webm");
+        const CHROME: &[u8] = include_bytes!("../../../integration/fixtures/chrome-vp8-opus.webm");
         let mut b = Buffer::new(BufferLimits {
             max_generation_bytes: 1 << 20,
         });
