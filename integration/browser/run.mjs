@@ -30,6 +30,7 @@ import { pageTests } from './pages.mjs';
 import { firefoxTests } from './firefox.mjs';
 import { controlsTests } from './controls.mjs';
 import { mp4Tests } from './mp4.mjs';
+import { clusterTests } from './cluster.mjs';
 import { recordSession, checkRecordingsPage } from './recordings-check.mjs';
 import { stallTime } from './stalls.mjs';
 
@@ -808,6 +809,7 @@ const ctx = {
   MAX_MISSING_MS,
 };
 mp4Tests(r.test, ctx);
+clusterTests(r.test, ctx);
 pageTests(r.test, ctx);
 controlsTests(r.test, ctx);
 firefoxTests(r.test, ctx);
