@@ -3,7 +3,9 @@
 //! restarts; a node killed with SIGKILL and its viewers resuming on another with
 //! nothing downloaded twice; the publisher's node killed and its session carrying on
 //! elsewhere, its recording there linked to the file on the node it left; NATS stopped
-//! and started again; one publisher session per stream cluster-wide. Without
+//! and started again; one publisher session per stream cluster-wide; a replica started
+//! for a live joiner reading the log from the newest keyframe cluster (WebM) or
+//! sync-led fragment (MP4), and fetching what it skipped for a viewer that needs it. Without
 //! nats-server the tests fail under CI (`CI` set) and are skipped, loudly, elsewhere.
 
 mod common;
@@ -227,11 +229,18 @@ async fn metric(server: &TestServer, name: &str) -> u64 {
 /// Where the Chrome recording's keyframe clusters start, as the server's index sees
 /// them while the pieces arrive; and its init segment's end.
 fn keyframe_clusters() -> (u64, Vec<u64>) {
+    join_points(&chrome_pieces())
+}
+
+/// Where a live joiner may start in a recording published in `pieces` (keyframe-led
+/// clusters or sync-led fragments, as the server's index finds them), and the end of
+/// its init segment.
+fn join_points(pieces: &[Vec<u8>]) -> (u64, Vec<u64>) {
     let mut index = MediaIndex::new();
     let mut starts: Vec<u64> = Vec::new();
     let mut init_end = 0;
-    for piece in chrome_pieces() {
-        index.feed(&piece);
+    for piece in pieces {
+        index.feed(piece);
         if let Some((init, start)) = index.live_start() {
             init_end = init;
             if starts.last() != Some(&start) {
@@ -610,6 +619,87 @@ async fn a_replica_for_a_live_joiner_reads_from_the_keyframe_and_fetches_the_sta
     .await;
     assert!(viewers.iter().all(|v| !v.saw_control("end")));
     drop((publisher, resumed));
+    let mut node1 = node1;
+    node1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mp4_replica_for_a_live_joiner_starts_at_the_newest_sync_led_fragment_and_decodes() {
+    const MP4: &[u8] = include_bytes!("fixtures/chrome-avc1-opus.mp4");
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let node1 = node(&nats, "node-1").await;
+    let node3 = node(&nats, "node-3").await;
+    // Chromium's own MP4 in 6 KB pieces after a blob that holds the init segment.
+    let blob = moofs(MP4)[0] + 100;
+    let pieces: Vec<Vec<u8>> = std::iter::once(MP4[..blob].to_vec())
+        .chain(MP4[blob..].chunks(6000).map(<[u8]>::to_vec))
+        .collect();
+    let split = pieces.len() - 3;
+    let published: u64 = pieces[..split].iter().map(|p| p.len() as u64).sum();
+    let (init_end, points) = join_points(&pieces[..split]);
+    let newest = *points.last().unwrap();
+    assert!(
+        newest > init_end + 12_000,
+        "several messages to skip: {points:?}"
+    );
+
+    let mut publisher = Publisher::connect(&node1, "phone", "session=one").await;
+    publisher.start("video/mp4;codecs=avc1.42E01E,opus").await;
+    publisher.send_blob(7, &pieces[0]).await;
+    node1
+        .until_api("phone", |s| s["buffered_bytes"] == pieces[0].len())
+        .await;
+    for piece in &pieces[1..split] {
+        publisher.send_chunk(piece).await;
+    }
+    until_directory(&nats, "phone", |e| {
+        e.keyframe.is_some_and(|k| k.offset == newest)
+    })
+    .await;
+
+    let mut live = Viewer::connect_with(&node3, "phone", "join=live").await;
+    live.pump_until("the published part", |v| v.length() == published)
+        .await;
+    assert_eq!(hello(&live)["join"], "live");
+    assert_eq!(
+        metric(&node3, "blobcast_nats_replica_keyframe_starts_total").await,
+        1
+    );
+    assert_eq!(
+        (live.jumped_at, live.jumped_at + live.skipped),
+        (init_end, newest)
+    );
+    let mut whole = Viewer::connect(&node3, "phone").await;
+    whole
+        .pump_until("the published part", |v| v.length() == published)
+        .await;
+    assert_eq!(metric(&node3, "blobcast_nats_replica_fills_total").await, 1);
+    assert!(
+        whole.data == MP4[..published as usize],
+        "join=start: every byte"
+    );
+
+    for piece in &pieces[split..] {
+        publisher.send_chunk(piece).await;
+    }
+    let viewers = all(vec![live, whole], |mut v| async move {
+        v.pump_until("the whole recording", |v| v.length() == MP4.len() as u64)
+            .await;
+        v
+    })
+    .await;
+    let [live, whole] = &viewers[..] else {
+        unreachable!()
+    };
+    assert!(live.data[..init_end as usize] == MP4[..init_end as usize]);
+    assert!(live.data[init_end as usize..] == MP4[newest as usize..]);
+    // Byte for byte the recording (which itself has repeated timestamps ffmpeg
+    // complains of: Chromium's muxer, not the relay).
+    assert!(whole.data == MP4);
+    assert_decodes(&live.data, "mp4 live joiner on a replica");
+    drop(publisher);
     let mut node1 = node1;
     node1.shutdown().await;
 }

@@ -4,6 +4,10 @@
 #![allow(dead_code)]
 
 pub mod logs;
+pub mod media;
+
+#[allow(unused_imports)]
+pub use media::{assert_decodes, ffmpeg_present, moofs};
 
 use blobcast::protocol::{FrameHeader, HEADER_LEN};
 use blobcast::Config;
