@@ -274,4 +274,75 @@ mod tests {
         );
         assert_eq!(b.hole(), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Wherever the publisher's pieces were cut and whichever keyframe cluster the
+        /// replica skips to: live joiners get the init and a keyframe cluster on, the
+        /// hole is never sent, and the filled generation is the recording, with a viewer
+        /// reading it carrying on exactly.
+        #[test]
+        fn any_cuts_and_any_keyframe_cluster(
+            blob_len in 2000usize..8000,
+            sizes in proptest::collection::vec(300usize..12_000, 1..40),
+            pick in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let mut frames = vec![frame(3, 0, &CHROME[..blob_len])];
+            let (mut offset, mut i) = (blob_len, 0);
+            while offset < CHROME.len() {
+                let end = (offset + sizes[i % sizes.len()]).min(CHROME.len());
+                frames.push(frame(3, offset as u64, &CHROME[offset..end]));
+                (offset, i) = (end, i + 1);
+            }
+            // Keyframe clusters past the blob, as the publisher's index names them.
+            let mut index = crate::stream::index::MediaIndex::new();
+            let mut points = Vec::new();
+            for f in &frames {
+                index.feed(&f[HEADER_LEN..]);
+                if let Some((_, point)) = index.live_start() {
+                    if point >= blob_len as u64 && points.last() != Some(&point) {
+                        points.push(point);
+                    }
+                }
+            }
+            proptest::prop_assume!(!points.is_empty());
+            let keyframe = points[pick.index(points.len())];
+            let holding = frames
+                .iter()
+                .rposition(|f| offset_of(f) <= keyframe)
+                .unwrap();
+            let last = frames.len() - 1;
+            // Something skipped, and a chunk left to come after the fill.
+            proptest::prop_assume!(holding > 1 && holding < last);
+
+            let mut b = buffer();
+            b.accept_blob(frames[0].clone()).unwrap();
+            b.accept_after_hole(frames[holding].clone(), keyframe).unwrap();
+            for chunk in &frames[holding + 1..last] {
+                b.accept_chunk(chunk.clone()).unwrap();
+            }
+            let hole_end = offset_of(&frames[holding]);
+            proptest::prop_assert_eq!(b.hole(), Some((3, blob_len as u64, hole_end)));
+            let live: Vec<Bytes> = b.live_snapshot().unwrap().iter().map(OutFrame::to_bytes).collect();
+            let init = payloads(&live[..1]);
+            proptest::prop_assert!(init[..] == CHROME[..init.len()]);
+            let from = offset_of(&live[1]);
+            proptest::prop_assert!(from >= keyframe && points.contains(&from));
+            proptest::prop_assert!(payloads(&live[1..])[..] == CHROME[from as usize..offset_of(&frames[last]) as usize]);
+
+            let mut cursor = b.cursor(None);
+            let mut reader = b.log_reader(&cursor);
+            proptest::prop_assert!(b.fill_hole(frames[..holding].to_vec()));
+            proptest::prop_assert_eq!(b.hole(), None);
+            proptest::prop_assert!(payloads(&b.snapshot())[..] == CHROME[..offset_of(&frames[last]) as usize]);
+            b.accept_chunk(frames[last].clone()).unwrap();
+            // The viewer's lock-free reader was closed by the fill: it goes back through
+            // the buffer, from where it stood.
+            let mut out = Vec::new();
+            let reader = reader.as_mut().expect("at the end");
+            proptest::prop_assert!(!read_appended(reader, &mut cursor, u64::MAX, &mut out));
+            proptest::prop_assert_eq!(read(&b, &mut cursor), vec![frames[last].clone()]);
+        }
+    }
 }
