@@ -306,8 +306,11 @@ impl Cluster {
         let Some((generation, _, hole_end)) = stream.hole() else {
             return;
         };
-        let inside = |r: Resume| r.generation == generation && r.offset < hole_end;
-        if wants.live && !wants.resume.is_some_and(inside) {
+        let needs_hole = match wants.resume {
+            Some(r) => r.generation == generation && r.offset < hole_end,
+            None => !wants.live,
+        };
+        if !needs_hole {
             return;
         }
         fill.notify_one();

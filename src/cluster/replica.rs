@@ -45,8 +45,17 @@ struct Skip {
     generation_seq: u64,
     seq: u64,
     offset: u64,
-    /// The consumer has been moved to `seq`: its first message leaves the hole.
-    taken: bool,
+}
+
+/// Where a replica started for a live joiner stands with its skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skipping {
+    /// Reading the generation's first messages until its init segment is in.
+    Planned(Skip),
+    /// The consumer was moved to the keyframe's message: applying it leaves the hole.
+    Moved(Skip),
+    /// The hole is there, for a viewer to have filled.
+    Holed(Skip),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -72,10 +81,7 @@ struct Replica {
     catch_up_to: u64,
     /// Read the first generation from its newest keyframe cluster (until it starts).
     from_keyframe: bool,
-    /// The skip being made, until its message is applied.
-    skip: Option<Skip>,
-    /// The skip made: the hole a viewer may ask to have filled.
-    skipped: Option<Skip>,
+    skipping: Option<Skipping>,
     fill: Arc<Notify>,
 }
 
@@ -106,8 +112,7 @@ pub(super) async fn run(
         caught_up,
         catch_up_to: 0,
         from_keyframe,
-        skip: None,
-        skipped: None,
+        skipping: None,
         fill,
     };
     replica.run().await;
@@ -242,7 +247,9 @@ impl Replica {
                         continue 'consumer;
                     }
                     _ = check.tick() => if self.next() != Next::Go { continue 'consumer },
-                    _ = self.fill.notified(), if self.skipped.is_some() => self.fill_hole(&nats).await,
+                    _ = self.fill.notified(), if matches!(self.skipping, Some(Skipping::Holed(_))) => {
+                        self.fill_hole(&nats).await
+                    }
                     _ = cluster.stopped() => return,
                 }
             }
@@ -267,7 +274,7 @@ impl Replica {
             );
             self.cluster.metrics.replica_snapshot();
             self.last_applied = None;
-            self.skip = None;
+            self.skipping = None;
         }
         let entry = directory::read(&nats.directory, self.name().as_str())
             .await
@@ -304,13 +311,12 @@ impl Replica {
             // again): reading on is what fits it.
             return;
         }
-        self.skip = Some(Skip {
+        self.skipping = Some(Skipping::Planned(Skip {
             generation,
             generation_seq,
             seq: keyframe.seq,
             offset: keyframe.offset,
-            taken: false,
-        });
+        }));
     }
 
     /// Applies one message; true when the consumer should move to the skip's message
@@ -342,12 +348,12 @@ impl Replica {
 
     /// After applying message `seq`: whether to move the consumer to the skip's message.
     fn skip_now(&mut self, seq: u64) -> bool {
-        let Some(skip) = self.skip.filter(|s| !s.taken) else {
+        let Some(Skipping::Planned(skip)) = self.skipping else {
             return false;
         };
         if seq + 1 >= skip.seq {
             // Read on to it: nothing left to skip.
-            self.skip = None;
+            self.skipping = None;
             return false;
         }
         if !self.stream.holds_init_of(skip.generation) {
@@ -361,10 +367,7 @@ impl Replica {
             skip.offset,
             skip.seq - seq - 1
         );
-        self.skip = Some(Skip {
-            taken: true,
-            ..skip
-        });
+        self.skipping = Some(Skipping::Moved(skip));
         self.last_applied = Some(skip.seq - 1);
         true
     }
@@ -390,7 +393,7 @@ impl Replica {
                 socket,
                 frame,
                 mime,
-            }) if self.skip.is_some_and(|s| s.taken) => {
+            }) if matches!(self.skipping, Some(Skipping::Moved(_))) => {
                 self.accept_after_skip(seq, socket, frame, mime)
             }
             Ok(Incoming::Frame {
@@ -438,7 +441,9 @@ impl Replica {
         frame: bytes::Bytes,
         mime: Option<String>,
     ) {
-        let Some(skip) = self.skip.take() else { return };
+        let Some(Skipping::Moved(skip)) = self.skipping.take() else {
+            return;
+        };
         let ours = socket == PublisherSocket::Chunk
             && seq == skip.seq
             && FrameHeader::parse(&frame).is_ok_and(|h| h.generation == skip.generation);
@@ -452,7 +457,7 @@ impl Replica {
         match self.stream.accept_after_hole(frame, skip.offset) {
             Ok(_) => {
                 self.cluster.metrics.replica_keyframe_start();
-                self.skipped = Some(skip);
+                self.skipping = Some(Skipping::Holed(skip));
             }
             Err(err) => {
                 self.cluster.metrics.replica_refused();
@@ -468,9 +473,11 @@ impl Replica {
     /// them, for a viewer that needs the generation whole. Live messages wait meanwhile
     /// (the consumer holds them).
     async fn fill_hole(&mut self, nats: &super::connection::Nats) {
-        let Some(skip) = self.skipped else { return };
+        let Some(Skipping::Holed(skip)) = self.skipping else {
+            return;
+        };
         if self.stream.hole().map(|(g, ..)| g) != Some(skip.generation) {
-            self.skipped = None;
+            self.skipping = None;
             return;
         }
         let started = Instant::now();
@@ -496,7 +503,7 @@ impl Replica {
         };
         let bytes: usize = head.iter().map(|f| f.len()).sum();
         if self.stream.fill_hole(head) {
-            self.skipped = None;
+            self.skipping = None;
             self.cluster.metrics.replica_filled();
             log::info!(
                 "cluster: replica of {} fetched the start of generation {} ({bytes} bytes, {} ms) for a viewer that needs it whole",

@@ -214,6 +214,11 @@ impl Generation {
         learned
     }
 
+    /// Whether the generation holds its whole init segment (where a hole may start).
+    pub(super) fn holds_init(&self) -> bool {
+        self.index.init_end().is_some_and(|init| init <= self.len)
+    }
+
     /// Where the frames after the blob start: the blob's end, or past a hole.
     pub(super) fn chunks_start(&self) -> u64 {
         self.hole.map_or_else(|| self.blob_end(), |(_, end)| end)

@@ -36,10 +36,7 @@ impl Buffer {
             .offset
             .saturating_add((frame.len() - HEADER_LEN) as u64);
         let fits = current.hole.is_none()
-            && current
-                .index
-                .init_end()
-                .is_some_and(|init| init <= current.len)
+            && current.holds_init()
             && (header.offset..end).contains(&join_at);
         if !fits {
             return Err(FrameError::Gap {
@@ -62,9 +59,9 @@ impl Buffer {
     /// Whether the current generation is `generation` and holds its whole init segment
     /// (where a replica may leave a hole).
     pub fn holds_init_of(&self, generation: u64) -> bool {
-        self.current.as_ref().is_some_and(|g| {
-            g.id == generation && g.index.init_end().is_some_and(|init| init <= g.len)
-        })
+        self.current
+            .as_ref()
+            .is_some_and(|g| g.id == generation && g.holds_init())
     }
 
     /// The hole of the current generation, if it has one: (its generation, from, to).
