@@ -69,6 +69,13 @@ function accepts(port) {
   });
 }
 
+/** Asserts that `node` logged a line holding `text` (what it means: `what`), and prints it. */
+function assertLogged(node, text, what) {
+  const line = node.log.find((l) => l.includes(text));
+  assert.ok(line, `${what}:\n${node.log.slice(-10).join('\n')}`);
+  console.log(`     ${line.replace(/^.*cluster: /, '')}`);
+}
+
 export function clusterTests(test, ctx) {
   test('cluster: on a node fed by NATS, an mse viewer joins at the keyframe its replica started from and a blob viewer after it gets the generation whole; both play', async () => {
     const binary = natsServerBinary();
@@ -99,9 +106,7 @@ export function clusterTests(test, ctx) {
       const mse = await ctx.open(`${edge.url}/watch/${stream}?mode=mse`, 'mse viewer on node 2');
       opened.push(mse);
       await ctx.waitFrames(mse);
-      const skipped = edge.log.find((l) => l.includes('reading on from the newest keyframe cluster'));
-      assert.ok(skipped, `node 2's replica started from a keyframe cluster:\n${edge.log.slice(-10).join('\n')}`);
-      console.log(`     node 2: ${skipped.replace(/^.*cluster: /, '')}`);
+      assertLogged(edge, 'reading on from the newest keyframe cluster', "node 2's replica started from a keyframe cluster");
       const { hello, jumps } = await mse.evaluate(() => ({
         hello: window.blobcastViewer.viewer.conn.hellos.find((h) => h.live),
         jumps: window.blobcastViewer.viewer.reassembler.jumps.length,
@@ -112,9 +117,7 @@ export function clusterTests(test, ctx) {
       const blob = await ctx.open(`${edge.url}/watch/${stream}?mode=blob`, 'blob viewer on node 2');
       opened.push(blob);
       await ctx.waitFrames(blob);
-      const filled = edge.log.find((l) => l.includes('fetched the start of generation'));
-      assert.ok(filled, `node 2's replica fetched what it skipped:\n${edge.log.slice(-10).join('\n')}`);
-      console.log(`     node 2: ${filled.replace(/^.*cluster: /, '')}`);
+      assertLogged(edge, 'fetched the start of generation', "node 2's replica fetched what it skipped");
       const blobHello = await blob.evaluate(() => window.blobcastViewer.viewer.conn.hellos.find((h) => h.live));
       assert.equal(blobHello.join, 'start', 'the blob viewer got the generation whole');
       for (const v of [mse, blob]) {

@@ -4,8 +4,8 @@
 //! from it as they are anywhere; a viewer that needs the generation whole waits until
 //! the replica has fetched the rest and the generation is rebuilt around it.
 
-use super::{Accepted, Buffer, FrameError};
-use crate::protocol::{FrameHeader, HEADER_LEN};
+use super::{gap, media_end, Accepted, Buffer, FrameError};
+use crate::protocol::FrameHeader;
 use crate::stream::generation::{Frame, Generation};
 use bytes::Bytes;
 
@@ -32,18 +32,12 @@ impl Buffer {
         if header.offset <= current.len {
             return self.accept_chunk(frame);
         }
-        let end = header
-            .offset
-            .saturating_add((frame.len() - HEADER_LEN) as u64);
+        let end = media_end(&header, &frame);
         let fits = current.hole.is_none()
             && current.holds_init()
             && (header.offset..end).contains(&join_at);
         if !fits {
-            return Err(FrameError::Gap {
-                generation: current.id,
-                expected: current.len,
-                got: header.offset,
-            });
+            return Err(gap(current, header.offset));
         }
         if end > limit {
             return Err(FrameError::BufferFull {
@@ -87,7 +81,7 @@ impl Buffer {
             let Ok(header) = FrameHeader::parse(&frame) else {
                 return false;
             };
-            let end = header.offset + (frame.len() - HEADER_LEN) as u64;
+            let end = media_end(&header, &frame);
             if header.generation != current.id || header.offset != whole.len || end > hole_end {
                 return false;
             }
@@ -111,7 +105,7 @@ mod tests {
     use super::super::tests::{at, frame, payloads, read};
     use super::super::{read_appended, BufferLimits};
     use super::*;
-    use crate::protocol::OutFrame;
+    use crate::protocol::{OutFrame, HEADER_LEN};
 
     const CHROME: &[u8] = include_bytes!("../../../integration/fixtures/chrome-vp8-opus.webm");
     const BLOB: usize = 4000;

@@ -96,6 +96,23 @@ pub fn session_epoch(stream: &str, session: &str) -> u64 {
     (hash & ((1 << 53) - 1)).max(1)
 }
 
+/// Where a frame's media ends in its generation. Saturating: a hostile offset near
+/// u64::MAX is a gap, not an overflow.
+fn media_end(header: &FrameHeader, frame: &Bytes) -> u64 {
+    header
+        .offset
+        .saturating_add((frame.len() - HEADER_LEN) as u64)
+}
+
+/// A frame that starts past what `current` holds.
+fn gap(current: &Generation, got: u64) -> FrameError {
+    FrameError::Gap {
+        generation: current.id,
+        expected: current.len,
+        got,
+    }
+}
+
 /// A lagging chunk viewer was moved ahead: it carries on at `offset` of `generation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Jump {
@@ -336,10 +353,7 @@ impl Buffer {
             .current
             .as_mut()
             .expect("caller matched the generation");
-        // Saturating: a hostile offset near u64::MAX is a gap, not an overflow.
-        let end = header
-            .offset
-            .saturating_add((frame.len() - HEADER_LEN) as u64);
+        let end = media_end(&header, &frame);
         if end <= current.len {
             return Ok(Accepted::Dropped);
         }
@@ -351,11 +365,7 @@ impl Buffer {
             });
         }
         if header.offset > current.len {
-            return Err(FrameError::Gap {
-                generation: current.id,
-                expected: current.len,
-                got: header.offset,
-            });
+            return Err(gap(current, header.offset));
         }
         if end > limit {
             return Err(FrameError::BufferFull {
@@ -374,9 +384,7 @@ impl Buffer {
             .previous
             .as_mut()
             .expect("caller matched the generation");
-        let end = header
-            .offset
-            .saturating_add((frame.len() - HEADER_LEN) as u64);
+        let end = media_end(&header, &frame);
         if header.offset != previous.len || end > self.limits.max_generation_bytes {
             return Accepted::Dropped;
         }
